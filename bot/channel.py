@@ -1,0 +1,110 @@
+"""The :class:`ChannelPlugin` protocol and what a plugin sees of the hub (:class:`HubAPI`).
+
+A channel plugin verifies a platform's request, parses it with a pure function into an
+:class:`~bot.envelope.InboundMessage`, hands it to :meth:`HubAPI.ingest`, and acknowledges the
+platform only after ``ingest`` returned (the message is then durable). Replies come back through
+:meth:`ChannelPlugin.send`. Plugins are found by the ``switchboard.channels`` entry point group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from aiohttp import web
+
+from bot.config import Settings
+from bot.envelope import InboundMessage, OutboundMessage, SessionKey
+from bot.events import EventBus
+from bot.store.base import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """A payload that became an envelope."""
+
+    envelope: InboundMessage
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A valid payload the hub deliberately does not act on (bot echo, join, edit noise...)."""
+
+    reason: str
+
+
+ParseResult = Parsed | Ignored
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReceipt:
+    """What :meth:`HubAPI.ingest` answers.
+
+    Attributes:
+        event_id: the message's event id.
+        session_key: its session.
+        duplicate: True when the event was accepted before (nothing was done now).
+        seq: the stored sequence number (of the first acceptance when duplicate, if known).
+    """
+
+    event_id: str
+    session_key: SessionKey
+    duplicate: bool
+    seq: int | None
+
+
+class HubAPI(Protocol):
+    """The part of the hub a channel plugin uses."""
+
+    settings: Settings
+    store: Store
+    events: EventBus
+
+    async def ingest(self, msg: InboundMessage) -> IngestReceipt:
+        """Deduplicate, persist and enqueue a customer message.
+
+        Raises:
+            bot.errors.Draining: the hub is shutting down (answer 503 so the platform retries).
+            bot.errors.BackendUnavailable: the store or queue cannot keep it (answer 503).
+        """
+
+
+class ChannelPlugin(Protocol):
+    """A platform integration. Constructed as ``cls(settings)``."""
+
+    name: ClassVar[str]
+
+    @classmethod
+    def enabled(cls, settings: Settings) -> bool:
+        """True when the settings hold this channel's credentials (or it needs none)."""
+
+    @classmethod
+    def parse_payload(cls, data: bytes, *, filename: str, settings: Settings) -> ParseResult:
+        """Pure parser for ``switchboard parse``: a recorded payload to an envelope.
+
+        Args:
+            data: the recorded body (JSON, or an ``.eml`` for e-mail).
+            filename: its name, for formats that depend on it.
+            settings: for the account and bot identity.
+
+        Raises:
+            bot.errors.PayloadInvalid: the payload is malformed.
+        """
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        """HTTP routes this channel serves (webhooks, widget assets); may be empty."""
+
+    async def start(self, hub: HubAPI) -> None:
+        """Connect (gateways, IMAP...) and begin feeding ``hub.ingest``."""
+
+    async def stop(self) -> None:
+        """Disconnect; called during graceful shutdown."""
+
+    async def send(self, out: OutboundMessage) -> None:
+        """Deliver a reply to the customer.
+
+        Raises:
+            bot.errors.RateLimited: the platform asked to wait ``retry_after`` seconds.
+            bot.errors.ChannelUnavailable: the platform is unreachable; retry later.
+        """

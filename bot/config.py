@@ -1,0 +1,188 @@
+"""Typed configuration: one frozen :class:`Settings`, loaded once and passed explicitly.
+
+Sources, highest priority first: explicit overrides (CLI flags), ``SWITCHBOARD_*`` environment
+variables, a ``switchboard.yaml`` file, then the embedded defaults. Field names map one to one:
+field ``llm_model`` is ``SWITCHBOARD_LLM_MODEL`` and key ``llm_model:`` in YAML. List fields take
+JSON in the environment (``SWITCHBOARD_API_KEYS='["k1","k2"]'``) or a comma-separated string.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, ClassVar
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+from bot.errors import ConfigError
+
+
+class QueueMode(StrEnum):
+    """How a lane treats messages that arrive while a turn is running.
+
+    ``collect``: everything that arrived becomes one follow-up turn after ``debounce_ms`` of quiet.
+    ``followup``: one turn per message, in order.
+    ``interrupt``: cancel the running turn and run the newest message.
+    """
+
+    COLLECT = "collect"
+    FOLLOWUP = "followup"
+    INTERRUPT = "interrupt"
+
+
+def _split_csv(value: Any) -> Any:
+    if isinstance(value, str):
+        value = value.strip()
+        if value.startswith("["):
+            import json
+
+            return json.loads(value)
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of the hub. Units are in the field names (``_s`` seconds, ``_ms``
+    milliseconds, ``_bytes`` bytes, ``_tokens`` tokens)."""
+
+    yaml_file: ClassVar[Path | None] = None
+
+    model_config = SettingsConfigDict(
+        env_prefix="SWITCHBOARD_",
+        frozen=True,
+        extra="forbid",
+        env_ignore_empty=True,
+    )
+
+    # --- server -----------------------------------------------------------------------------
+    data_dir: Path = Path(".switchboard")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = None
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    max_message_bytes: int = 32 * 1024
+    max_body_bytes: int = 1024 * 1024
+    drain_timeout_s: float = 20.0
+    log_level: str = "INFO"
+    log_json: bool = True
+    console_session_secret: SecretStr | None = None
+    demo_site: bool = True
+
+    # --- lanes ------------------------------------------------------------------------------
+    lane_backend: str = "memory"
+    queue_mode: QueueMode = QueueMode.COLLECT
+    channel_queue_modes: dict[str, QueueMode] = Field(default_factory=dict)
+    debounce_ms: int = 300
+    max_concurrent_turns: int = 16
+    lane_cap: int = 20
+    lane_idle_s: float = 30.0
+    turn_timeout_s: float = 120.0
+    redis_url: str | None = None
+
+    # --- ingest / dedupe --------------------------------------------------------------------
+    dedupe_ttl_s: float = 24 * 3600.0
+    dedupe_max_entries: int = 200_000
+
+    # --- store ------------------------------------------------------------------------------
+    database_url: str | None = None
+    store_batch_ms: float = 2.0
+
+    # --- agent / LLM ------------------------------------------------------------------------
+    llm_model: str | None = None
+    llm_api_base: str | None = None
+    llm_api_key: SecretStr | None = None
+    llm_fallbacks: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    llm_timeout_s: float = 30.0
+    llm_max_retries: int = 1
+    llm_temperature: float = 0.2
+    llm_stream: bool = True
+    llm_context_window_tokens: int = 8192
+    llm_max_answer_tokens: int = 800
+    agent_max_tool_rounds: int = 4
+    agent_history_messages: int = 40
+    bot_name: str = "Switchboard"
+    company_name: str = "Switchboard"
+
+    # --- knowledge --------------------------------------------------------------------------
+    qdrant_url: str | None = None
+    qdrant_api_key: SecretStr | None = None
+    kb_collection: str = "knowledge"
+    embedding_model: str = "local"
+    embedding_api_base: str | None = None
+    embedding_api_key: SecretStr | None = None
+    retrieve_top_k: int = 5
+    max_citations: int = 3
+    answer_min_score: float = 0.0
+    sample_kb: bool = True
+
+    # --- handoff ----------------------------------------------------------------------------
+    handoff_on_no_answer: bool = True
+    agent_capacity: int = 5
+
+    @field_validator("api_keys", "llm_fallbacks", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Order: explicit overrides, environment, YAML file, defaults."""
+        yaml_file = cls.yaml_file
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if yaml_file is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
+        return tuple(sources)
+
+    # --- derived ----------------------------------------------------------------------------
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy async URL; SQLite in ``data_dir`` unless ``database_url`` is set."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'switchboard.db').resolve()}"
+
+    @property
+    def qdrant_path(self) -> Path:
+        """Folder of the local on-disk Qdrant index (used when ``qdrant_url`` is unset)."""
+        return self.data_dir / "qdrant"
+
+    def queue_mode_for(self, channel: str) -> QueueMode:
+        """The queue mode of a channel: its override, else the global ``queue_mode``."""
+        return self.channel_queue_modes.get(channel, self.queue_mode)
+
+
+def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings once.
+
+    Args:
+        config: path of a ``switchboard.yaml``; None reads no file.
+        **overrides: values from CLI flags; None values are ignored.
+
+    Returns:
+        The frozen settings.
+
+    Raises:
+        ConfigError: when the file is missing or a value does not validate.
+    """
+    if config is not None and not config.is_file():
+        raise ConfigError(f"config file not found: {config}")
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    cls: type[Settings] = type("Settings", (Settings,), {"yaml_file": config})
+    try:
+        return cls(**clean)
+    except ValueError as exc:
+        raise ConfigError(f"invalid configuration: {exc}") from exc

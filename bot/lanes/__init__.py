@@ -1,0 +1,1 @@
+"""Per-session lane queues: one FIFO lane per conversation, a global cap on running turns."""

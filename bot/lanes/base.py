@@ -1,0 +1,142 @@
+"""The :class:`LaneQueue` protocol every lane backend implements (memory, redis).
+
+Semantics (the contract suite in ``tests/lanes/`` checks each one on every backend):
+
+- Strict FIFO inside a session; at most one active turn per session.
+- At most ``max_concurrent_turns`` turns run at once across all sessions; sessions that wait
+  for a slot are served in the order they became ready (no session starves another).
+- Queue modes, chosen per message at enqueue time (the hub resolves channel/session overrides):
+  ``collect`` (messages that arrive while a turn runs become one follow-up turn once no new
+  message arrived for ``debounce_ms``), ``followup`` (one turn per message), ``interrupt``
+  (cancel the running turn; the next turn carries the cancelled turn's messages plus the new
+  ones, so nothing the customer said is lost).
+- At most ``lane_cap`` messages wait per session. Beyond it, the oldest waiting messages are
+  folded into the next turn's ``overflow`` (kept, summarized by the agent) and ``on_overflow``
+  is called once per overflow episode so the customer can be told. Nothing is dropped.
+- A lane with no waiting message and no running turn is reclaimed after ``lane_idle_s``; the
+  memory a session costs is bounded by its queued work.
+- ``drain`` stops starting turns, waits up to a bound for running turns, and keeps what is
+  queued (``pending()`` returns it so the hub can persist or hand it to another worker).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bot.config import QueueMode
+from bot.envelope import InboundMessage, SessionKey
+
+
+@dataclass(slots=True)
+class Turn:
+    """The work of one turn of one session.
+
+    Attributes:
+        session_key: the conversation.
+        messages: the messages this turn answers, oldest first (at least one).
+        overflow: older messages folded in because the lane overflowed ``lane_cap``; the agent
+            sees them summarized. Oldest first.
+        mode: the queue mode the turn was scheduled under.
+        interrupted: True when this turn replaces a cancelled one (``interrupt`` mode).
+    """
+
+    session_key: SessionKey
+    messages: list[InboundMessage]
+    overflow: list[InboundMessage] = field(default_factory=list)
+    mode: QueueMode = QueueMode.COLLECT
+    interrupted: bool = False
+
+    @property
+    def all_messages(self) -> list[InboundMessage]:
+        """Overflow then messages: every customer message this turn covers, oldest first."""
+        return [*self.overflow, *self.messages]
+
+
+TurnHandler = Callable[[Turn], Awaitable[None]]
+"""Runs one turn. Cancelled (``CancelledError``) when an ``interrupt`` message supersedes it.
+An exception it raises is logged by the lane and does not stop the lane."""
+
+OverflowHandler = Callable[[SessionKey, int], Awaitable[None]]
+"""Called with the session and the number of messages folded, once per overflow episode."""
+
+
+@dataclass(frozen=True, slots=True)
+class LaneStats:
+    """A snapshot of a lane backend.
+
+    Attributes:
+        lanes: sessions that currently hold a lane (waiting work or a running turn).
+        queued: messages waiting across all lanes.
+        active_turns: turns running now.
+        ready_sessions: sessions with work waiting for a turn slot.
+    """
+
+    lanes: int
+    queued: int
+    active_turns: int
+    ready_sessions: int
+
+
+@dataclass(frozen=True, slots=True)
+class LaneConfig:
+    """Backend-independent lane settings (see :class:`bot.config.Settings`).
+
+    Attributes:
+        max_concurrent_turns: global cap on running turns.
+        lane_cap: waiting messages per session before overflow folding starts.
+        debounce_ms: quiet window of ``collect`` mode, milliseconds.
+        lane_idle_s: seconds an idle lane is kept before it is reclaimed.
+    """
+
+    max_concurrent_turns: int = 16
+    lane_cap: int = 20
+    debounce_ms: int = 300
+    lane_idle_s: float = 30.0
+
+
+class LaneQueue(Protocol):
+    """A per-session lane queue backend."""
+
+    async def start(self, handler: TurnHandler, on_overflow: OverflowHandler) -> None:
+        """Start consuming: turns are passed to ``handler``.
+
+        Raises:
+            RuntimeError: when already started.
+        """
+
+    async def enqueue(self, msg: InboundMessage, mode: QueueMode) -> int:
+        """Append a message to its session's lane.
+
+        Args:
+            msg: the message (already deduplicated and persisted by the hub).
+            mode: the queue mode to schedule it under.
+
+        Returns:
+            The number of messages waiting in that lane after this one (0 when a turn for it
+            can start at once).
+
+        Raises:
+            bot.errors.Draining: when the queue is draining or closed.
+            bot.errors.BackendUnavailable: when the backend cannot keep the message.
+        """
+
+    async def drain(self, timeout_s: float) -> list[InboundMessage]:
+        """Stop starting turns, wait up to ``timeout_s`` seconds for running turns to finish
+        (cancelling those still running after it), and return every message not yet handled,
+        oldest first per session. Those messages remain owned by the caller."""
+
+    def stats(self) -> LaneStats:
+        """A snapshot of sizes (cheap, no I/O)."""
+
+    async def close(self) -> None:
+        """Release resources; ``drain`` first for a graceful stop."""
+
+
+LaneFactory = Callable[[LaneConfig], LaneQueue]
+
+
+def fold_text(messages: Sequence[InboundMessage]) -> str:
+    """Join several customer messages into one prompt text, one per line, oldest first."""
+    return "\n".join(m.text for m in messages if m.text)

@@ -1,0 +1,1 @@
+"""Persistent stores: conversations, messages, agents and the audit log (SQLAlchemy async)."""

@@ -1,0 +1,223 @@
+"""The :class:`Store` protocol and its records.
+
+The store is the hub's memory of record: every accepted customer message is written before the
+platform is acknowledged, with its full envelope, so a restart re-enqueues what was accepted but
+not yet answered. Writes are group-committed (many callers, one transaction every
+``store_batch_ms``) so durability does not cost throughput.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Protocol
+
+from bot.envelope import Citation, InboundMessage, Participant, SessionKey
+
+
+class Role(StrEnum):
+    """Who wrote a stored message."""
+
+    CUSTOMER = "customer"
+    BOT = "bot"
+    AGENT = "agent"
+    SYSTEM = "system"
+
+
+class SessionMode(StrEnum):
+    """Who answers a session: ``bot`` → ``queued`` → ``human`` → ``bot`` (or ``closed``)."""
+
+    BOT = "bot"
+    QUEUED = "queued"
+    HUMAN = "human"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message to append (the store assigns ``seq`` and ``created_at``).
+
+    Attributes:
+        session_key: the conversation.
+        role: author role.
+        text: CommonMark text.
+        kind: ``message`` for customer text; ``answer``, ``notice``, ``handoff``, ``agent``,
+            ``note`` (internal, never shown to the customer) for the rest.
+        event_id: the customer's event id (customer messages), or the idempotency key of an
+            outbound message; unique per session when set.
+        reply_to: ``event_id`` of the customer message an answer replies to.
+        citations: documents an answer used.
+        author: human agent name for ``agent`` and ``note`` messages.
+        internal: True for notes that only agents see.
+        inbound: the full envelope of a customer message (kept for recovery).
+    """
+
+    session_key: SessionKey
+    role: Role
+    text: str
+    kind: str = "message"
+    event_id: str | None = None
+    reply_to: str | None = None
+    citations: tuple[Citation, ...] = ()
+    author: str | None = None
+    internal: bool = False
+    inbound: InboundMessage | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as stored, with its per-session sequence number (1, 2, 3...)."""
+
+    session_key: SessionKey
+    seq: int
+    role: Role
+    text: str
+    kind: str
+    event_id: str | None
+    reply_to: str | None
+    citations: tuple[Citation, ...]
+    author: str | None
+    internal: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """One session's record.
+
+    Attributes:
+        session_key: its key.
+        channel: channel plugin name.
+        account: workspace/tenant/bot/mailbox id.
+        customer: the customer as last seen.
+        mode: who answers it now.
+        assigned_agent: the human agent who owns it (mode ``human``).
+        ticket_id: the ticket opened at escalation, if any.
+        escalation_reason: why it was escalated (``customer_request``, ``agent_tool``,
+            ``no_answer``, ``turn_failed``...).
+        queued_at: when it entered the human queue.
+        last_seq: the highest message ``seq``.
+        created_at: first message time.
+        updated_at: last change.
+        meta: channel-specific data (e.g. a Teams ConversationReference).
+    """
+
+    session_key: SessionKey
+    channel: str
+    account: str
+    customer: Participant
+    mode: SessionMode
+    assigned_agent: str | None
+    ticket_id: str | None
+    escalation_reason: str | None
+    queued_at: datetime | None
+    last_seq: int
+    created_at: datetime
+    updated_at: datetime
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AgentAccount:
+    """A human agent who can log in to the console.
+
+    Attributes:
+        name: login name (unique).
+        display_name: name shown to customers.
+        password_hash: an argon2id PHC string (never the password).
+        active: False disables login.
+    """
+
+    name: str
+    display_name: str
+    password_hash: str
+    active: bool = True
+
+
+class Store(Protocol):
+    """Conversations, messages, agent accounts and the audit log."""
+
+    async def open(self) -> None:
+        """Create tables if missing and start the group-commit writer."""
+
+    async def close(self) -> None:
+        """Flush pending writes and close connections."""
+
+    async def append_inbound(self, msg: InboundMessage) -> StoredMessage | None:
+        """Persist a customer message (and its conversation) durably.
+
+        Returns:
+            The stored message, or None when ``(channel, account, event_id)`` was stored
+            before (a duplicate; nothing is written).
+
+        Raises:
+            bot.errors.BackendUnavailable: when the database cannot be written.
+        """
+
+    async def append(self, messages: Sequence[NewMessage]) -> list[StoredMessage]:
+        """Persist bot, agent, system messages and notes, in order; seqs are assigned.
+
+        A message whose ``event_id`` (idempotency key) is already stored for its session is
+        not written again; the stored one is returned instead.
+        """
+
+    async def mark_handled(self, session_key: SessionKey, event_ids: Sequence[str]) -> None:
+        """Record that turns covering these customer messages finished (group-committed)."""
+
+    async def unhandled(self) -> list[InboundMessage]:
+        """Customer messages accepted but not yet handled, oldest first (for recovery)."""
+
+    async def messages(
+        self,
+        session_key: SessionKey,
+        *,
+        after_seq: int = 0,
+        limit: int = 200,
+        include_internal: bool = False,
+    ) -> list[StoredMessage]:
+        """Messages of a session with ``seq > after_seq``, oldest first, at most ``limit``."""
+
+    async def conversation(self, session_key: SessionKey) -> Conversation | None:
+        """The conversation record, or None when the session never wrote."""
+
+    async def conversations(
+        self, *, modes: Sequence[SessionMode] | None = None, limit: int = 200
+    ) -> list[Conversation]:
+        """Conversations, newest activity first, optionally filtered by mode."""
+
+    async def set_mode(
+        self,
+        session_key: SessionKey,
+        mode: SessionMode,
+        *,
+        expect: Sequence[SessionMode] | None = None,
+        agent: str | None = None,
+        reason: str | None = None,
+        ticket_id: str | None = None,
+    ) -> Conversation:
+        """Change who answers a session (compare-and-set when ``expect`` is given).
+
+        Raises:
+            bot.errors.NotFound: when the session does not exist.
+            bot.errors.Conflict: when the current mode is not in ``expect``.
+        """
+
+    async def set_meta(self, session_key: SessionKey, key: str, value: Any) -> None:
+        """Store one channel-specific value on a conversation (JSON-serializable)."""
+
+    async def create_agent(self, account: AgentAccount) -> None:
+        """Create a human agent account.
+
+        Raises:
+            bot.errors.Conflict: when the name is taken.
+        """
+
+    async def agent(self, name: str) -> AgentAccount | None:
+        """An agent account by login name."""
+
+    async def audit(
+        self, actor: str, action: str, session_key: SessionKey | None, detail: dict[str, Any]
+    ) -> None:
+        """Append an audit record (who did what to which session, and when)."""
