@@ -68,7 +68,11 @@ class NewMessage:
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:
-    """A message as stored, with its per-session sequence number (1, 2, 3...)."""
+    """A message as stored, with its per-session sequence number (1, 2, 3...).
+
+    ``fresh`` is False when :meth:`Store.append` found the idempotency key stored before and
+    returned the earlier row instead of writing (the caller must not send it again).
+    """
 
     session_key: SessionKey
     seq: int
@@ -81,6 +85,7 @@ class StoredMessage:
     author: str | None
     internal: bool
     created_at: datetime
+    fresh: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,282 @@
+"""``switchboard bench``: throughput, latency and memory of the real hub path.
+
+The bench builds a hub exactly as ``serve`` does (SQL store with group commit, memory lanes,
+router, handoff, delivery with the retrying sender) but with a zero-latency scripted agent and a
+channel that records when each answer reaches it. It reports:
+
+1. throughput: messages/s for ``--messages`` messages over ``--sessions`` sessions sent as
+   fast as the hub accepts them (every message gets its answer before the clock stops);
+2. latency at a fixed offered load (``--rate`` messages/s): p50/p99 of ingest → answer sent;
+3. memory: peak RSS with ``--idle-sessions`` sessions holding work at once, and RSS after their
+   lanes went idle and were reclaimed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import json
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import psutil
+from aiohttp import web
+
+from bot.agent import AgentReply, TurnInput
+from bot.channel import HubAPI, Ignored, ParseResult
+from bot.config import QueueMode, Settings, load_settings
+from bot.envelope import InboundMessage, OutboundMessage, Participant, session_key
+
+
+class ScriptedAgent:
+    """A zero-latency agent (optionally sleeping ``delay_s`` seconds) that echoes a fixed answer."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s = delay_s
+
+    async def respond(self, turn: TurnInput) -> AgentReply:
+        """Answer at once (or after ``delay_s``)."""
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        return AgentReply(text="ok")
+
+
+class BenchChannel:
+    """Records the monotonic time each answer reaches the channel, by ``reply_to``."""
+
+    name: ClassVar[str] = "bench"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.sent_at: dict[str, float] = {}
+        self.waiters: dict[str, asyncio.Future[None]] = {}
+
+    @classmethod
+    def enabled(cls, settings: Settings) -> bool:
+        """Always (built explicitly by the bench)."""
+        return True
+
+    @classmethod
+    def parse_payload(cls, data: bytes, *, filename: str, settings: Settings) -> ParseResult:
+        """Not a parsing channel."""
+        return Ignored("bench channel")
+
+    def routes(self) -> Sequence[web.RouteDef]:
+        """No HTTP routes."""
+        return ()
+
+    async def start(self, hub: HubAPI) -> None:
+        """Nothing to connect."""
+
+    async def stop(self) -> None:
+        """Nothing to disconnect."""
+
+    async def send(self, out: OutboundMessage) -> None:
+        """Record the answer's arrival."""
+        if out.reply_to is None:
+            return
+        self.sent_at[out.reply_to] = time.monotonic()
+        fut = self.waiters.pop(out.reply_to, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def expect(self, event_id: str) -> asyncio.Future[None]:
+        """A future resolved when the answer to ``event_id`` is sent."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.waiters[event_id] = fut
+        return fut
+
+
+def _message(i: int, session: int) -> InboundMessage:
+    sid = f"s{session}"
+    return InboundMessage(
+        event_id=f"e{i}",
+        channel="bench",
+        account="bench",
+        session_key=session_key("bench", "bench", dm_peer=sid),
+        sender=Participant(id=sid),
+        text="How do I reset my password?",
+    )
+
+
+def _rss_mb() -> float:
+    return float(psutil.Process().memory_info().rss) / 2**20
+
+
+def _trim() -> None:
+    """Give freed heap pages back to the OS (glibc ``malloc_trim``), so RSS can fall."""
+    gc.collect()
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
+
+
+@dataclass
+class BenchReport:
+    """The figures ``switchboard bench`` prints."""
+
+    messages: int
+    sessions: int
+    throughput_msgs_per_s: float
+    latency_rate_msgs_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    latency_max_ms: float
+    idle_sessions: int
+    rss_before_mb: float
+    rss_peak_mb: float
+    rss_after_idle_mb: float
+    lanes_after_idle: int
+
+
+async def _hub(settings: Settings, agent: ScriptedAgent) -> tuple[Any, BenchChannel]:
+    from bot.hub import build_hub
+
+    channel = BenchChannel(settings)
+    hub = await build_hub(settings, agent=agent, channels=[channel], load_knowledge=False)
+    await hub.start()
+    return hub, channel
+
+
+async def _throughput(settings: Settings, messages: int, sessions: int) -> float:
+    hub, channel = await _hub(settings, ScriptedAgent())
+    try:
+        msgs = [_message(i, i % sessions) for i in range(messages)]
+        done = [channel.expect(m.event_id) for m in msgs]
+        sem = asyncio.Semaphore(512)
+
+        async def send(m: InboundMessage) -> None:
+            async with sem:
+                await hub.ingest(m)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(send(m) for m in msgs))
+        await asyncio.gather(*done)
+        return messages / (time.perf_counter() - t0)
+    finally:
+        await hub.stop()
+
+
+async def _latency(settings: Settings, rate: float, seconds: float) -> list[float]:
+    hub, channel = await _hub(settings, ScriptedAgent())
+    try:
+        n = int(rate * seconds)
+        sessions = max(1, int(rate))
+        ingested: dict[str, float] = {}
+        waits: list[asyncio.Future[None]] = []
+        tasks: list[asyncio.Task[Any]] = []
+        t0 = time.monotonic()
+        for i in range(n):
+            due = t0 + i / rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            m = _message(10_000_000 + i, i % sessions)
+            waits.append(channel.expect(m.event_id))
+            ingested[m.event_id] = time.monotonic()
+            tasks.append(asyncio.create_task(hub.ingest(m)))
+        await asyncio.gather(*tasks)
+        await asyncio.gather(*waits)
+        return [(channel.sent_at[e] - t) * 1000.0 for e, t in ingested.items()]
+    finally:
+        await hub.stop()
+
+
+async def _memory(settings: Settings, sessions: int) -> tuple[float, float, float, int]:
+    hub, channel = await _hub(settings, ScriptedAgent(delay_s=0.2))
+    try:
+        _trim()
+        before = _rss_mb()
+        msgs = [_message(20_000_000 + i, 1_000_000 + i) for i in range(sessions)]
+        done = [channel.expect(m.event_id) for m in msgs]
+        peak = before
+        sem = asyncio.Semaphore(512)
+
+        async def send(m: InboundMessage) -> None:
+            async with sem:
+                await hub.ingest(m)
+
+        sender = asyncio.gather(*(send(m) for m in msgs))
+        waiter = asyncio.gather(*done)
+        while not waiter.done():
+            peak = max(peak, _rss_mb())
+            await asyncio.sleep(0.05)
+        await sender
+        await waiter
+        peak = max(peak, _rss_mb())
+        deadline = time.monotonic() + settings.lane_idle_s + 10
+        while hub.lanes.stats().lanes and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        del msgs, done, sender, waiter
+        channel.sent_at.clear()
+        _trim()
+        return before, peak, _rss_mb(), hub.lanes.stats().lanes
+    finally:
+        await hub.stop()
+
+
+async def run_bench(args: argparse.Namespace) -> int:
+    """Run the three phases and print the report (a table, or JSON with ``--json``)."""
+    base = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="sb-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
+
+    def settings_for(phase: str) -> Settings:
+        d = base / phase
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        return load_settings(
+            args.config,
+            data_dir=d,
+            queue_mode=QueueMode.FOLLOWUP,
+            max_concurrent_turns=256,
+            lane_idle_s=1.0,
+            log_level="WARNING",
+        )
+
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)
+    throughput = await _throughput(settings_for("throughput"), args.messages, args.sessions)
+    lat = sorted(await _latency(settings_for("latency"), args.rate, 5.0))
+    before, peak, after, lanes = await _memory(settings_for("memory"), args.idle_sessions)
+    report = BenchReport(
+        messages=args.messages,
+        sessions=args.sessions,
+        throughput_msgs_per_s=round(throughput, 1),
+        latency_rate_msgs_per_s=args.rate,
+        latency_p50_ms=round(statistics.median(lat), 3),
+        latency_p99_ms=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3),
+        latency_max_ms=round(lat[-1], 3),
+        idle_sessions=args.idle_sessions,
+        rss_before_mb=round(before, 1),
+        rss_peak_mb=round(peak, 1),
+        rss_after_idle_mb=round(after, 1),
+        lanes_after_idle=lanes,
+    )
+    if args.json:
+        print(json.dumps(asdict(report)))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title="switchboard bench (one process, memory lanes, SQLite store)")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for key, value in asdict(report).items():
+            table.add_row(key, str(value))
+        Console().print(table)
+    if not args.data_dir:
+        shutil.rmtree(base, ignore_errors=True)
+    return 0

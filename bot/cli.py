@@ -1,0 +1,278 @@
+"""The ``switchboard`` command line.
+
+Commands: ``serve``, ``ingest``, ``chat``, ``kb eval``, ``parse``, ``agents add``, ``bench``.
+Every command takes ``--data-dir`` and ``--config``; settings also come from ``SWITCHBOARD_*``
+environment variables (see :mod:`bot.config`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bot.config import Settings, load_settings
+from bot.errors import SwitchboardError
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+SAMPLE_DOCS = Path("docs")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=None, help="state folder (./.switchboard)")
+    p.add_argument("--config", type=Path, default=None, help="a switchboard.yaml")
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    return load_settings(args.config, data_dir=args.data_dir, **extra)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the hub (HTTP server, channels, lanes, agent)")
+    _common(p)
+    p.add_argument("--host", default=None)
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument(
+        "--no-sample-kb", action="store_true", help="do not ingest the bundled docs/ at start"
+    )
+
+    p = sub.add_parser("ingest", help="add documents to the knowledge base")
+    _common(p)
+    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("--base-url", default=None, help="URL prefix for citations of files")
+
+    p = sub.add_parser("chat", help="talk to the bot in the terminal")
+    _common(p)
+    p.add_argument("--user", default="terminal-user")
+
+    p = sub.add_parser("kb", help="knowledge base tools")
+    kb_sub = p.add_subparsers(dest="kb_command", required=True)
+    pe = kb_sub.add_parser("eval", help="recall@1/3/5 and MRR@10 on annotated questions")
+    _common(pe)
+    pe.add_argument("qa", type=Path)
+    pe.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("parse", help="run a channel's parser on recorded payloads")
+    _common(p)
+    p.add_argument("channel")
+    p.add_argument("files", nargs="+", type=Path)
+
+    p = sub.add_parser("agents", help="human agent accounts")
+    ag_sub = p.add_subparsers(dest="agents_command", required=True)
+    pa = ag_sub.add_parser("add", help="create a human agent account")
+    _common(pa)
+    pa.add_argument("name")
+    pa.add_argument("--display-name", default=None)
+    pa.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+
+    p = sub.add_parser("bench", help="measure the hub's throughput, latency and memory")
+    _common(p)
+    p.add_argument("--messages", type=int, default=20_000)
+    p.add_argument("--sessions", type=int, default=1_000)
+    p.add_argument("--rate", type=float, default=1_000.0, help="messages/s of the latency run")
+    p.add_argument("--idle-sessions", type=int, default=10_000)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``switchboard``; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return asyncio.run(_serve(args))
+        if args.command == "ingest":
+            return asyncio.run(_ingest(args))
+        if args.command == "chat":
+            return asyncio.run(_chat(args))
+        if args.command == "kb":
+            return asyncio.run(_kb_eval(args))
+        if args.command == "parse":
+            return _parse(args)
+        if args.command == "agents":
+            return asyncio.run(_agents_add(args))
+        if args.command == "bench":
+            from bot.bench import run_bench
+
+            return asyncio.run(run_bench(args))
+    except SwitchboardError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from bot.hub import build_hub
+    from bot.observability import configure_logging
+    from bot.server import run_server
+
+    settings = _settings(args, host=args.host, port=args.port)
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    hub = await build_hub(settings)
+    if settings.sample_kb and not args.no_sample_kb and SAMPLE_DOCS.is_dir():
+        kb = hub.retriever
+        ingest = getattr(kb, "ingest", None)
+        if ingest is not None:
+            report = await ingest([SAMPLE_DOCS])
+            print(f"knowledge base: {report}", file=sys.stderr)
+    await run_server(hub, settings.host, settings.port)
+    return 0
+
+
+async def _ingest(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from knowledge import KnowledgeBase
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    missing = [p for p in args.paths if not p.exists()]
+    if missing:
+        print(f"switchboard: no such file: {', '.join(map(str, missing))}", file=sys.stderr)
+        return 2
+    kb = await KnowledgeBase.open(settings)
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()
+        ) as bar:
+            task = bar.add_task("ingesting", total=None)
+
+            def progress(done: int, total: int, name: str) -> None:
+                bar.update(task, completed=done, total=total, description=name[-40:])
+
+            report = await kb.ingest(args.paths, base_url=args.base_url, progress=progress)
+    finally:
+        await kb.close()
+    print(report)
+    return 0
+
+
+async def _kb_eval(args: argparse.Namespace) -> int:
+    from knowledge import KnowledgeBase
+
+    settings = _settings(args)
+    kb = await KnowledgeBase.open(settings)
+    try:
+        report = await kb.evaluate(args.qa)
+    finally:
+        await kb.close()
+    if args.json:
+        print(json.dumps(report.__dict__ if hasattr(report, "__dict__") else str(report)))
+    else:
+        print(report)
+    return 0
+
+
+def _parse(args: argparse.Namespace) -> int:
+    from bot.channel import Parsed
+    from bot.registry import channel_class
+
+    settings = _settings(args)
+    try:
+        cls = channel_class(args.channel)
+    except KeyError:
+        print(f"switchboard: unknown channel {args.channel!r}", file=sys.stderr)
+        return 2
+    for path in args.files:
+        line: dict[str, Any] = {"file": str(path)}
+        try:
+            result = cls.parse_payload(path.read_bytes(), filename=path.name, settings=settings)
+        except SwitchboardError as exc:
+            line["error"] = str(exc)
+        except OSError as exc:
+            line["error"] = f"cannot read: {exc.strerror}"
+        else:
+            if isinstance(result, Parsed):
+                line["envelope"] = result.envelope.model_dump(mode="json", exclude={"raw"})
+            else:
+                line["ignored"] = result.reason
+        print(json.dumps(line, ensure_ascii=False))
+    return 0
+
+
+async def _agents_add(args: argparse.Namespace) -> int:
+    from bot.auth import add_agent
+    from bot.store import open_store
+
+    settings = _settings(args)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {args.name}: ")
+        if getpass.getpass("again: ") != password:
+            print("switchboard: passwords differ", file=sys.stderr)
+            return 2
+    if len(password) < 8:
+        print("switchboard: the password needs at least 8 characters", file=sys.stderr)
+        return 2
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = await open_store(settings)
+    try:
+        account = await add_agent(store, args.name, password, args.display_name)
+    finally:
+        await store.close()
+    print(f"agent {account.name!r} created")
+    return 0
+
+
+async def _chat(args: argparse.Namespace) -> int:
+    from channels.memory.plugin import MemoryChannel
+
+    from bot.hub import build_hub
+
+    settings = _settings(args, log_level="WARNING")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    channel = MemoryChannel(settings)
+    hub = await build_hub(settings, channels=[channel])
+    await hub.start()
+    loop = asyncio.get_running_loop()
+    conversation = f"terminal-{os.getpid()}"
+    print("Type a message (Ctrl-D to quit).")
+    try:
+        while True:
+            try:
+                text = await loop.run_in_executor(None, input, "you> ")
+            except EOFError:
+                break
+            if not text.strip():
+                continue
+            receipt = await channel.push_message(
+                text, user_id=args.user, conversation=conversation
+            )
+            try:
+                out = await channel.pop_message(receipt.session_key, timeout_s=120.0)
+            except TimeoutError:
+                print("(no answer yet: a person may pick this up)")
+                continue
+            print(f"bot> {out.text}")
+            for c in out.citations:
+                print(f"     [{c.title}]({c.url or c.doc_id})")
+            while True:
+                try:
+                    more = await channel.pop_message(receipt.session_key, timeout_s=0.3)
+                except TimeoutError:
+                    break
+                print(f"bot> {more.text}")
+    finally:
+        await hub.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

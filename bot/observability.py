@@ -1,0 +1,122 @@
+"""Metrics (Prometheus) and structured JSON logs.
+
+Metrics live in one :class:`Metrics` object per hub (own ``CollectorRegistry``, so tests can build
+many hubs in one process). Logs are JSON lines with the event name in ``event`` and the fields
+passed through ``extra=`` (``session_key``, ``event_id``, ``channel``...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from datetime import UTC, datetime
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_STD_ATTRS = frozenset(
+    vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None)).keys()
+) | {"message", "asctime", "taskName"}
+
+
+class Metrics:
+    """The hub's Prometheus metrics.
+
+    Attributes:
+        messages_in: customer messages accepted, by channel.
+        messages_out: messages delivered to customers, by channel and kind.
+        duplicates: repeated events ignored, by channel.
+        lane_depth: messages waiting in lanes (sampled at scrape time).
+        lanes: sessions holding a lane.
+        active_turns: turns running now.
+        turn_seconds: turn latency histogram (seconds, from turn start to last reply stored).
+        hub_latency_seconds: ingest-to-delivery latency of answers (seconds).
+        escalations: sessions escalated to humans, by reason.
+        turn_failures: turns that raised, by error type.
+        send_failures: deliveries that failed after retries, by channel.
+    """
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages_in = Counter(
+            "switchboard_messages_in_total", "Customer messages accepted.", ["channel"], registry=r
+        )
+        self.messages_out = Counter(
+            "switchboard_messages_out_total",
+            "Messages delivered to customers.",
+            ["channel", "kind"],
+            registry=r,
+        )
+        self.duplicates = Counter(
+            "switchboard_duplicate_events_total", "Repeated events ignored.", ["channel"], registry=r
+        )
+        self.lane_depth = Gauge(
+            "switchboard_lane_depth", "Messages waiting in lanes.", registry=r
+        )
+        self.lanes = Gauge("switchboard_lanes", "Sessions holding a lane.", registry=r)
+        self.active_turns = Gauge("switchboard_active_turns", "Turns running now.", registry=r)
+        self.turn_seconds = Histogram(
+            "switchboard_turn_seconds",
+            "Turn latency in seconds.",
+            buckets=(0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.hub_latency_seconds = Histogram(
+            "switchboard_hub_latency_seconds",
+            "Seconds from ingest of a customer message to delivery of its answer.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5, 30),
+            registry=r,
+        )
+        self.escalations = Counter(
+            "switchboard_escalations_total", "Sessions escalated to humans.", ["reason"], registry=r
+        )
+        self.turn_failures = Counter(
+            "switchboard_turn_failures_total", "Turns that failed.", ["error"], registry=r
+        )
+        self.send_failures = Counter(
+            "switchboard_send_failures_total",
+            "Deliveries that failed after retries.",
+            ["channel"],
+            registry=r,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``event``, extra fields, and
+    ``exc`` with the traceback when an exception is attached."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record`` as a JSON line."""
+        out: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "event": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STD_ATTRS and not key.startswith("_"):
+                out[key] = value
+        if record.exc_info:
+            out["exc"] = "".join(traceback.format_exception(*record.exc_info))
+        return json.dumps(out, default=str)
+
+
+def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
+    """Send logs to stderr, as JSON lines or plain text; quiet noisy libraries."""
+    handler = logging.StreamHandler(sys.stderr)
+    if json_lines:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    for noisy in ("LiteLLM", "litellm", "httpx", "httpcore", "aiohttp.access", "qdrant_client"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

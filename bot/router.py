@@ -1,0 +1,191 @@
+"""The turn handler: decides who answers a lane's turn and runs it.
+
+Per turn: look up the session mode; while a human owns the session (``queued``/``human``) the bot
+stays silent (the customer's messages are already stored and shown in the console); a customer
+who asks for a person is escalated; otherwise the support agent answers, and its escalations,
+failures and timeouts go to the human queue with an honest notice to the customer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from bot.agent import AgentReply, TurnInput
+from bot.config import QueueMode
+from bot.envelope import TALK_TO_HUMAN, InboundMessage, OutboundKind, OutboundMessage, SessionKey
+from bot.handoff import wants_human
+from bot.lanes.base import Turn
+from bot.store.base import Role, SessionMode
+from bot.tools import ToolContext
+
+if TYPE_CHECKING:
+    from bot.hub import Hub
+
+log = logging.getLogger(__name__)
+
+OVERFLOW_NOTICE = (
+    "You sent several messages while I was still answering. I have kept all of them and will "
+    "answer them together."
+)
+FAILURE_NOTICE = (
+    "Sorry, something went wrong on our side while answering. A person from our team will "
+    "follow up here."
+)
+
+
+class Router:
+    """Runs turns for a :class:`~bot.hub.Hub` (the lanes' ``TurnHandler``)."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    async def handle(self, turn: Turn) -> None:
+        """Run one turn; never raises except ``CancelledError`` (interrupt mode).
+
+        The turn's messages are marked handled once it ends, whatever the outcome, so a restart
+        does not answer them again; a turn cancelled by an interrupt leaves them unhandled (the
+        next turn carries them).
+        """
+        hub = self.hub
+        messages = turn.all_messages
+        last = messages[-1]
+        started = time.monotonic()
+        hub.metrics.active_turns.inc()
+        try:
+            await self._run(turn, last)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            hub.metrics.turn_failures.labels(type(exc).__name__).inc()
+            log.exception(
+                "router.turn_failed",
+                extra={
+                    "session_key": turn.session_key,
+                    "event_id": last.event_id,
+                    "channel": last.channel,
+                },
+            )
+            await self._fail_safe(turn.session_key, last)
+        finally:
+            hub.metrics.active_turns.dec()
+            hub.metrics.turn_seconds.observe(time.monotonic() - started)
+        await hub.store.mark_handled(turn.session_key, [m.event_id for m in messages])
+        hub.forget_ingest_times(turn.session_key, messages)
+
+    async def _run(self, turn: Turn, last: InboundMessage) -> None:
+        hub = self.hub
+        key = turn.session_key
+        conv = await hub.store.conversation(key)
+        mode = conv.mode if conv is not None else SessionMode.BOT
+        if mode in (SessionMode.QUEUED, SessionMode.HUMAN):
+            log.info(
+                "router.human_owned",
+                extra={"session_key": key, "event_id": last.event_id, "mode": str(mode)},
+            )
+            return
+        if mode == SessionMode.CLOSED:
+            await hub.store.set_mode(key, SessionMode.BOT, expect=[SessionMode.CLOSED])
+        if any(m.action == TALK_TO_HUMAN.id or wants_human(m.text) for m in turn.all_messages):
+            await self._escalate(key, "customer_request")
+            return
+        if turn.mode == QueueMode.FOLLOWUP and len(turn.messages) > 1:
+            # followup promises one answer per message: answer them one by one, in order.
+            for msg in turn.messages:
+                if not await self._answer(turn, [msg]):
+                    return
+            return
+        await self._answer(turn, turn.messages)
+
+    async def _answer(self, turn: Turn, messages: list[InboundMessage]) -> bool:
+        """Ask the agent and deliver its reply; False when the session was escalated."""
+        hub = self.hub
+        key = turn.session_key
+        last = messages[-1]
+        turn_ids = {m.event_id for m in turn.all_messages}
+        stored = await hub.store.messages(key, limit=hub.settings.agent_history_messages + 50)
+        history = [
+            m
+            for m in stored
+            if not m.internal and not (m.role == Role.CUSTOMER and m.event_id in turn_ids)
+        ][-hub.settings.agent_history_messages :]
+        escalated: list[str] = []
+
+        async def escalate(reason: str, summary: str) -> None:
+            escalated.append(reason)
+            await hub.handoff.escalate(key, reason, summary=summary or None)
+
+        ctx = ToolContext(
+            session_key=key,
+            channel=last.channel,
+            customer=last.sender,
+            retriever=hub.retriever_or_empty,
+            tickets=hub.tickets,
+            escalate=escalate,
+            max_citations=hub.settings.max_citations,
+        )
+        hub.publish_typing(key)
+        reply: AgentReply = await asyncio.wait_for(
+            hub.agent.respond(
+                TurnInput(
+                    session_key=key,
+                    channel=last.channel,
+                    customer=last.sender,
+                    messages=messages,
+                    overflow=turn.overflow,
+                    history=history,
+                    tools=ctx,
+                )
+            ),
+            hub.settings.turn_timeout_s,
+        )
+        if reply.text:
+            await hub.deliver(
+                OutboundMessage(
+                    session_key=key,
+                    text=reply.text,
+                    citations=tuple(reply.citations[: hub.settings.max_citations]),
+                    actions=tuple(reply.actions),
+                    reply_to=last.event_id,
+                    kind=OutboundKind.ANSWER,
+                    idempotency_key=f"answer:{last.event_id}",
+                )
+            )
+        if reply.escalate and not escalated:
+            if reply.escalate == "no_answer" and not hub.settings.handoff_on_no_answer:
+                return True
+            await self._escalate(key, reply.escalate)
+        return not (reply.escalate or escalated)
+
+    async def _escalate(self, key: SessionKey, reason: str) -> None:
+        await self.hub.handoff.escalate(key, reason)
+
+    async def _fail_safe(self, key: SessionKey, last: InboundMessage) -> None:
+        """After a failed turn: hand the session to a human, or at least tell the customer."""
+        hub = self.hub
+        try:
+            await hub.handoff.escalate(key, "turn_failed")
+        except Exception:
+            log.exception("router.escalation_failed", extra={"session_key": key})
+            try:
+                await hub.deliver(
+                    OutboundMessage(
+                        session_key=key,
+                        text=FAILURE_NOTICE,
+                        reply_to=last.event_id,
+                        kind=OutboundKind.NOTICE,
+                        actions=(TALK_TO_HUMAN,),
+                        idempotency_key=f"failure:{last.event_id}",
+                    )
+                )
+            except Exception:
+                log.exception("router.notice_failed", extra={"session_key": key})
+
+    async def on_overflow(self, key: SessionKey, count: int) -> None:
+        """Tell the customer their burst of messages was folded into the next turn."""
+        log.warning("lane.overflow", extra={"session_key": key, "folded": count})
+        await self.hub.deliver(
+            OutboundMessage(session_key=key, text=OVERFLOW_NOTICE, kind=OutboundKind.NOTICE)
+        )
