@@ -4,4 +4,547 @@ A session is in one mode: ``bot``, ``queued`` (waiting for a human), ``human`` (
 agent) or ``closed``. Escalation opens a ticket with the transcript, queues the session and tells
 the customer; while a human owns it the bot is silent; the agent's replies leave through the
 customer's own channel; resolving hands the session back to the bot.
+
+Every mode change is a compare-and-set on the store (:meth:`bot.store.base.Store.set_mode` with
+``expect``), so two agents clicking "Claim" at once cannot both own a session, and is published
+as ``HubEvent("mode", session_key, data={"mode", "agent", "reason", "ticket_id"})``. Every action
+is written to the audit log.
 """
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import unicodedata
+import weakref
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from bot.config import Settings
+from bot.envelope import TALK_TO_HUMAN, OutboundKind, OutboundMessage, SessionKey, utcnow
+from bot.errors import Conflict, Forbidden, NotFound, PayloadInvalid, SwitchboardError
+from bot.events import EventBus, HubEvent
+from bot.store.base import (
+    AgentAccount,
+    Conversation,
+    NewMessage,
+    Role,
+    SessionMode,
+    Store,
+    StoredMessage,
+)
+from bot.tools import TicketBackend
+
+if TYPE_CHECKING:
+    from bot.observability import Metrics
+
+log = logging.getLogger(__name__)
+
+DeliverFn = Callable[[OutboundMessage], Awaitable[StoredMessage]]
+"""The hub's ``deliver``: stores an outbound message, publishes it, sends it on its channel."""
+
+REQUEST_ACTION = TALK_TO_HUMAN.id
+"""The action id of the "Talk to a person" button (``handoff.request``)."""
+
+TRANSCRIPT_MAX_MESSAGES = 200
+"""Messages copied into an escalation ticket's description (the most recent ones)."""
+
+_ACTIVE_MODES = (SessionMode.QUEUED, SessionMode.HUMAN)
+
+
+# --- asking for a person ------------------------------------------------------------------------
+
+_PERSON = (
+    r"(?:a |an |the |some |one of (?:your|the) )?(?:real |live |actual |human |proper )?"
+    r"(?:person|human(?: being)?|agent|someone|somebody|representative|rep|operator|"
+    r"staff(?: member)?|employee|supervisor|manager|support (?:agent|person|team)|"
+    r"(?:customer )?(?:service|support) (?:agent|rep|representative)|people)"
+)
+_STRICT_PERSON = (
+    # after "I want/need ...": "someone" and a bare "agent" are too vague there ("I need
+    # someone to explain webhooks", "I need an agent that answers in Slack").
+    r"(?:a |an |the |some )?(?:(?:real|live|actual) (?:person|human|agent|people)|"
+    r"human(?: agent| being)?|person|operator|representative|rep|supervisor|manager|"
+    r"(?:customer )?(?:service|support) (?:agent|rep|representative))"
+)
+_EN_REQUEST = re.compile(
+    # "talk to a human", "can I speak with someone", "let me chat with a live agent"
+    r"\b(?:talk|speak|chat|get in touch)\s+(?:to|with)\s+" + _PERSON + r"\b"
+    # "connect me to an agent", "transfer me to a person", "put me through to someone"
+    r"|\b(?:connect|transfer|forward|put|pass|hand)\s+(?:me|us)\s+(?:through\s+)?(?:to|with)\s+"
+    + _PERSON
+    + r"\b"
+    # "I want a human", "I need a real person", "give me an operator", "get me a representative"
+    r"|\b(?:want|need|give me|get me|can i (?:get|have)|may i (?:get|have)|i'?d like)\s+"
+    + _STRICT_PERSON
+    + r"(?! (?:that|which|who|to (?:answer|reply|handle|respond)))\b"
+)
+_EN_STANDALONE = re.compile(
+    # "real person", "live agent", "actual human", "a human being"
+    r"\b(?:real|live|actual)\s+(?:person|human|agent|people)\b|\bhuman being\b"
+)
+_SHORT_ASK = re.compile(
+    # a message that is only the request: "agent", "human please", "operator!!", "a person pls"
+    r"^(?:an? |the )?(?:human|person|agent|operator|representative|rep|someone|"
+    r"real person|live agent|human agent|support agent)(?: please| pls| now)?$"
+)
+_THIRD_PARTY = re.compile(
+    # "how do customers talk to an agent", "let users speak to a human": a question about the
+    # product, not a request.
+    r"\b(?:customers?|users?|visitors?|clients?|they|them|callers?|people)\s+"
+    r"(?:can |could |to |will |would )?(?:talk|speak|chat|get (?:connected|transferred))\b"
+    # "how do I add a human agent", "create an operator account"
+    r"|\b(?:add|create|invite|configure|set ?up|remove|delete|assign|register)\s+"
+    r"(?:a |an |the |new |more )?(?:human |live |support )?(?:agent|operator|representative)s?\b"
+)
+_OTHER_LANGUAGES = re.compile(
+    # German: "mit einem Menschen sprechen", "einen Mitarbeiter sprechen", "echter Mensch"
+    r"\b(?:mit )?(?:einem|einer|einen|jemandem|echten?)\s+(?:echten\s+)?"
+    r"(?:menschen|mitarbeiter(?:in)?|berater(?:in)?)\s+(?:sprechen|reden)\b"
+    r"|\becht(?:en|er|e) mensch(?:en)?\b"
+    # French: "parler à un humain", "un vrai humain", "une vraie personne"
+    r"|\bparler (?:a|avec) (?:un |une |un vrai |une vraie )?"
+    r"(?:humain|personne|agent|conseiller|conseillere|operateur|operatrice|quelqu'un)\b"
+    r"|\b(?:vrai humain|vraie personne|personne reelle)\b"
+    # Spanish: "hablar con una persona", "persona real"
+    r"|\bhablar con (?:una |un |el |la )?(?:persona|humano|agente|operador|alguien|asesor)\b"
+    r"|\b(?:persona real|ser humano)\b"
+    # Portuguese: "falar com um atendente"
+    r"|\bfalar com (?:um |uma |o |a )?(?:atendente|pessoa|humano|agente|alguem)\b"
+    # Italian: "parlare con un operatore"
+    r"|\bparlare con (?:un |una |un' )?(?:operatore|persona|umano|agente|qualcuno)\b"
+    # Dutch: "met een medewerker spreken", "een echt mens"
+    r"|\bmet een (?:medewerker|mens|persoon)\b|\been echt(?:e)? (?:mens|persoon)\b"
+)
+
+
+def _normalize(text: str) -> str:
+    """Lower-case, strip accents and collapse white space and punctuation runs."""
+    folded = unicodedata.normalize("NFKD", text.casefold())
+    folded = "".join(c for c in folded if not unicodedata.combining(c))
+    folded = folded.replace("\u2019", "'")
+    folded = re.sub(r"[^\w'?! ]+", " ", folded)
+    return re.sub(r"\s+", " ", folded).strip()
+
+
+def wants_human(text: str) -> bool:
+    """True when a customer message asks to be handed to a person.
+
+    Matches requests such as "talk to a person", "speak with someone", "I want a real human",
+    "connect me to an agent", "representative please", "operator", and the same in German,
+    French, Spanish, Portuguese, Italian and Dutch. Questions *about* human agents ("how do I
+    add a human agent in the console?", "can customers talk to an agent?") are not requests.
+
+    Args:
+        text: the customer's plain text.
+
+    Returns:
+        Whether to escalate the session to the human queue.
+    """
+    norm = _normalize(text)
+    if not norm:
+        return False
+    bare = norm.strip("?! ")
+    if _SHORT_ASK.match(bare):
+        return True
+    if _OTHER_LANGUAGES.search(norm):
+        return True
+    if _THIRD_PARTY.search(norm):
+        return False
+    return bool(_EN_REQUEST.search(norm) or _EN_STANDALONE.search(norm))
+
+
+# --- the handoff service ------------------------------------------------------------------------
+
+
+def _transcript(messages: Sequence[StoredMessage]) -> str:
+    """The customer-visible transcript as plain text, one message per paragraph."""
+    lines = []
+    for m in messages:
+        who = m.author or m.role.value
+        stamp = m.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        lines.append(f"[{stamp}] {who}: {m.text}")
+    return "\n\n".join(lines) if lines else "(no messages)"
+
+
+def queue_order(conversations: Sequence[Conversation]) -> list[Conversation]:
+    """Sort for the console: queued ones first, longest waiting first; then human-owned ones.
+
+    Args:
+        conversations: conversations in any order (other modes are dropped).
+
+    Returns:
+        The queue as the console shows it.
+    """
+    far = datetime.max.replace(tzinfo=utcnow().tzinfo)
+    queued = [c for c in conversations if c.mode == SessionMode.QUEUED]
+    human = [c for c in conversations if c.mode == SessionMode.HUMAN]
+    queued.sort(key=lambda c: c.queued_at or far)
+    human.sort(key=lambda c: c.queued_at or c.updated_at)
+    return queued + human
+
+
+class Handoff:
+    """The human queue and the actions of human agents.
+
+    Args:
+        settings: for ``agent_capacity`` (sessions one agent may own at once) and names.
+        store: conversations, messages, audit log.
+        events: where mode changes and notes are published.
+        tickets: the ticket backend escalations open tickets in.
+        deliver: the hub's deliver (store + publish + send on the customer's channel).
+        metrics: when given, ``escalations`` is counted by reason.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        events: EventBus,
+        tickets: TicketBackend,
+        deliver: DeliverFn,
+        *,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.events = events
+        self.tickets = tickets
+        self.deliver = deliver
+        self.metrics = metrics
+        # One lock per session while an escalation runs; entries vanish with their last user.
+        self._locks: weakref.WeakValueDictionary[SessionKey, asyncio.Lock] = (
+            weakref.WeakValueDictionary()
+        )
+
+    @contextmanager
+    def _hold(self, session_key: SessionKey) -> Iterator[asyncio.Lock]:
+        lock = self._locks.get(session_key)
+        if lock is None:
+            lock = asyncio.Lock()
+            self._locks[session_key] = lock
+        yield lock
+
+    async def _conversation(self, session_key: SessionKey) -> Conversation:
+        conv = await self.store.conversation(session_key)
+        if conv is None:
+            raise NotFound(f"no conversation {session_key!r}")
+        return conv
+
+    def _publish(self, conv: Conversation) -> None:
+        self.events.publish(
+            HubEvent(
+                "mode",
+                conv.session_key,
+                data={
+                    "mode": conv.mode.value,
+                    "agent": conv.assigned_agent,
+                    "reason": conv.escalation_reason,
+                    "ticket_id": conv.ticket_id,
+                },
+            )
+        )
+
+    async def _notify(self, session_key: SessionKey, text: str, kind: OutboundKind) -> None:
+        """Tell the customer; a failure to store the notice must not undo the mode change."""
+        try:
+            await self.deliver(OutboundMessage(session_key=session_key, text=text, kind=kind))
+        except SwitchboardError:
+            log.warning("handoff.notice_failed", exc_info=True, extra={"session_key": session_key})
+
+    # --- escalation -----------------------------------------------------------------------------
+
+    async def escalate(
+        self, session_key: SessionKey, reason: str, *, summary: str | None = None
+    ) -> Conversation:
+        """Put a session on the human queue, open a ticket, tell the customer.
+
+        Idempotent: a session already ``queued`` or ``human`` is returned unchanged (no second
+        ticket, no second notice). A session escalated before (ticket id on record) gets its
+        ticket reopened with a comment instead of a new one.
+
+        Args:
+            session_key: the conversation.
+            reason: why (``customer_request``, ``agent_tool``, ``no_answer``, ``turn_failed``).
+            summary: the bot's one-paragraph summary for the agent, if it wrote one.
+
+        Returns:
+            The conversation as it is now (mode ``queued`` unless it already was with a human).
+
+        Raises:
+            NotFound: the session never wrote.
+        """
+        with self._hold(session_key) as lock:
+            async with lock:
+                conv = await self._conversation(session_key)
+                if conv.mode in _ACTIVE_MODES:
+                    return conv
+                ticket_id = await self._open_ticket(conv, reason, summary)
+                try:
+                    conv = await self.store.set_mode(
+                        session_key,
+                        SessionMode.QUEUED,
+                        expect=[SessionMode.BOT, SessionMode.CLOSED],
+                        reason=reason,
+                        ticket_id=ticket_id,
+                    )
+                except Conflict:
+                    # Another process escalated it between our read and our write.
+                    return await self._conversation(session_key)
+        if self.metrics is not None:
+            self.metrics.escalations.labels(reason).inc()
+        log.info(
+            "handoff.escalated",
+            extra={
+                "session_key": session_key,
+                "channel": conv.channel,
+                "reason": reason,
+                "ticket_id": ticket_id,
+            },
+        )
+        self._publish(conv)
+        await self.store.audit(
+            "bot", "escalate", session_key, {"reason": reason, "ticket_id": ticket_id}
+        )
+        ref = f" Your reference is {ticket_id}." if ticket_id else ""
+        await self._notify(
+            session_key,
+            "I'm handing this conversation to a person from our team; they will reply here"
+            f" as soon as they can.{ref}",
+            OutboundKind.HANDOFF,
+        )
+        return conv
+
+    async def _open_ticket(
+        self, conv: Conversation, reason: str, summary: str | None
+    ) -> str | None:
+        """Create the escalation ticket (or reopen the session's last one); None on failure."""
+        history = await self.store.messages(conv.session_key, limit=TRANSCRIPT_MAX_MESSAGES)
+        transcript = _transcript(history[-TRANSCRIPT_MAX_MESSAGES:])
+        head = f"Escalated from {conv.channel} ({reason})."
+        if summary:
+            head += f"\n\nSummary: {summary}"
+        description = f"{head}\n\nTranscript:\n\n{transcript}"
+        try:
+            if conv.ticket_id is not None and await self.tickets.get(conv.ticket_id) is not None:
+                await self.tickets.comment(conv.ticket_id, "switchboard", description)
+                await self.tickets.set_status(conv.ticket_id, "open")
+                return conv.ticket_id
+            first = next((m.text for m in history if m.role == Role.CUSTOMER), "")
+            who = conv.customer.name or conv.customer.id
+            subject = f"{who} via {conv.channel}: {first[:80] or reason}".strip()
+            ticket = await self.tickets.create(
+                subject=subject,
+                description=description,
+                requester=conv.customer,
+                channel=conv.channel,
+                session_key=conv.session_key,
+                priority="high" if reason == "turn_failed" else "normal",
+            )
+        except SwitchboardError:
+            # The customer still reaches a human; the agent sees the transcript in the console.
+            log.warning(
+                "handoff.ticket_failed", exc_info=True, extra={"session_key": conv.session_key}
+            )
+            return None
+        return ticket.id
+
+    # --- agents' actions ------------------------------------------------------------------------
+
+    async def claim(self, session_key: SessionKey, agent: AgentAccount) -> Conversation:
+        """Make ``agent`` the owner of a session.
+
+        ``queued`` → ``human``, or take over from the bot: ``bot`` → ``human``. Claiming one's
+        own session again changes nothing. The customer is told who joined.
+
+        Raises:
+            NotFound: the session never wrote.
+            Conflict: another agent owns it, it is closed, it changed meanwhile, or the agent
+                already owns ``settings.agent_capacity`` sessions.
+        """
+        conv = await self._conversation(session_key)
+        if conv.mode == SessionMode.HUMAN:
+            if conv.assigned_agent == agent.name:
+                return conv
+            raise Conflict(f"{conv.assigned_agent} already owns this conversation")
+        if conv.mode == SessionMode.CLOSED:
+            raise Conflict("the conversation is closed")
+        owned = await self.owned_by(agent.name)
+        if len(owned) >= self.settings.agent_capacity:
+            raise Conflict(
+                f"you already own {len(owned)} conversations"
+                f" (capacity {self.settings.agent_capacity}); resolve one first"
+            )
+        conv = await self.store.set_mode(
+            session_key,
+            SessionMode.HUMAN,
+            expect=[conv.mode],
+            agent=agent.name,
+            reason=conv.escalation_reason,
+            ticket_id=conv.ticket_id,
+        )
+        log.info("handoff.claimed", extra={"session_key": session_key, "agent": agent.name})
+        self._publish(conv)
+        await self.store.audit(agent.name, "claim", session_key, {"from": "queue"})
+        await self._notify(
+            session_key,
+            f"{agent.display_name} from our team joined the conversation.",
+            OutboundKind.NOTICE,
+        )
+        return conv
+
+    async def owned_by(self, agent_name: str) -> list[Conversation]:
+        """Sessions the agent owns now (mode ``human``)."""
+        human = await self.store.conversations(modes=[SessionMode.HUMAN], limit=10_000)
+        return [c for c in human if c.assigned_agent == agent_name]
+
+    async def _owned(self, session_key: SessionKey, agent: AgentAccount) -> Conversation:
+        conv = await self._conversation(session_key)
+        if conv.mode != SessionMode.HUMAN:
+            raise Conflict("claim the conversation before replying")
+        if conv.assigned_agent != agent.name:
+            raise Forbidden(f"{conv.assigned_agent} owns this conversation")
+        return conv
+
+    async def reply(
+        self, session_key: SessionKey, agent: AgentAccount, text: str
+    ) -> StoredMessage:
+        """Send the owning agent's reply to the customer through the customer's channel.
+
+        The reply is stored as kind ``agent`` with the agent's display name as author and is
+        copied to the ticket as a comment.
+
+        Raises:
+            PayloadInvalid: the text is empty.
+            NotFound: the session never wrote.
+            Conflict: nobody owns the session (claim it first).
+            Forbidden: another agent owns it.
+        """
+        text = text.strip()
+        if not text:
+            raise PayloadInvalid("the reply is empty", field="text")
+        conv = await self._owned(session_key, agent)
+        stored = await self.deliver(
+            OutboundMessage(
+                session_key=session_key,
+                text=text,
+                kind=OutboundKind.AGENT,
+                author=agent.display_name,
+            )
+        )
+        await self.store.audit(agent.name, "reply", session_key, {"seq": stored.seq})
+        if conv.ticket_id is not None:
+            try:
+                await self.tickets.comment(conv.ticket_id, agent.display_name, text)
+            except SwitchboardError:
+                log.warning(
+                    "handoff.ticket_comment_failed",
+                    exc_info=True,
+                    extra={"session_key": session_key, "ticket_id": conv.ticket_id},
+                )
+        return stored
+
+    async def note(self, session_key: SessionKey, agent: AgentAccount, text: str) -> StoredMessage:
+        """Add an internal note (seen by agents in the console, never by the customer).
+
+        Any agent may add a note in any mode. The note is published as a ``message`` event
+        (it does not pass through ``deliver``).
+
+        Raises:
+            PayloadInvalid: the text is empty.
+            NotFound: the session never wrote.
+        """
+        text = text.strip()
+        if not text:
+            raise PayloadInvalid("the note is empty", field="text")
+        await self._conversation(session_key)
+        [stored] = await self.store.append(
+            [
+                NewMessage(
+                    session_key=session_key,
+                    role=Role.AGENT,
+                    text=text,
+                    kind="note",
+                    author=agent.display_name,
+                    internal=True,
+                )
+            ]
+        )
+        self.events.publish(
+            HubEvent(
+                "message",
+                session_key,
+                stored.seq,
+                data={"role": Role.AGENT.value, "kind": "note"},
+            )
+        )
+        await self.store.audit(agent.name, "note", session_key, {"seq": stored.seq})
+        return stored
+
+    async def resolve(
+        self, session_key: SessionKey, agent: AgentAccount, *, close: bool = False
+    ) -> Conversation:
+        """Hand the session back to the bot (or close it).
+
+        Marks the ticket solved and tells the customer. A session already in mode ``bot`` is
+        returned unchanged.
+
+        Args:
+            session_key: the conversation.
+            agent: who resolves; must own it when another agent does.
+            close: end the conversation (mode ``closed``) instead of handing back to the bot.
+
+        Raises:
+            NotFound: the session never wrote.
+            Forbidden: another agent owns it.
+            Conflict: it changed meanwhile.
+        """
+        conv = await self._conversation(session_key)
+        target = SessionMode.CLOSED if close else SessionMode.BOT
+        if conv.mode == target or (conv.mode == SessionMode.CLOSED and not close):
+            return conv
+        if conv.mode == SessionMode.HUMAN and conv.assigned_agent != agent.name:
+            raise Forbidden(f"{conv.assigned_agent} owns this conversation")
+        previous = conv.mode
+        conv = await self.store.set_mode(
+            session_key,
+            target,
+            expect=[previous],
+            agent=None,
+            reason=conv.escalation_reason,
+            ticket_id=conv.ticket_id,
+        )
+        log.info(
+            "handoff.resolved",
+            extra={"session_key": session_key, "agent": agent.name, "mode": target.value},
+        )
+        self._publish(conv)
+        await self.store.audit(
+            agent.name, "close" if close else "resolve", session_key, {"from": previous.value}
+        )
+        if conv.ticket_id is not None:
+            try:
+                await self.tickets.set_status(conv.ticket_id, "solved")
+            except SwitchboardError:
+                log.warning(
+                    "handoff.ticket_status_failed",
+                    exc_info=True,
+                    extra={"session_key": session_key, "ticket_id": conv.ticket_id},
+                )
+        if close:
+            text = f"{agent.display_name} closed this conversation. Thank you for contacting us."
+        else:
+            text = (
+                f"{agent.display_name} has handed you back to our assistant."
+                " Write any time if there is anything else."
+            )
+        await self._notify(session_key, text, OutboundKind.NOTICE)
+        return conv
+
+    async def queue(self) -> list[Conversation]:
+        """The console's queue: ``queued`` sessions, longest waiting first, then ``human`` ones."""
+        convs = await self.store.conversations(modes=list(_ACTIVE_MODES), limit=10_000)
+        return queue_order(convs)
