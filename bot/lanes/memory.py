@@ -178,6 +178,9 @@ class MemoryLaneQueue:
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = _Lane(key)
+        elif lane.task is not None and lane.task.done():
+            # The turn ended but its done callback has not run yet: the lane is not busy.
+            self._turn_done(lane, lane.task)
         now = loop.time()
         lane.quiet_since = now
         waiting = lane.waiting
@@ -289,7 +292,7 @@ class MemoryLaneQueue:
         assert self._loop is not None
         task = self._loop.create_task(self._run(turn))
         lane.task = task
-        task.add_done_callback(lambda _: self._turn_done(lane))
+        task.add_done_callback(lambda t: self._turn_done(lane, t))
 
     def _take_turn(self, lane: _Lane) -> Turn:
         """Remove the next turn's messages from ``lane``.
@@ -338,7 +341,9 @@ class MemoryLaneQueue:
                 },
             )
 
-    def _turn_done(self, lane: _Lane) -> None:
+    def _turn_done(self, lane: _Lane, task: asyncio.Task[None]) -> None:
+        if lane.task is not task:
+            return  # already accounted for (by ``enqueue``)
         self._active -= 1
         lane.task = None
         if self._draining:

@@ -1,0 +1,1 @@
+"""Lane contract suite: every lane backend passes the same tests."""
