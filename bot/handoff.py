@@ -514,7 +514,6 @@ class Handoff:
             target,
             expect=[previous],
             agent=None,
-            reason=conv.escalation_reason,
             ticket_id=conv.ticket_id,
         )
         log.info(

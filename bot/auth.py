@@ -1,0 +1,322 @@
+"""Human agents' accounts and console authentication.
+
+- Passwords are hashed with argon2id (``argon2-cffi``'s RFC 9106 low-memory profile, the library
+  default); a hash made with older parameters is re-hashed on the next successful login when the
+  store can update accounts.
+- Console sessions live in an encrypted, authenticated cookie (``aiohttp-session``'s
+  ``EncryptedCookieStorage``, Fernet: AES-128-CBC + HMAC-SHA256). The 32-byte key is derived with
+  HKDF-SHA256 from ``settings.console_session_secret`` when set, or read from
+  ``data_dir/console.key`` (created once with mode 0600) so sessions survive restarts.
+- Login attempts are rate-limited per login name and per client address (``limits``' moving
+  window, in memory).
+- State-changing console calls need the ``X-Switchboard-CSRF`` header to equal the token stored
+  in the session (returned by login and ``/me``); cookies are ``SameSite=Strict`` as well.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+from aiohttp import web
+from aiohttp_session import Session, get_session, new_session
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from limits import RateLimitItemPerMinute
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import MovingWindowRateLimiter
+
+from bot.config import Settings
+from bot.errors import Forbidden, PayloadInvalid, RateLimited, Unauthorized
+from bot.store.base import AgentAccount, Store
+
+log = logging.getLogger(__name__)
+
+CSRF_HEADER = "X-Switchboard-CSRF"
+"""Header that must carry the session's CSRF token on state-changing console requests."""
+
+SESSION_COOKIE = "switchboard_console"
+"""Name of the console session cookie."""
+
+SESSION_MAX_AGE_S = 12 * 3600
+"""Console sessions expire 12 hours (seconds) after login."""
+
+KEY_FILE = "console.key"
+"""File in ``data_dir`` holding the random session key when no secret is configured."""
+
+MIN_PASSWORD_CHARS = 8
+"""Shortest password ``add_agent`` accepts."""
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+_hasher = PasswordHasher()
+# Verified when a login name is unknown, so unknown names cost as much time as wrong passwords.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+# --- passwords ----------------------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    """Hash a password with argon2id.
+
+    Returns:
+        A PHC string (``$argon2id$v=19$m=...,t=...,p=...$salt$hash``).
+    """
+    return _hasher.hash(password)
+
+
+@dataclass(frozen=True, slots=True)
+class PasswordCheck:
+    """The result of :func:`verify_password`.
+
+    Attributes:
+        ok: the password matches.
+        new_hash: a fresh hash to store when the old one used outdated parameters (only when
+            ``ok``), else None.
+    """
+
+    ok: bool
+    new_hash: str | None = None
+
+
+def verify_password(password_hash: str, password: str) -> PasswordCheck:
+    """Check a password against a stored argon2 hash (constant time in the library).
+
+    Args:
+        password_hash: the stored PHC string.
+        password: what the user typed.
+
+    Returns:
+        Whether it matches, and a re-hash when the stored parameters are outdated. A malformed
+        stored hash never matches.
+    """
+    try:
+        _hasher.verify(password_hash, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return PasswordCheck(ok=False)
+    if _hasher.check_needs_rehash(password_hash):
+        return PasswordCheck(ok=True, new_hash=_hasher.hash(password))
+    return PasswordCheck(ok=True)
+
+
+@runtime_checkable
+class AgentUpdater(Protocol):
+    """A store that can replace an agent account (used to persist password re-hashes)."""
+
+    async def update_agent(self, account: AgentAccount) -> None:
+        """Replace the account with the same name."""
+
+
+async def add_agent(
+    store: Store, name: str, password: str, display_name: str | None = None
+) -> AgentAccount:
+    """Create a human agent account (``switchboard agents add NAME``).
+
+    Args:
+        store: where accounts live.
+        name: login name: 1-64 characters of letters, digits, ``.``, ``_``, ``@``, ``-``.
+        password: at least :data:`MIN_PASSWORD_CHARS` characters; only its hash is stored.
+        display_name: the name customers see; defaults to ``name``.
+
+    Returns:
+        The stored account.
+
+    Raises:
+        PayloadInvalid: the name or password is not acceptable (``field`` says which).
+        Conflict: the name is taken.
+    """
+    if not _NAME_RE.match(name):
+        raise PayloadInvalid(
+            "agent names are 1-64 letters, digits, '.', '_', '@' or '-'", field="name"
+        )
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise PayloadInvalid(
+            f"passwords need at least {MIN_PASSWORD_CHARS} characters", field="password"
+        )
+    account = AgentAccount(
+        name=name,
+        display_name=(display_name or name).strip() or name,
+        password_hash=hash_password(password),
+    )
+    await store.create_agent(account)
+    await store.audit(name, "agent.create", None, {"display_name": account.display_name})
+    log.info("auth.agent_added", extra={"agent": name})
+    return account
+
+
+async def authenticate(store: Store, name: str, password: str) -> AgentAccount:
+    """Check a login.
+
+    Returns:
+        The active account.
+
+    Raises:
+        Unauthorized: unknown name, wrong password or disabled account (one message for all).
+    """
+    account = await store.agent(name)
+    check = verify_password(account.password_hash if account else _DUMMY_HASH, password)
+    if account is None or not check.ok or not account.active:
+        raise Unauthorized("wrong name or password")
+    if check.new_hash is not None and isinstance(store, AgentUpdater):
+        account = replace(account, password_hash=check.new_hash)
+        await store.update_agent(account)
+    return account
+
+
+# --- login rate limit ---------------------------------------------------------------------------
+
+
+class LoginLimiter:
+    """Failed-login limits: per login name and per client address, moving windows.
+
+    Args:
+        per_name: failed attempts allowed per name in ``window_minutes``.
+        per_address: failed attempts allowed per client address in ``window_minutes``.
+        window_minutes: window length in minutes.
+    """
+
+    def __init__(self, *, per_name: int = 5, per_address: int = 20, window_minutes: int = 5):
+        self._storage = MemoryStorage()
+        self._limiter = MovingWindowRateLimiter(self._storage)
+        self._name_item = RateLimitItemPerMinute(per_name, window_minutes)
+        self._addr_item = RateLimitItemPerMinute(per_address, window_minutes)
+        self.window_s = window_minutes * 60
+
+    async def check(self, name: str, address: str) -> None:
+        """Refuse when either limit is used up.
+
+        Raises:
+            RateLimited: too many failures; ``retry_after`` is when the oldest one expires.
+        """
+        for item, ident in ((self._name_item, name.casefold()), (self._addr_item, address)):
+            if not await self._limiter.test(item, "login", ident):
+                stats = await self._limiter.get_window_stats(item, "login", ident)
+                retry = max(1.0, stats.reset_time - time.time())
+                raise RateLimited("too many failed logins; try again later", retry_after=retry)
+
+    async def failed(self, name: str, address: str) -> None:
+        """Count one failed attempt."""
+        await self._limiter.hit(self._name_item, "login", name.casefold())
+        await self._limiter.hit(self._addr_item, "login", address)
+
+    async def succeeded(self, name: str) -> None:
+        """Forget the name's failures after a successful login."""
+        await self._limiter.clear(self._name_item, "login", name.casefold())
+
+
+# --- console sessions ---------------------------------------------------------------------------
+
+
+def session_key_bytes(settings: Settings) -> bytes:
+    """The 32-byte console session key.
+
+    Derived with HKDF-SHA256 from ``settings.console_session_secret`` when set; otherwise read
+    from ``data_dir/console.key``, which is created with 32 random bytes and mode 0600 when
+    missing.
+
+    Raises:
+        ValueError: the key file does not hold exactly 32 bytes.
+    """
+    if settings.console_session_secret is not None:
+        secret = settings.console_session_secret.get_secret_value().encode()
+        return HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"switchboard console session"
+        ).derive(secret)
+    path = Path(settings.data_dir) / KEY_FILE
+    try:
+        key = path.read_bytes()
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_bytes(32)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process created it first
+            return path.read_bytes()
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+        log.info("auth.session_key_created", extra={"path": str(path)})
+        return key
+    if len(key) != 32:
+        raise ValueError(f"{path} must hold exactly 32 bytes")
+    return key
+
+
+async def start_session(request: web.Request, account: AgentAccount) -> str:
+    """Begin a fresh console session for ``account`` (new cookie, new CSRF token).
+
+    Returns:
+        The CSRF token the page must send in :data:`CSRF_HEADER`.
+    """
+    session = await new_session(request)
+    token = secrets.token_urlsafe(32)
+    session["agent"] = account.name
+    session["csrf"] = token
+    return token
+
+
+async def end_session(request: web.Request) -> None:
+    """Forget the console session (the cookie is cleared)."""
+    session = await get_session(request)
+    session.invalidate()
+
+
+async def session_agent(request: web.Request, store: Store) -> tuple[AgentAccount, Session]:
+    """The logged-in, still active agent of a console request.
+
+    Raises:
+        Unauthorized: no session, or the account is gone or disabled.
+    """
+    session = await get_session(request)
+    name = session.get("agent")
+    if not isinstance(name, str):
+        raise Unauthorized("log in first")
+    account = await store.agent(name)
+    if account is None or not account.active:
+        session.invalidate()
+        raise Unauthorized("log in first")
+    return account, session
+
+
+def check_csrf(request: web.Request, session: Session) -> None:
+    """Require the session's CSRF token in :data:`CSRF_HEADER`.
+
+    Raises:
+        CsrfFailed: missing or wrong token (HTTP 403).
+    """
+    expected = session.get("csrf")
+    given = request.headers.get(CSRF_HEADER, "")
+    if not isinstance(expected, str) or not hmac.compare_digest(expected, given):
+        raise CsrfFailed("missing or wrong CSRF token")
+
+
+class CsrfFailed(Forbidden):
+    """A state-changing console request lacked the session's CSRF token (HTTP 403)."""
+
+
+__all__ = [
+    "CSRF_HEADER",
+    "SESSION_COOKIE",
+    "SESSION_MAX_AGE_S",
+    "AgentUpdater",
+    "CsrfFailed",
+    "LoginLimiter",
+    "PasswordCheck",
+    "add_agent",
+    "authenticate",
+    "check_csrf",
+    "end_session",
+    "hash_password",
+    "session_agent",
+    "session_key_bytes",
+    "start_session",
+    "verify_password",
+]

@@ -1,0 +1,453 @@
+"""The human agents' console: a page, its static assets, a JSON API and a live event stream.
+
+Mounted at ``/console`` as an aiohttp sub-application (it has its own session and error
+middlewares, which touch nothing else of the server):
+
+- ``GET /console/``: the single-page console (HTML); ``GET /console/static/{file}``: its JS, CSS.
+- ``POST /console/api/login`` ``{"name", "password"}`` → ``{"agent", "csrf"}``; 401 when wrong,
+  429 (``Retry-After``) after too many failures.
+- ``POST /console/api/logout`` → 204. ``GET /console/api/me`` → ``{"agent", "csrf",
+  "capacity"}``; 401 when logged out.
+- ``GET /console/api/queue`` → ``{"conversations": [...]}`` (queued first, longest wait first).
+- ``GET /console/api/conversations/{key}/messages?after=SEQ`` → ``{"conversation",
+  "messages"}`` (internal notes included).
+- ``POST /console/api/conversations/{key}/claim`` → ``{"conversation"}``;
+  ``.../reply`` and ``.../note`` ``{"text"}`` → ``{"message"}``;
+  ``.../resolve`` ``{"close"?: bool}`` → ``{"conversation"}``.
+- ``GET /console/api/events``: Server-Sent Events ``message`` and ``mode``.
+
+``{key}`` is the session key, percent-encoded (``encodeURIComponent``). Every POST except login
+needs the ``X-Switchboard-CSRF`` header; every POST needs a JSON body. Errors are
+``{"error": message, "field"?: name}`` with 400, 401, 403, 404, 409, 413 or 429.
+
+The event stream follows the WHATWG HTML "Server-sent events" format: ``event: NAME`` and one
+``data: JSON`` line per event, a comment line as heartbeat every 15 seconds, and a ``retry:``
+hint. Events are hints: the page re-reads messages by ``seq``, so nothing is lost when it lags.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from importlib import resources
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+import aiohttp_session
+from aiohttp import web
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+
+from bot import auth
+from bot.config import Settings
+from bot.envelope import SessionKey, utcnow
+from bot.errors import NotFound, PayloadInvalid, PayloadTooLarge, RateLimited, SwitchboardError
+from bot.events import EventBus
+from bot.handoff import Handoff
+from bot.store.base import AgentAccount, Conversation, Store, StoredMessage
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_S = 15.0
+"""Seconds between SSE heartbeat comments (keeps proxies from closing the stream)."""
+
+MAX_TEXT_BYTES_DEFAULT = 32 * 1024
+
+
+class ConsoleHub(Protocol):
+    """What the console needs of the hub (:class:`bot.hub.Hub` has it)."""
+
+    settings: Settings
+    store: Store
+    events: EventBus
+    handoff: Handoff
+
+
+HUB_KEY = web.AppKey("switchboard_console_hub", ConsoleHub)
+LIMITER_KEY = web.AppKey("switchboard_console_limiter", auth.LoginLimiter)
+STREAMS_KEY: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("switchboard_console_streams")
+
+_STATUS = {
+    "Unauthorized": 401,
+    "CsrfFailed": 403,
+    "Forbidden": 403,
+    "NotFound": 404,
+    "Conflict": 409,
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# --- serialization ------------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def conversation_json(conv: Conversation) -> dict[str, Any]:
+    """A conversation as the console API returns it (``waiting_s`` in seconds, or null)."""
+    waiting = None
+    if conv.queued_at is not None:
+        waiting = max(0.0, (utcnow() - conv.queued_at).total_seconds())
+    return {
+        "session_key": conv.session_key,
+        "channel": conv.channel,
+        "account": conv.account,
+        "customer": {
+            "id": conv.customer.id,
+            "name": conv.customer.name,
+            "email": conv.customer.email,
+            "verified": conv.customer.verified,
+        },
+        "mode": conv.mode.value,
+        "assigned_agent": conv.assigned_agent,
+        "ticket_id": conv.ticket_id,
+        "escalation_reason": conv.escalation_reason,
+        "queued_at": _iso(conv.queued_at),
+        "waiting_s": waiting,
+        "last_seq": conv.last_seq,
+        "created_at": _iso(conv.created_at),
+        "updated_at": _iso(conv.updated_at),
+    }
+
+
+def message_json(msg: StoredMessage) -> dict[str, Any]:
+    """A stored message as the console API returns it (notes have ``internal: true``)."""
+    return {
+        "seq": msg.seq,
+        "role": msg.role.value,
+        "kind": msg.kind,
+        "text": msg.text,
+        "author": msg.author,
+        "internal": msg.internal,
+        "reply_to": msg.reply_to,
+        "citations": [
+            {"doc_id": c.doc_id, "title": c.title, "url": c.url, "score": c.score}
+            for c in msg.citations
+        ],
+        "created_at": msg.created_at.isoformat(),
+    }
+
+
+def _agent_json(account: AgentAccount) -> dict[str, Any]:
+    return {"name": account.name, "display_name": account.display_name}
+
+
+# --- middleware ---------------------------------------------------------------------------------
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn :class:`SwitchboardError` into JSON error answers."""
+    try:
+        return await handler(request)
+    except RateLimited as exc:
+        return web.json_response(
+            {"error": str(exc)},
+            status=429,
+            headers={"Retry-After": str(int(exc.retry_after + 0.999))},
+        )
+    except PayloadInvalid as exc:
+        body: dict[str, Any] = {"error": str(exc)}
+        if exc.field:
+            body["field"] = exc.field
+        return web.json_response(body, status=exc.status)
+    except SwitchboardError as exc:
+        status = next(
+            (_STATUS[c.__name__] for c in type(exc).__mro__ if c.__name__ in _STATUS), 500
+        )
+        if status == 500:
+            raise
+        return web.json_response({"error": str(exc)}, status=status)
+
+
+@web.middleware
+async def _no_store(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """API answers and the page are never cached; the page forbids framing and inline script."""
+    response = await handler(request)
+    if not response.prepared:
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
+        )
+    return response
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def _hub(request: web.Request) -> ConsoleHub:
+    return request.app[HUB_KEY]
+
+
+async def _json_body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object; only ``application/json`` is accepted (CSRF defence)."""
+    if request.content_type != "application/json":
+        raise PayloadInvalid("send application/json", field="content-type")
+    limit = _hub(request).settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise PayloadTooLarge("body too large", limit_bytes=limit)
+    raw = await request.content.read(limit + 1)
+    if len(raw) > limit:
+        raise PayloadTooLarge("body too large", limit_bytes=limit)
+    try:
+        data = json.loads(raw or b"{}")
+    except ValueError as exc:
+        raise PayloadInvalid(f"malformed JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise PayloadInvalid("the body must be a JSON object")
+    return data
+
+
+def _text_field(request: web.Request, data: dict[str, Any]) -> str:
+    text = data.get("text")
+    if not isinstance(text, str) or not text.strip():
+        raise PayloadInvalid("text must be a non-empty string", field="text")
+    limit = _hub(request).settings.max_message_bytes
+    if len(text.encode()) > limit:
+        raise PayloadTooLarge(f"text is over {limit} bytes", limit_bytes=limit, field="text")
+    return text
+
+
+async def _agent(request: web.Request, *, csrf: bool) -> AgentAccount:
+    account, session = await auth.session_agent(request, _hub(request).store)
+    if csrf:
+        auth.check_csrf(request, session)
+    return account
+
+
+def _key(request: web.Request) -> SessionKey:
+    # aiohttp decodes the path before matching; unquote again only what is still encoded.
+    return SessionKey(unquote(request.match_info["session_key"]))
+
+
+def _address(request: web.Request) -> str:
+    return request.remote or "unknown"
+
+
+# --- handlers -----------------------------------------------------------------------------------
+
+
+async def page(request: web.Request) -> web.StreamResponse:
+    """The console page."""
+    html = resources.files("bot.console").joinpath("static/index.html").read_text("utf-8")
+    return web.Response(text=html, content_type="text/html", charset="utf-8")
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    """Log in: starts a new session; answers the agent and the CSRF token."""
+    data = await _json_body(request)
+    name, password = data.get("name"), data.get("password")
+    if not isinstance(name, str) or not name:
+        raise PayloadInvalid("name is required", field="name")
+    if not isinstance(password, str) or not password:
+        raise PayloadInvalid("password is required", field="password")
+    limiter = request.app[LIMITER_KEY]
+    await limiter.check(name, _address(request))
+    try:
+        account = await auth.authenticate(_hub(request).store, name, password)
+    except SwitchboardError:
+        await limiter.failed(name, _address(request))
+        log.warning("console.login_failed", extra={"agent": name, "remote": _address(request)})
+        raise
+    await limiter.succeeded(name)
+    token = await auth.start_session(request, account)
+    await _hub(request).store.audit(account.name, "login", None, {"remote": _address(request)})
+    log.info("console.login", extra={"agent": account.name})
+    return web.json_response({"agent": _agent_json(account), "csrf": token})
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    """Log out (needs the CSRF header)."""
+    account = await _agent(request, csrf=True)
+    await auth.end_session(request)
+    log.info("console.logout", extra={"agent": account.name})
+    return web.Response(status=204)
+
+
+async def me(request: web.Request) -> web.StreamResponse:
+    """The logged-in agent, the CSRF token and the agent's capacity."""
+    account, session = await auth.session_agent(request, _hub(request).store)
+    return web.json_response(
+        {
+            "agent": _agent_json(account),
+            "csrf": session.get("csrf"),
+            "capacity": _hub(request).settings.agent_capacity,
+        }
+    )
+
+
+async def queue(request: web.Request) -> web.StreamResponse:
+    """Queued conversations (longest waiting first), then human-owned ones."""
+    await _agent(request, csrf=False)
+    convs = await _hub(request).handoff.queue()
+    return web.json_response({"conversations": [conversation_json(c) for c in convs]})
+
+
+async def messages(request: web.Request) -> web.StreamResponse:
+    """A conversation and its messages after ``?after=SEQ`` (notes included)."""
+    await _agent(request, csrf=False)
+    hub = _hub(request)
+    key = _key(request)
+    try:
+        after = int(request.query.get("after", "0"))
+        limit = min(500, max(1, int(request.query.get("limit", "500"))))
+    except ValueError as exc:
+        raise PayloadInvalid("after and limit must be integers", field="after") from exc
+    conv = await hub.store.conversation(key)
+    if conv is None:
+        raise NotFound(f"no conversation {key!r}")
+    msgs = await hub.store.messages(key, after_seq=after, limit=limit, include_internal=True)
+    return web.json_response(
+        {"conversation": conversation_json(conv), "messages": [message_json(m) for m in msgs]}
+    )
+
+
+async def claim(request: web.Request) -> web.StreamResponse:
+    """Claim a conversation for the logged-in agent."""
+    account = await _agent(request, csrf=True)
+    await _json_body(request)
+    conv = await _hub(request).handoff.claim(_key(request), account)
+    return web.json_response({"conversation": conversation_json(conv)})
+
+
+async def reply(request: web.Request) -> web.StreamResponse:
+    """Send the agent's reply to the customer."""
+    account = await _agent(request, csrf=True)
+    text = _text_field(request, await _json_body(request))
+    msg = await _hub(request).handoff.reply(_key(request), account, text)
+    return web.json_response({"message": message_json(msg)})
+
+
+async def note(request: web.Request) -> web.StreamResponse:
+    """Add an internal note."""
+    account = await _agent(request, csrf=True)
+    text = _text_field(request, await _json_body(request))
+    msg = await _hub(request).handoff.note(_key(request), account, text)
+    return web.json_response({"message": message_json(msg)})
+
+
+async def resolve(request: web.Request) -> web.StreamResponse:
+    """Hand the conversation back to the bot, or close it with ``{"close": true}``."""
+    account = await _agent(request, csrf=True)
+    data = await _json_body(request)
+    close = data.get("close", False)
+    if not isinstance(close, bool):
+        raise PayloadInvalid("close must be a boolean", field="close")
+    conv = await _hub(request).handoff.resolve(_key(request), account, close=close)
+    return web.json_response({"conversation": conversation_json(conv)})
+
+
+def _sse(event: str, data: dict[str, Any]) -> bytes:
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: every ``message`` and ``mode`` event of the hub, until disconnect."""
+    account = await _agent(request, csrf=False)
+    hub = _hub(request)
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-store",
+            "X-Accel-Buffering": "no",
+        }
+    )
+    task = asyncio.current_task()
+    streams = request.app[STREAMS_KEY]
+    if task is not None:
+        streams.add(task)
+    try:
+        async with hub.events.subscribe() as sub:
+            await response.prepare(request)
+            await response.write(b"retry: 2000\n" + _sse("ready", {"agent": account.name}))
+            while True:
+                event = await sub.get(HEARTBEAT_S)
+                if event is None:
+                    await response.write(b": ping\n\n")
+                    continue
+                if sub.lagged:
+                    sub.lagged = False
+                    await response.write(_sse("lagged", {}))
+                if event.type not in ("message", "mode"):
+                    continue
+                payload = {"session_key": event.session_key, "seq": event.seq, **event.data}
+                await response.write(_sse(event.type, payload))
+    except ConnectionResetError:
+        log.debug("console.events_closed", extra={"agent": account.name})
+    finally:
+        if task is not None:
+            streams.discard(task)
+    return response
+
+
+async def _close_streams(app: web.Application) -> None:
+    """On shutdown, end open event streams so the server does not wait for them."""
+    streams: set[asyncio.Task[Any]] = app[STREAMS_KEY]
+    for task in tuple(streams):
+        task.cancel()
+
+
+# --- mounting -----------------------------------------------------------------------------------
+
+
+def console_app(hub: ConsoleHub) -> web.Application:
+    """The console as an aiohttp sub-application (mount it at ``/console``)."""
+    settings = hub.settings
+    secure = bool(settings.public_url and settings.public_url.startswith("https://"))
+    storage = EncryptedCookieStorage(
+        auth.session_key_bytes(settings),
+        cookie_name=auth.SESSION_COOKIE,
+        max_age=auth.SESSION_MAX_AGE_S,
+        path="/console",
+        httponly=True,
+        samesite="Strict",
+        secure=secure,
+    )
+    app = web.Application(
+        middlewares=[_no_store, _errors, aiohttp_session.session_middleware(storage)]
+    )
+    app[HUB_KEY] = hub
+    app[LIMITER_KEY] = auth.LoginLimiter()
+    app[STREAMS_KEY] = set()
+    app.on_shutdown.append(_close_streams)
+    static = resources.files("bot.console").joinpath("static")
+    app.add_routes(
+        [
+            web.get("/", page),
+            web.static("/static", str(static), append_version=False),
+            web.post("/api/login", login),
+            web.post("/api/logout", logout),
+            web.get("/api/me", me),
+            web.get("/api/queue", queue),
+            web.get("/api/events", events),
+            web.get("/api/conversations/{session_key:.+}/messages", messages),
+            web.post("/api/conversations/{session_key:.+}/claim", claim),
+            web.post("/api/conversations/{session_key:.+}/reply", reply),
+            web.post("/api/conversations/{session_key:.+}/note", note),
+            web.post("/api/conversations/{session_key:.+}/resolve", resolve),
+        ]
+    )
+    return app
+
+
+async def _to_console(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/console/")
+
+
+def setup_console(app: web.Application, hub: ConsoleHub) -> None:
+    """Mount the console at ``/console`` on the server's application.
+
+    Call once while building the application (before it starts). Adds a sub-application with
+    its own cookie-session and error middlewares, and a redirect from ``/console`` to
+    ``/console/``.
+    """
+    app.router.add_get("/console", _to_console)
+    app.add_subapp("/console", console_app(hub))
