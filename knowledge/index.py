@@ -1,0 +1,309 @@
+"""The Qdrant index of chunks: one collection, one point per chunk.
+
+Each point has a named dense vector ``dense`` (cosine) and a named sparse vector ``sparse``
+(BM25 term weights, with ``Modifier.IDF`` so Qdrant applies inverse document frequency; see
+:mod:`knowledge.sparse`). Payload: ``doc_id``, ``chunk_index``, ``title``, ``url``,
+``heading``, ``text``, ``content_hash`` (of the whole document) and ``metadata``.
+
+The document manifest (doc id to content hash) lives in the payloads: the point of chunk 0 of
+each document carries its hash, so there is no sidecar file to fall out of step.
+
+By default Qdrant runs in local on-disk mode (``QdrantClient(path=...)``; one process at a
+time may open the folder); ``settings.qdrant_url`` switches to a Qdrant server or cluster.
+API reference: https://python-client.qdrant.tech/ and https://api.qdrant.tech/.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import ApiException
+
+from bot.config import Settings
+from bot.errors import BackendUnavailable, ConfigError
+from knowledge.chunk import Chunk
+from knowledge.sparse import SparseTerms
+
+log = logging.getLogger(__name__)
+
+DENSE = "dense"
+SPARSE = "sparse"
+_POINT_NAMESPACE = uuid.UUID("5d3c6f0e-2f0b-4a55-9a51-0b0f4a2a6c11")
+_UPSERT_BATCH = 256
+
+
+def point_id(doc_id: str, index: int) -> str:
+    """The stable UUID (as a string) of chunk ``index`` of document ``doc_id``."""
+    return str(uuid.uuid5(_POINT_NAMESPACE, f"{doc_id}\x00{index}"))
+
+
+@dataclass(frozen=True, slots=True)
+class IndexedChunk:
+    """A chunk ready to store: the chunk, its vectors and its document's content hash."""
+
+    chunk: Chunk
+    dense: Sequence[float]
+    sparse: SparseTerms
+    content_hash: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """One point returned by a search.
+
+    Attributes:
+        chunk_id: the point id.
+        score: cosine similarity (dense) or BM25 score (sparse).
+        payload: the stored payload (see the module docstring).
+        dense: the stored dense vector (sparse hits only), so the caller can compute the
+            cosine similarity of chunks the dense search did not return.
+    """
+
+    chunk_id: str
+    score: float
+    payload: dict[str, Any]
+    dense: list[float] | None = None
+
+
+class QdrantIndex:
+    """Chunks in one Qdrant collection. Create with :meth:`open`."""
+
+    def __init__(self, client: AsyncQdrantClient, collection: str, *, local: bool) -> None:
+        self._client = client
+        self.collection = collection
+        self.local = local
+
+    @classmethod
+    async def open(cls, settings: Settings, *, dimension: int) -> QdrantIndex:
+        """Connect (or open the local folder) and create the collection if it is missing.
+
+        Args:
+            settings: ``qdrant_url``/``qdrant_api_key`` for a server, else ``qdrant_path``;
+                ``kb_collection`` names the collection.
+            dimension: the dense vector length of the embedder.
+
+        Raises:
+            BackendUnavailable: when the server cannot be reached or the local folder is
+                locked by another process.
+            ConfigError: when the collection exists with another dense vector length (the
+                embedding model changed: use another ``kb_collection`` or delete the index).
+        """
+        local = settings.qdrant_url is None
+        try:
+            if local:
+                settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+                client = AsyncQdrantClient(path=str(settings.qdrant_path))
+            else:
+                key = settings.qdrant_api_key
+                client = AsyncQdrantClient(
+                    url=settings.qdrant_url,
+                    api_key=key.get_secret_value() if key is not None else None,
+                )
+        except (RuntimeError, OSError, ApiException) as exc:
+            raise BackendUnavailable(f"cannot open the Qdrant index: {exc}") from exc
+        index = cls(client, settings.kb_collection, local=local)
+        try:
+            await index._ensure_collection(dimension)
+        except BaseException:
+            await client.close()
+            raise
+        return index
+
+    async def _ensure_collection(self, dimension: int) -> None:
+        try:
+            if await self._client.collection_exists(self.collection):
+                info = await self._client.get_collection(self.collection)
+                vectors = info.config.params.vectors
+                existing = vectors.get(DENSE) if isinstance(vectors, dict) else None
+                if existing is None or existing.size != dimension:
+                    size = existing.size if existing is not None else None
+                    raise ConfigError(
+                        f"Qdrant collection {self.collection!r} holds dense vectors of size "
+                        f"{size}, the embedding model gives {dimension}: choose another "
+                        "kb_collection or delete the index and ingest again"
+                    )
+                return
+            await self._client.create_collection(
+                self.collection,
+                vectors_config={
+                    DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)
+                },
+                sparse_vectors_config={
+                    SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)
+                },
+            )
+            if not self.local:  # payload indexes only matter (and only exist) on a server
+                await self._client.create_payload_index(
+                    self.collection, "doc_id", models.PayloadSchemaType.KEYWORD
+                )
+                await self._client.create_payload_index(
+                    self.collection, "chunk_index", models.PayloadSchemaType.INTEGER
+                )
+            log.info(
+                "knowledge.collection_created",
+                extra={"collection": self.collection, "dimension": dimension},
+            )
+        except ApiException as exc:
+            raise BackendUnavailable(f"Qdrant collection setup failed: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the client (releases the local folder's lock)."""
+        await self._client.close()
+
+    async def manifest(self) -> dict[str, str]:
+        """``{doc_id: content_hash}`` of every stored document.
+
+        Raises:
+            BackendUnavailable: when Qdrant fails.
+        """
+        out: dict[str, str] = {}
+        first = models.Filter(
+            must=[models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))]
+        )
+        offset: Any = None
+        try:
+            while True:
+                points, offset = await self._client.scroll(
+                    self.collection,
+                    scroll_filter=first,
+                    limit=1024,
+                    offset=offset,
+                    with_payload=["doc_id", "content_hash"],
+                    with_vectors=False,
+                )
+                for point in points:
+                    payload = point.payload or {}
+                    out[str(payload["doc_id"])] = str(payload["content_hash"])
+                if offset is None:
+                    return out
+        except ApiException as exc:
+            raise BackendUnavailable(f"Qdrant scroll failed: {exc}") from exc
+
+    async def replace_document(self, doc_id: str, chunks: Sequence[IndexedChunk]) -> None:
+        """Delete every stored chunk of ``doc_id``, then store ``chunks`` (may be empty).
+
+        Raises:
+            BackendUnavailable: when Qdrant fails.
+        """
+        points = [
+            models.PointStruct(
+                id=point_id(c.chunk.doc_id, c.chunk.index),
+                vector={
+                    DENSE: list(c.dense),
+                    SPARSE: models.SparseVector(indices=c.sparse.indices, values=c.sparse.values),
+                },
+                payload={
+                    "doc_id": c.chunk.doc_id,
+                    "chunk_index": c.chunk.index,
+                    "title": c.chunk.title,
+                    "url": c.chunk.url,
+                    "heading": c.chunk.heading,
+                    "text": c.chunk.text,
+                    "content_hash": c.content_hash,
+                    "metadata": c.metadata,
+                },
+            )
+            for c in chunks
+        ]
+        try:
+            await self._client.delete(
+                self.collection,
+                points_selector=models.FilterSelector(filter=_doc_filter(doc_id)),
+                wait=True,
+            )
+            for start in range(0, len(points), _UPSERT_BATCH):
+                await self._client.upsert(
+                    self.collection, points=points[start : start + _UPSERT_BATCH], wait=True
+                )
+        except ApiException as exc:
+            raise BackendUnavailable(f"Qdrant write failed: {exc}") from exc
+
+    async def delete_document(self, doc_id: str) -> None:
+        """Delete every stored chunk of ``doc_id`` (nothing happens if there is none).
+
+        Raises:
+            BackendUnavailable: when Qdrant fails.
+        """
+        await self.replace_document(doc_id, [])
+
+    async def search(
+        self, dense: Sequence[float], sparse: SparseTerms, *, limit: int
+    ) -> tuple[list[Hit], list[Hit]]:
+        """The ``limit`` nearest chunks by dense cosine and by sparse BM25, in one round trip.
+
+        Returns:
+            ``(dense_hits, sparse_hits)``, each best first; the sparse list is empty when the
+            query has no indexable term.
+
+        Raises:
+            BackendUnavailable: when Qdrant fails.
+        """
+        requests = [
+            models.QueryRequest(query=list(dense), using=DENSE, limit=limit, with_payload=True)
+        ]
+        if sparse.indices:
+            requests.append(
+                models.QueryRequest(
+                    query=models.SparseVector(indices=sparse.indices, values=sparse.values),
+                    using=SPARSE,
+                    limit=limit,
+                    with_payload=True,
+                    with_vector=[DENSE],
+                )
+            )
+        try:
+            responses = await self._client.query_batch_points(self.collection, requests=requests)
+        except ApiException as exc:
+            raise BackendUnavailable(f"Qdrant query failed: {exc}") from exc
+        hits = [[_hit(p) for p in r.points] for r in responses]
+        return hits[0], hits[1] if len(hits) > 1 else []
+
+    async def document_count(self) -> int:
+        """How many documents are stored (documents with at least one chunk).
+
+        Raises:
+            BackendUnavailable: when Qdrant fails.
+        """
+        first = models.Filter(
+            must=[models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))]
+        )
+        try:
+            result = await self._client.count(self.collection, count_filter=first, exact=True)
+        except ApiException as exc:
+            raise BackendUnavailable(f"Qdrant count failed: {exc}") from exc
+        return int(result.count)
+
+    async def chunk_count(self) -> int:
+        """How many chunks (points) are stored.
+
+        Raises:
+            BackendUnavailable: when Qdrant fails.
+        """
+        try:
+            result = await self._client.count(self.collection, exact=True)
+        except ApiException as exc:
+            raise BackendUnavailable(f"Qdrant count failed: {exc}") from exc
+        return int(result.count)
+
+
+def _hit(point: models.ScoredPoint) -> Hit:
+    vector = point.vector.get(DENSE) if isinstance(point.vector, dict) else None
+    dense = [x for x in vector if isinstance(x, float)] if isinstance(vector, list) else None
+    return Hit(
+        chunk_id=str(point.id),
+        score=float(point.score),
+        payload=point.payload or {},
+        dense=dense or None,
+    )
+
+
+def _doc_filter(doc_id: str) -> models.Filter:
+    return models.Filter(
+        must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))]
+    )

@@ -1,0 +1,245 @@
+"""The knowledge base facade used by the CLI, the server and the agent.
+
+``KnowledgeBase.open(settings)`` opens the embedder and the Qdrant index; ``ingest`` reads,
+chunks, embeds and stores documents incrementally (content hash per document); ``search``
+retrieves passages (it is a :class:`bot.retrieval.Retriever`); ``evaluate`` scores retrieval on
+annotated questions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.config import Settings
+from bot.retrieval import Passage
+from knowledge import sparse
+from knowledge.chunk import Chunk, Document, chunk_document
+from knowledge.embed import Embedder, embedder_from_settings
+from knowledge.evaluate import EvalReport, evaluate, load_questions
+from knowledge.index import IndexedChunk, QdrantIndex
+from knowledge.ingest import content_hash, read_documents
+from knowledge.retrieve import HybridRetriever
+
+log = logging.getLogger(__name__)
+
+#: Texts per embedding call (sorted by length, so padding stays small).
+EMBED_BATCH = 32
+#: Chunks embedded before their documents are written (bounds memory on large ingests).
+GROUP_CHUNKS = 1024
+
+#: ``progress(done, total, current)``: chunks embedded so far, chunks to embed in this ingest,
+#: and the doc id being worked on.
+Progress = Callable[[int, int, str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReport:
+    """What one ingest did.
+
+    Attributes:
+        documents_added: documents that were not in the index.
+        documents_updated: documents whose content changed (old chunks replaced).
+        documents_unchanged: documents skipped because their content hash is unchanged.
+        documents_empty: new documents without any text (nothing stored).
+        chunks_written: chunks embedded and stored.
+        seconds: wall time of the ingest.
+    """
+
+    documents_added: int
+    documents_updated: int
+    documents_unchanged: int
+    documents_empty: int
+    chunks_written: int
+    seconds: float
+
+    @property
+    def chunks_per_second(self) -> float:
+        """Ingest speed in chunks per second (0 when nothing was written)."""
+        return self.chunks_written / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(slots=True)
+class _Pending:
+    doc: Document
+    hash: str
+    chunks: list[Chunk]
+    replaces: bool
+
+
+class KnowledgeBase:
+    """Ingest, search and evaluate one knowledge base. Create with :meth:`open`."""
+
+    def __init__(self, settings: Settings, index: QdrantIndex, embedder: Embedder) -> None:
+        self.settings = settings
+        self.index = index
+        self.embedder = embedder
+        self.retriever = HybridRetriever(index, embedder)
+
+    @classmethod
+    async def open(cls, settings: Settings, *, embedder: Embedder | None = None) -> KnowledgeBase:
+        """Load the embedder (unless given) and open the index, creating it if needed.
+
+        Raises:
+            bot.errors.ConfigError: when the model files are missing, or the index was built
+                with a model of another vector size.
+            bot.errors.BackendUnavailable: when Qdrant (or a remote embedder) is unreachable,
+                or the local index folder is in use by another process.
+        """
+        if embedder is None:
+            embedder = await asyncio.to_thread(embedder_from_settings, settings)
+        index = await QdrantIndex.open(settings, dimension=await embedder.dimension())
+        log.info(
+            "knowledge.opened",
+            extra={
+                "collection": settings.kb_collection,
+                "qdrant": "server" if settings.qdrant_url else "local",
+                "model_id": embedder.model_id,
+            },
+        )
+        return cls(settings, index, embedder)
+
+    async def close(self) -> None:
+        """Close the index (releases the local folder for other processes)."""
+        await self.index.close()
+
+    async def search(self, query: str, *, top_k: int = 5) -> list[Passage]:
+        """The ``top_k`` best passages for ``query``; see :meth:`HybridRetriever.search`.
+
+        Raises:
+            bot.errors.BackendUnavailable: when the index cannot be queried.
+        """
+        return await self.retriever.search(query, top_k=top_k)
+
+    async def document_count(self) -> int:
+        """How many documents (with at least one chunk) the index holds.
+
+        Raises:
+            bot.errors.BackendUnavailable: when the index cannot be queried.
+        """
+        return await self.index.document_count()
+
+    async def evaluate(self, qa_path: Path) -> EvalReport:
+        """Recall@1/3/5 and MRR@10 of retrieval on the questions in ``qa_path``.
+
+        Raises:
+            knowledge.ingest.IngestError: when the question file is unreadable or malformed.
+            bot.errors.BackendUnavailable: when the index cannot be queried.
+        """
+        questions = await asyncio.to_thread(load_questions, qa_path)
+        return await evaluate(self.retriever, questions)
+
+    async def ingest(
+        self,
+        paths: Sequence[Path],
+        *,
+        base_url: str | None = None,
+        progress: Progress | None = None,
+    ) -> IngestReport:
+        """Add or update the documents under ``paths`` (see :mod:`knowledge.ingest`).
+
+        A document whose content hash is unchanged costs nothing; a changed one has all its old
+        chunks replaced. Chunks are embedded in length-sorted batches.
+
+        Args:
+            paths: files and folders (Markdown, HTML, text, JSONL).
+            base_url: gives documents without a URL ``base_url + doc_id``.
+            progress: called with ``(done, total, doc_id)`` in chunks, once before embedding
+                starts and after every batch.
+
+        Raises:
+            knowledge.ingest.IngestError: when a path is missing or a file is malformed (nothing
+                is written in that case).
+            bot.errors.BackendUnavailable: when Qdrant or a remote embedder fails.
+        """
+        started = time.perf_counter()
+        docs = await asyncio.to_thread(lambda: list(read_documents(paths, base_url=base_url)))
+        by_id: dict[str, Document] = {}
+        for doc in docs:
+            if doc.doc_id in by_id:
+                log.warning(
+                    "knowledge.duplicate_doc_id",
+                    extra={"doc_id": doc.doc_id, "source": doc.source},
+                )
+            by_id[doc.doc_id] = doc
+        manifest = await self.index.manifest()
+        unchanged = empty = 0
+        pending: list[_Pending] = []
+        for doc in by_id.values():
+            digest = content_hash(doc, model_id=self.embedder.model_id)
+            if manifest.get(doc.doc_id) == digest:
+                unchanged += 1
+                continue
+            chunks = chunk_document(doc)
+            if not chunks and doc.doc_id not in manifest:
+                empty += 1
+                continue
+            pending.append(_Pending(doc, digest, chunks, replaces=doc.doc_id in manifest))
+        total = sum(len(p.chunks) for p in pending)
+        if progress is not None:
+            progress(0, total, "")
+        done = 0
+        group: list[_Pending] = []
+        group_size = 0
+        for item in pending:
+            group.append(item)
+            group_size += len(item.chunks)
+            if group_size >= GROUP_CHUNKS:
+                done = await self._write_group(group, done, total, progress)
+                group, group_size = [], 0
+        if group:
+            done = await self._write_group(group, done, total, progress)
+        report = IngestReport(
+            documents_added=sum(1 for p in pending if not p.replaces),
+            documents_updated=sum(1 for p in pending if p.replaces),
+            documents_unchanged=unchanged,
+            documents_empty=empty,
+            chunks_written=done,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        log.info(
+            "knowledge.ingested",
+            extra={
+                "added": report.documents_added,
+                "updated": report.documents_updated,
+                "unchanged": report.documents_unchanged,
+                "chunks": report.chunks_written,
+                "seconds": report.seconds,
+            },
+        )
+        return report
+
+    async def _write_group(
+        self, group: list[_Pending], done: int, total: int, progress: Progress | None
+    ) -> int:
+        """Embed the chunks of ``group`` (length-sorted batches), then replace its documents."""
+        flat = [(p, c) for p in group for c in p.chunks]
+        texts = [c.embedding_text() for _, c in flat]
+        order = sorted(range(len(flat)), key=lambda i: len(texts[i]))
+        vectors: list[list[float]] = [[] for _ in flat]
+        for start in range(0, len(order), EMBED_BATCH):
+            batch = order[start : start + EMBED_BATCH]
+            embedded = await self.embedder.embed([texts[i] for i in batch])
+            for i, row in zip(batch, embedded, strict=True):
+                vectors[i] = row.tolist()
+            done += len(batch)
+            if progress is not None:
+                progress(done, total, flat[batch[-1]][1].doc_id)
+        by_doc: dict[str, list[IndexedChunk]] = {p.doc.doc_id: [] for p in group}
+        for i, (p, c) in enumerate(flat):
+            by_doc[p.doc.doc_id].append(
+                IndexedChunk(
+                    chunk=c,
+                    dense=vectors[i],
+                    sparse=sparse.document_vector(texts[i]),
+                    content_hash=p.hash,
+                    metadata=p.doc.metadata,
+                )
+            )
+        for p in group:
+            await self.index.replace_document(p.doc.doc_id, by_doc[p.doc.doc_id])
+        return done
