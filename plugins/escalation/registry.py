@@ -1,0 +1,18 @@
+"""The tools that ship with Switchboard, for when entry points are not installed.
+
+``bot.agent.load_tools`` finds tools through the ``switchboard.tools`` entry points declared in
+``pyproject.toml``; when the package is not installed (a source checkout), it falls back to
+:func:`builtin_tools`.
+"""
+
+from __future__ import annotations
+
+from bot.tools import Tool
+from plugins.escalation.tools import EscalateToHuman
+from plugins.knowledge.tools import SearchKnowledge
+from plugins.ticketing.tools import AddTicketComment, CreateTicket, GetTicket
+
+
+def builtin_tools() -> list[Tool]:
+    """One instance of each built-in tool, in a stable order."""
+    return [SearchKnowledge(), CreateTicket(), GetTicket(), AddTicketComment(), EscalateToHuman()]

@@ -1,0 +1,1 @@
+"""Knowledge-base tools: ``search_knowledge``."""
