@@ -1,0 +1,95 @@
+"""A small handoff test bench: real SqlStore, a ticket backend, an event bus and a recording
+``deliver`` that stores like the hub does. It also satisfies the console's ``ConsoleHub``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bot.config import Settings
+from bot.envelope import InboundMessage, OutboundKind, OutboundMessage, Participant, SessionKey
+from bot.envelope import session_key as make_key
+from bot.events import EventBus, HubEvent
+from bot.handoff import Handoff
+from bot.store.base import NewMessage, Role, StoredMessage
+from bot.store.sql import SqlStore
+from bot.tools import TicketBackend
+from tests.fakes.tickets import MemoryTickets
+
+_ROLE = {
+    OutboundKind.ANSWER: Role.BOT,
+    OutboundKind.AGENT: Role.AGENT,
+}
+
+
+@dataclass
+class Desk:
+    settings: Settings
+    store: SqlStore
+    events: EventBus
+    tickets: TicketBackend
+    sent: list[OutboundMessage] = field(default_factory=list)
+    handoff: Handoff = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.handoff = Handoff(self.settings, self.store, self.events, self.tickets, self.deliver)
+
+    async def deliver(self, out: OutboundMessage) -> StoredMessage:
+        """What the hub's deliver does, minus the channel: store, publish, record the send."""
+        [stored] = await self.store.append(
+            [
+                NewMessage(
+                    session_key=out.session_key,
+                    role=_ROLE.get(out.kind, Role.SYSTEM),
+                    text=out.text,
+                    kind=out.kind.value,
+                    author=out.author,
+                    event_id=out.idempotency_key,
+                )
+            ]
+        )
+        self.events.publish(
+            HubEvent(
+                "message",
+                out.session_key,
+                stored.seq,
+                data={"role": stored.role.value, "kind": stored.kind},
+            )
+        )
+        self.sent.append(out)
+        return stored
+
+    async def customer_says(
+        self, text: str, *, chat: str = "c1", name: str = "Dana Customer", event_id: str = ""
+    ) -> SessionKey:
+        """Store one customer message on ``rest:default:{chat}``; returns the session key."""
+        key = make_key("rest", "default", chat=chat)
+        n = len(await self.store.messages(key)) + 1
+        msg = InboundMessage(
+            event_id=event_id or f"{chat}-{n}",
+            channel="rest",
+            account="default",
+            session_key=key,
+            sender=Participant(id=f"user-{chat}", name=name),
+            text=text,
+        )
+        await self.store.append_inbound(msg)
+        return key
+
+    def sent_to(self, key: SessionKey) -> list[OutboundMessage]:
+        return [o for o in self.sent if o.session_key == key]
+
+
+@asynccontextmanager
+async def open_desk(data_dir: Path, **overrides: Any) -> AsyncIterator[Desk]:
+    """A desk on a fresh SQLite database in ``data_dir``; closed on exit."""
+    settings = Settings(data_dir=data_dir, **overrides)
+    store = SqlStore(settings)
+    await store.open()
+    try:
+        yield Desk(settings, store, EventBus(), MemoryTickets())
+    finally:
+        await store.close()
