@@ -7,16 +7,21 @@ Semantics (the contract suite in ``tests/lanes/`` checks each one on every backe
   for a slot are served in the order they became ready (no session starves another).
 - Queue modes, chosen per message at enqueue time (the hub resolves channel/session overrides):
   ``collect`` (messages that arrive while a turn runs become one follow-up turn once no new
-  message arrived for ``debounce_ms``), ``followup`` (one turn per message), ``interrupt``
-  (cancel the running turn; the next turn carries the cancelled turn's messages plus the new
-  ones, so nothing the customer said is lost).
+  message arrived for ``debounce_ms`` after that turn ended; the first message of an idle lane
+  starts at once), ``followup`` (one turn per message, never batched), ``interrupt``
+  (cancel the running turn; the next turn starts without a quiet window and carries the
+  cancelled turn's messages plus the new ones, so nothing the customer said is lost).
 - At most ``lane_cap`` messages wait per session. Beyond it, the oldest waiting messages are
   folded into the next turn's ``overflow`` (kept, summarized by the agent) and ``on_overflow``
-  is called once per overflow episode so the customer can be told. Nothing is dropped.
+  is called once per overflow episode (an episode ends when a turn takes the folded
+  messages) so the customer can be told. Nothing is dropped.
 - A lane with no waiting message and no running turn is reclaimed after ``lane_idle_s``; the
   memory a session costs is bounded by its queued work.
-- ``drain`` stops starting turns, waits up to a bound for running turns, and keeps what is
-  queued (``pending()`` returns it so the hub can persist or hand it to another worker).
+- A handler that raises is logged (``lane.turn_failed``) and the lane goes on with its next
+  messages. Turn timeouts are the caller's job (the hub wraps its handler).
+- ``drain`` stops starting turns, waits up to a bound for running turns, cancels the rest and
+  returns every message not handled (queued or cancelled) so the hub can persist it or hand
+  it to another worker.
 """
 
 from __future__ import annotations
@@ -59,7 +64,8 @@ TurnHandler = Callable[[Turn], Awaitable[None]]
 An exception it raises is logged by the lane and does not stop the lane."""
 
 OverflowHandler = Callable[[SessionKey, int], Awaitable[None]]
-"""Called with the session and the number of messages folded, once per overflow episode."""
+"""Called with the session and the number of messages folded so far in the episode (at least
+1; a burst of messages usually counts whole), once per overflow episode. Its errors are logged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +120,8 @@ class LaneQueue(Protocol):
             mode: the queue mode to schedule it under.
 
         Returns:
-            The number of messages waiting in that lane after this one (0 when a turn for it
-            can start at once).
+            The number of messages of that session waiting for a turn after this call,
+            folded overflow included (0 when a turn for it started at once).
 
         Raises:
             bot.errors.Draining: when the queue is draining or closed.
@@ -123,9 +129,19 @@ class LaneQueue(Protocol):
         """
 
     async def drain(self, timeout_s: float) -> list[InboundMessage]:
-        """Stop starting turns, wait up to ``timeout_s`` seconds for running turns to finish
-        (cancelling those still running after it), and return every message not yet handled,
-        oldest first per session. Those messages remain owned by the caller."""
+        """Stop starting turns and return every message not handled.
+
+        Waits up to ``timeout_s`` seconds for running turns to finish, then cancels those still
+        running; their messages count as not handled. A turn that finished in time (even by
+        raising) counts as handled. ``enqueue`` raises ``Draining`` from the first call on.
+
+        Args:
+            timeout_s: seconds to wait for running turns.
+
+        Returns:
+            The messages not handled (queued, folded or cancelled), oldest first per session.
+            The caller owns them.
+        """
 
     def stats(self) -> LaneStats:
         """A snapshot of sizes (cheap, no I/O)."""
