@@ -191,9 +191,7 @@ class MemoryLaneQueue:
 
         state = lane.state
         if state == _IDLE:
-            if lane.timer is not None:
-                lane.timer.cancel()
-                lane.timer = None
+            self._cancel_timer(lane)  # the reclamation timer
             self._make_ready(lane)
         elif mode is QueueMode.INTERRUPT:
             if state == _DEBOUNCE:
