@@ -1,0 +1,339 @@
+/*! Switchboard web chat widget. Apache-2.0. No dependencies.
+ *
+ * Embed: <script src="https://HUB/webchat/widget.js" data-hub="https://HUB" defer></script>
+ * (data-hub defaults to the script's origin; data-title sets the panel title.)
+ *
+ * Protocol: WebSocket HUB/webchat/ws?visitor=ID&after=SEQ (see channels/webchat/translate.py).
+ * The visitor id lives in localStorage. On every (re)connect the hub replays each stored message
+ * with seq > after; the widget keeps the highest seq it rendered and ignores repeats. Messages are
+ * sent with client-generated event ids and kept until acknowledged, so a resend after a reconnect
+ * is deduplicated by the hub: nothing is lost and nothing shows twice.
+ */
+(function () {
+  "use strict";
+  if (window.SwitchboardChat) return;
+
+  var script = document.currentScript;
+  var hubUrl = (script && script.getAttribute("data-hub")) ||
+    (script && script.src ? new URL(script.src, location.href).origin : location.origin);
+  var title = (script && script.getAttribute("data-title")) || "Support";
+  var STORE_KEY = "switchboard.visitor";
+
+  function randomId() {
+    if (window.crypto && crypto.randomUUID) return crypto.randomUUID().replace(/-/g, "");
+    var a = new Uint8Array(16);
+    (window.crypto || window.msCrypto).getRandomValues(a);
+    return Array.prototype.map.call(a, function (b) { return ("0" + b.toString(16)).slice(-2); }).join("");
+  }
+
+  function visitorId() {
+    var id = null;
+    try { id = localStorage.getItem(STORE_KEY); } catch (e) { /* storage blocked */ }
+    if (!id || !/^[A-Za-z0-9_-]{8,64}$/.test(id)) {
+      id = randomId();
+      try { localStorage.setItem(STORE_KEY, id); } catch (e) { /* storage blocked */ }
+    }
+    return id;
+  }
+
+  // --- safe Markdown: escape first, then a few inline and block forms ------------------------
+  function esc(s) {
+    return String(s).replace(/[&<>"']/g, function (c) {
+      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
+    });
+  }
+  function safeUrl(u) {
+    return /^(https?:|mailto:)/i.test(u) ? u : null;
+  }
+  function inline(s) {
+    var t = esc(s);
+    t = t.replace(/`([^`]+)`/g, "<code>$1</code>");
+    t = t.replace(/\*\*([^*]+)\*\*/g, "<strong>$1</strong>");
+    t = t.replace(/(^|[^*])\*([^*\s][^*]*)\*/g, "$1<em>$2</em>");
+    t = t.replace(/\[([^\]]+)\]\(([^)\s]+)\)/g, function (m, label, url) {
+      var u = safeUrl(url.replace(/&amp;/g, "&"));
+      return u ? '<a href="' + esc(u) + '" target="_blank" rel="noopener noreferrer">' + label + "</a>" : label;
+    });
+    return t;
+  }
+  function markdown(src) {
+    var out = [], list = null, para = [];
+    function flushPara() { if (para.length) { out.push("<p>" + para.map(inline).join("<br>") + "</p>"); para = []; } }
+    function flushList() { if (list) { out.push("</" + list + ">"); list = null; } }
+    String(src || "").split(/\r?\n/).forEach(function (line) {
+      var ul = /^\s*[-*+]\s+(.*)$/.exec(line), ol = /^\s*\d+[.)]\s+(.*)$/.exec(line);
+      if (ul || ol) {
+        flushPara();
+        var kind = ul ? "ul" : "ol";
+        if (list !== kind) { flushList(); out.push("<" + kind + ">"); list = kind; }
+        out.push("<li>" + inline((ul || ol)[1]) + "</li>");
+      } else if (/^\s*$/.test(line)) {
+        flushPara(); flushList();
+      } else {
+        flushList(); para.push(line.replace(/^#{1,6}\s+/, ""));
+      }
+    });
+    flushPara(); flushList();
+    return out.join("");
+  }
+
+  // --- DOM ----------------------------------------------------------------------------------
+  var css = [
+    ".sbw-btn{position:fixed;right:20px;bottom:20px;z-index:2147483000;border:0;border-radius:28px;",
+    "padding:14px 20px;background:#2451d6;color:#fff;font:600 15px system-ui,sans-serif;cursor:pointer;",
+    "box-shadow:0 4px 14px rgba(0,0,0,.25)}",
+    ".sbw-panel{position:fixed;right:20px;bottom:84px;z-index:2147483000;width:360px;max-width:calc(100vw - 40px);",
+    "height:520px;max-height:calc(100vh - 120px);display:none;flex-direction:column;background:#fff;",
+    "border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.3);font:14px/1.4 system-ui,sans-serif;color:#1d2330;overflow:hidden}",
+    ".sbw-open .sbw-panel{display:flex}",
+    ".sbw-head{background:#2451d6;color:#fff;padding:10px 12px;display:flex;align-items:center;gap:8px}",
+    ".sbw-head b{flex:1}.sbw-status{font-size:12px;opacity:.85}",
+    ".sbw-human{border:1px solid #fff;background:transparent;color:#fff;border-radius:14px;padding:3px 9px;cursor:pointer;font-size:12px}",
+    ".sbw-log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;background:#f5f7fb}",
+    ".sbw-msg{max-width:85%;padding:8px 10px;border-radius:10px;background:#fff;border:1px solid #e1e5ee;word-wrap:break-word}",
+    ".sbw-msg p{margin:0 0 6px}.sbw-msg p:last-child{margin:0}.sbw-msg ul,.sbw-msg ol{margin:4px 0;padding-left:20px}",
+    ".sbw-customer{align-self:flex-end;background:#2451d6;color:#fff;border-color:#2451d6}",
+    ".sbw-customer a{color:#fff}.sbw-pending{opacity:.6}",
+    ".sbw-who{font-size:11px;color:#5b6475;margin-bottom:2px}",
+    ".sbw-notice{align-self:center;background:#fff6d6;border-color:#f0dc8c;font-size:13px;text-align:center}",
+    ".sbw-cites{margin-top:6px;font-size:12px;border-top:1px solid #e1e5ee;padding-top:4px}",
+    ".sbw-cites a{display:block;color:#2451d6}",
+    ".sbw-actions{display:flex;flex-wrap:wrap;gap:6px}",
+    ".sbw-actions button{border:1px solid #2451d6;background:#fff;color:#2451d6;border-radius:14px;padding:4px 10px;cursor:pointer}",
+    ".sbw-typing{font-size:12px;color:#5b6475;padding:0 12px 4px;min-height:16px}",
+    ".sbw-form{display:flex;border-top:1px solid #e1e5ee}",
+    ".sbw-form textarea{flex:1;border:0;resize:none;padding:10px;font:inherit;height:44px}",
+    ".sbw-form button{border:0;background:#2451d6;color:#fff;padding:0 16px;cursor:pointer;font-weight:600}"
+  ].join("");
+
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text != null) e.textContent = text;
+    return e;
+  }
+
+  function mount() {
+    var style = el("style"); style.textContent = css; document.head.appendChild(style);
+    var root = el("div", "sbw-root");
+    root.setAttribute("data-switchboard", "widget");
+    var button = el("button", "sbw-btn", "Chat with us");
+    button.type = "button";
+    button.setAttribute("aria-label", "Open chat");
+    var panel = el("div", "sbw-panel");
+    panel.setAttribute("role", "dialog");
+    var head = el("div", "sbw-head");
+    var name = el("b", null, title);
+    var status = el("span", "sbw-status", "connecting…");
+    var human = el("button", "sbw-human", "Talk to a person");
+    human.type = "button";
+    head.appendChild(name); head.appendChild(status); head.appendChild(human);
+    var log = el("div", "sbw-log");
+    log.setAttribute("aria-live", "polite");
+    var typing = el("div", "sbw-typing");
+    var form = el("form", "sbw-form");
+    var input = el("textarea");
+    input.placeholder = "Type your question…";
+    input.setAttribute("aria-label", "Message");
+    var send = el("button", null, "Send");
+    send.type = "submit";
+    form.appendChild(input); form.appendChild(send);
+    panel.appendChild(head); panel.appendChild(log); panel.appendChild(typing); panel.appendChild(form);
+    root.appendChild(panel); root.appendChild(button);
+    document.body.appendChild(root);
+    return { root: root, button: button, status: status, name: name, human: human, log: log,
+             typing: typing, form: form, input: input };
+  }
+
+  // --- state and connection -----------------------------------------------------------------
+  var ui, ws = null, lastSeq = 0, attempt = 0, reconnectTimer = null, typingTimer = null;
+  var pending = {};          // event_id -> frame, until acknowledged
+  var optimistic = {};       // event_id -> element shown before the stored copy arrives
+  var actionsBar = null;
+  var botName = "Assistant";
+  var visitor = visitorId();
+
+  function wsUrl() {
+    var u = new URL("/webchat/ws", hubUrl);
+    u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+    u.searchParams.set("visitor", visitor);
+    u.searchParams.set("after", String(lastSeq));
+    return u.toString();
+  }
+
+  function scroll() { ui.log.scrollTop = ui.log.scrollHeight; }
+
+  function keepActionsLast() { if (actionsBar) ui.log.appendChild(actionsBar); }
+
+  function renderMessage(m) {
+    if (m.seq <= lastSeq) return;   // replayed after a reconnect: already shown
+    lastSeq = m.seq;
+    if (m.role === "customer" && m.event_id && optimistic[m.event_id]) {
+      optimistic[m.event_id].classList.remove("sbw-pending");
+      optimistic[m.event_id].setAttribute("data-seq", m.seq);
+      delete optimistic[m.event_id];
+      return;
+    }
+    var box;
+    if (m.role === "system" || m.kind === "handoff" || m.kind === "notice") {
+      box = el("div", "sbw-msg sbw-notice");
+      box.innerHTML = markdown(m.text);
+    } else {
+      box = el("div", "sbw-msg" + (m.role === "customer" ? " sbw-customer" : ""));
+      if (m.role !== "customer") {
+        box.appendChild(el("div", "sbw-who", m.role === "agent" ? (m.author || "Agent") : botName));
+      }
+      var body = el("div");
+      body.innerHTML = markdown(m.text);
+      box.appendChild(body);
+      if (m.citations && m.citations.length) {
+        var cites = el("div", "sbw-cites", "Sources:");
+        m.citations.forEach(function (c) {
+          var u = c.url && safeUrl(c.url);
+          var a = el(u ? "a" : "span", null, c.title || c.doc_id);
+          if (u) { a.href = u; a.target = "_blank"; a.rel = "noopener noreferrer"; }
+          a.setAttribute("data-doc-id", c.doc_id);
+          cites.appendChild(a);
+        });
+        box.appendChild(cites);
+      }
+    }
+    box.setAttribute("data-seq", m.seq);
+    box.setAttribute("data-role", m.role);
+    if (m.role !== "customer") hideTyping();
+    ui.log.appendChild(box);
+    keepActionsLast();
+    scroll();
+  }
+
+  function renderActions(actions) {
+    if (actionsBar) actionsBar.remove();
+    actionsBar = el("div", "sbw-actions");
+    actions.forEach(function (a) {
+      var b = el("button", null, a.label);
+      b.type = "button";
+      b.addEventListener("click", function () { sendAction(a.id, a.label); });
+      actionsBar.appendChild(b);
+    });
+    ui.log.appendChild(actionsBar);
+    scroll();
+  }
+
+  function showTyping() {
+    ui.typing.textContent = botName + " is typing…";
+    clearTimeout(typingTimer);
+    typingTimer = setTimeout(hideTyping, 10000);
+  }
+  function hideTyping() { ui.typing.textContent = ""; clearTimeout(typingTimer); }
+
+  function setMode(mode, agent) {
+    var text = { bot: "online", queued: "waiting for a person…", human: agent ? "with " + agent : "with a person", closed: "closed" }[mode];
+    ui.status.textContent = text || "";
+    ui.human.style.display = mode === "bot" ? "" : "none";
+  }
+
+  function transmit(frame) {
+    if (ws && ws.readyState === 1) ws.send(JSON.stringify(frame));
+  }
+
+  function newEventId() { return "w-" + randomId(); }
+
+  function sendText(text) {
+    var id = newEventId();
+    var frame = { type: "message", text: text, event_id: id };
+    pending[id] = frame;
+    var box = el("div", "sbw-msg sbw-customer sbw-pending");
+    box.innerHTML = markdown(text);
+    optimistic[id] = box;
+    if (actionsBar) { actionsBar.remove(); actionsBar = null; }
+    ui.log.appendChild(box); scroll();
+    transmit(frame);
+  }
+
+  function sendAction(action, label) {
+    var id = newEventId();
+    var frame = { type: "action", action: action, label: label, event_id: id };
+    pending[id] = frame;
+    if (actionsBar) { actionsBar.remove(); actionsBar = null; }
+    transmit(frame);
+  }
+
+  function onFrame(f) {
+    switch (f.type) {
+      case "hello":
+        botName = f.bot_name || botName;
+        if (title === "Support" && f.company_name) ui.name.textContent = f.company_name + " support";
+        setMode(f.mode, f.agent);
+        break;
+      case "message": renderMessage(f); break;
+      case "ack": delete pending[f.event_id]; break;
+      case "actions": if (f.actions && f.actions.length) renderActions(f.actions); break;
+      case "typing": showTyping(); break;
+      case "mode": setMode(f.mode, f.agent); break;
+      case "error":
+        if (f.event_id && pending[f.event_id] && f.retry_after) {
+          var frame = pending[f.event_id];
+          setTimeout(function () { transmit(frame); }, f.retry_after * 1000);
+        } else if (f.event_id) {
+          delete pending[f.event_id];
+        }
+        if (!f.retry_after) {
+          var n = el("div", "sbw-msg sbw-notice", "Could not send: " + f.error);
+          ui.log.appendChild(n); scroll();
+        }
+        break;
+    }
+  }
+
+  function connect() {
+    clearTimeout(reconnectTimer);
+    ws = new WebSocket(wsUrl());
+    ws.onopen = function () {
+      attempt = 0;
+      Object.keys(pending).forEach(function (id) { transmit(pending[id]); });
+    };
+    ws.onmessage = function (ev) {
+      var f; try { f = JSON.parse(ev.data); } catch (e) { return; }
+      onFrame(f);
+    };
+    ws.onclose = function () {
+      ws = null;
+      ui.status.textContent = "reconnecting…";
+      // exponential backoff with full jitter: 0.5 s, 1 s, 2 s ... capped at 30 s
+      var delay = Math.min(30000, 500 * Math.pow(2, attempt++)) * (0.5 + Math.random() / 2);
+      reconnectTimer = setTimeout(connect, delay);
+    };
+    ws.onerror = function () { /* onclose follows */ };
+  }
+
+  function start() {
+    ui = mount();
+    ui.button.addEventListener("click", function () {
+      var open = ui.root.classList.toggle("sbw-open");
+      ui.button.textContent = open ? "Close" : "Chat with us";
+      if (open) ui.input.focus();
+    });
+    ui.human.addEventListener("click", function () { sendAction("handoff.request", "Talk to a person"); });
+    ui.form.addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      var text = ui.input.value.trim();
+      if (!text) return;
+      ui.input.value = "";
+      sendText(text);
+    });
+    ui.input.addEventListener("keydown", function (ev) {
+      if (ev.key === "Enter" && !ev.shiftKey) { ev.preventDefault(); ui.form.requestSubmit(); }
+    });
+    window.addEventListener("online", function () { if (!ws) connect(); });
+    connect();
+  }
+
+  window.SwitchboardChat = {
+    open: function () { if (ui && !ui.root.classList.contains("sbw-open")) ui.button.click(); },
+    send: function (text) { sendText(String(text)); },
+    visitor: function () { return visitor; }
+  };
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();
