@@ -75,6 +75,9 @@ class ChannelPlugin(Protocol):
 
     name: ClassVar[str]
 
+    def __init__(self, settings: Settings) -> None:
+        """Keep the settings; connect nothing yet (that is :meth:`start`)."""
+
     @classmethod
     def enabled(cls, settings: Settings) -> bool:
         """True when the settings hold this channel's credentials (or it needs none)."""

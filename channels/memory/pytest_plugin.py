@@ -104,8 +104,10 @@ async def started_hub(
     agent: ScriptedAgent,
     channels: Sequence[ChannelPlugin],
 ) -> AsyncIterator[Hub]:
-    """Build and start a real hub (SQL store under ``settings.data_dir``, memory lanes, no
-    knowledge base), yield it, then stop it (drain)."""
+    """Build and start a real hub, yield it, then stop it (drain).
+
+    The hub has the SQL store under ``settings.data_dir``, memory lanes and no knowledge base.
+    """
     from bot.hub import build_hub
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -177,7 +179,8 @@ class HubFactory(Protocol):
 
     def __call__(
         self, *, channels: Sequence[type[ChannelPlugin]] = ..., **overrides: Any
-    ) -> Awaitable[Hub]: ...
+    ) -> Awaitable[Hub]:
+        """Build and start a hub with these channel classes and setting overrides."""
 
 
 @pytest.fixture
