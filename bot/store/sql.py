@@ -1,0 +1,1173 @@
+"""The SQL :class:`~bot.store.base.Store`: SQLite by default, PostgreSQL in production.
+
+SQLAlchemy 2 Core. The schema uses portable types only (``JSON`` becomes ``JSONB`` on PostgreSQL)
+and the SQL is plain: no SQLite-only statements on the shared path.
+
+Writes are group-committed: every write call becomes a request on one in-memory queue served by a
+single writer task. The writer takes whatever is queued, runs it as one transaction (grouped into
+``executemany`` statements), commits, and only then resolves each caller's future, so an awaited
+write is committed. When the writer is idle a request starts a batch at once; while it is busy,
+batches start at most every ``store_batch_ms`` milliseconds and collect whatever arrived
+meanwhile. A failing batch is rolled back and its requests are retried one by one, so only the bad
+request fails.
+
+How statements reach the database depends on the driver. With PostgreSQL (``asyncpg``) and any
+other async driver, the batch runs through the asyncio extension (``AsyncConnection.run_sync``).
+With SQLite, the batch runs as plain Core on one ``pysqlite`` connection owned by one dedicated
+thread, one thread hop per batch: ``aiosqlite`` costs about four thread hops per statement through
+SQLAlchemy's adapter (0.5-0.8 ms each statement here), which caps group commit far below the
+target. Reads use a second connection on a second thread the same way. The ``AsyncEngine``
+(``aiosqlite``) is still opened for schema creation and for other components (local tickets).
+
+Sequence numbers are assigned by the writer from a bounded per-session counter cache (reloaded
+from ``max(seq)`` on a miss). That assumes one writing process per database, as in the embedded
+setup; a second writer on the same session makes a batch hit the primary key, and the request is
+retried once with reloaded counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol, TypeVar
+
+import sqlalchemy as sa
+from cachetools import LRUCache, TTLCache
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from bot.config import Settings
+from bot.envelope import Citation, InboundMessage, Participant, SessionKey, utcnow
+from bot.errors import BackendUnavailable, Conflict, NotFound, PayloadInvalid, SwitchboardError
+from bot.store.base import (
+    AgentAccount,
+    Conversation,
+    NewMessage,
+    Role,
+    SessionMode,
+    StoredMessage,
+)
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH: Final = 1000
+"""Most requests one group commit takes (bounds SQL parameter counts and latency)."""
+
+SESSION_CACHE_SIZE: Final = 50_000
+"""Sessions whose last ``seq`` is kept in memory; the least recently written are evicted."""
+
+SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+"""How long a SQLite connection waits for another writer's lock before failing."""
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always returned timezone-aware (UTC).
+
+    SQLite has no time zone type, so values are stored as naive UTC there; PostgreSQL uses
+    ``timestamptz``. Binding a naive datetime raises ``ValueError``.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Convert to UTC (naive on SQLite)."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; use timezone-aware UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        """Return timezone-aware UTC."""
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+JsonType: Final = sa.JSON(none_as_null=True).with_variant(
+    postgresql.JSONB(none_as_null=True), "postgresql"
+)
+"""A JSON column: ``JSON`` text on SQLite, ``JSONB`` on PostgreSQL; Python None is SQL NULL."""
+
+metadata = sa.MetaData()
+
+conversations = sa.Table(
+    "conversations",
+    metadata,
+    sa.Column("session_key", sa.String, primary_key=True),
+    sa.Column("channel", sa.String, nullable=False),
+    sa.Column("account", sa.String, nullable=False),
+    sa.Column("customer", JsonType, nullable=False),
+    sa.Column("mode", sa.String(16), nullable=False),
+    sa.Column("assigned_agent", sa.String),
+    sa.Column("ticket_id", sa.String),
+    sa.Column("escalation_reason", sa.String),
+    sa.Column("queued_at", UtcDateTime),
+    sa.Column("last_seq", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("meta", JsonType, nullable=False),
+    sa.Index("ix_conversations_updated_at", "updated_at"),
+    sa.Index("ix_conversations_mode_updated_at", "mode", "updated_at"),
+)
+"""One row per session."""
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("session_key", sa.String, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("event_id", sa.String),
+    # Set on customer messages only: with ``event_id`` they form the dedupe key. NULLs are
+    # distinct in unique indexes on SQLite and PostgreSQL, so other rows never collide.
+    sa.Column("channel", sa.String),
+    sa.Column("account", sa.String),
+    sa.Column("reply_to", sa.String),
+    sa.Column("citations", JsonType, nullable=False),
+    sa.Column("author", sa.String),
+    sa.Column("internal", sa.Boolean, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("inbound", JsonType),
+    sa.Column("handled", sa.Boolean, nullable=False),
+    sa.Index("ux_messages_dedupe", "channel", "account", "event_id", unique=True),
+    sa.Index("ux_messages_idempotency", "session_key", "event_id", unique=True),
+    sa.Index("ix_messages_handled", "handled"),
+)
+"""Every message of every session, ``seq`` 1, 2, 3... per session."""
+
+agents = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("display_name", sa.String, nullable=False),
+    sa.Column("password_hash", sa.String, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+"""Human agent accounts of the console."""
+
+audit = sa.Table(
+    "audit",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.String, nullable=False),
+    sa.Column("action", sa.String, nullable=False),
+    sa.Column("session_key", sa.String),
+    sa.Column("detail", JsonType, nullable=False),
+    sa.Index("ix_audit_session_key", "session_key", "id"),
+)
+"""Who did what to which session, and when."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    """One audit row.
+
+    Attributes:
+        id: increasing row id.
+        at: when (UTC).
+        actor: who (``agent:NAME``, ``bot``, ``system``...).
+        action: what (``handoff.claim``...).
+        session_key: which session, if any.
+        detail: JSON details.
+    """
+
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    session_key: SessionKey | None
+    detail: dict[str, Any]
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def make_engine(url: str) -> AsyncEngine:
+    """Create an async engine; SQLite connections get WAL, ``synchronous=NORMAL``, a busy timeout.
+
+    Args:
+        url: a SQLAlchemy async URL (``sqlite+aiosqlite:///PATH``, ``postgresql+asyncpg://...``).
+
+    Returns:
+        The engine (callers dispose of it).
+    """
+    engine = create_async_engine(url)
+    if engine.dialect.name == "sqlite":
+        sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sync_sqlite_engine(url: str) -> sa.Engine:
+    """A ``pysqlite`` engine on the same file as an ``sqlite+aiosqlite`` URL."""
+    sync_url = sa.make_url(url).set(drivername="sqlite+pysqlite")
+    engine = sa.create_engine(sync_url, poolclass=sa.pool.NullPool)
+    sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+_T = TypeVar("_T")
+
+
+class _Runner(Protocol):
+    """Runs a sync Core function on a connection; one await per call."""
+
+    async def run(self, fn: Callable[[sa.Connection], _T]) -> _T: ...
+
+    async def close(self) -> None: ...
+
+
+class _ThreadRunner:
+    """One ``pysqlite`` connection owned by one thread (SQLite: one thread hop per call)."""
+
+    def __init__(self, engine: sa.Engine, name: str) -> None:
+        self._engine = engine
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._conn: sa.Connection | None = None
+
+    def _call(self, fn: Callable[[sa.Connection], _T]) -> _T:
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            if conn is not None:
+                conn.close()
+            conn = self._conn = self._engine.connect()
+        return fn(conn)
+
+    async def run(self, fn: Callable[[sa.Connection], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
+    def _shutdown(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._engine.dispose()
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._shutdown)
+        self._executor.shutdown(wait=False)
+
+
+class _AsyncRunner:
+    """Sync Core through the asyncio extension (asyncpg): ``AsyncConnection.run_sync``.
+
+    ``dedicated`` keeps one connection (the writer's); otherwise each call takes one from the
+    engine's pool.
+    """
+
+    def __init__(self, engine: AsyncEngine, *, dedicated: bool) -> None:
+        self._engine = engine
+        self._dedicated = dedicated
+        self._conn: AsyncConnection | None = None
+
+    async def run(self, fn: Callable[[sa.Connection], _T]) -> _T:
+        if not self._dedicated:
+            async with self._engine.connect() as pooled:
+                return await pooled.run_sync(fn)
+        conn = self._conn
+        if conn is None or conn.closed or conn.invalidated:
+            if conn is not None:
+                await conn.close()
+            conn = self._conn = await self._engine.connect()
+        return await conn.run_sync(fn)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+# --- writer requests ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    fut: asyncio.Future[Any]
+
+    def sessions(self) -> Iterable[SessionKey]:
+        return ()
+
+
+@dataclass(slots=True, eq=False)
+class _Inbound(_Request):
+    msg: InboundMessage
+
+    def sessions(self) -> Iterable[SessionKey]:
+        return (self.msg.session_key,)
+
+
+@dataclass(slots=True, eq=False)
+class _Append(_Request):
+    items: Sequence[NewMessage]
+
+    def sessions(self) -> Iterable[SessionKey]:
+        return {m.session_key for m in self.items}
+
+
+@dataclass(slots=True, eq=False)
+class _MarkHandled(_Request):
+    session_key: SessionKey
+    event_ids: Sequence[str]
+
+
+@dataclass(slots=True, eq=False)
+class _Audit(_Request):
+    row: dict[str, Any]
+
+
+_CallFn = Callable[[sa.Connection, datetime], Any]
+
+
+@dataclass(slots=True, eq=False)
+class _Call(_Request):
+    """A serial operation; it may raise a SwitchboardError only before it writes anything."""
+
+    fn: _CallFn
+
+
+@dataclass(slots=True)
+class _SessionState:
+    last_seq: int
+    has_conversation: bool
+
+
+@dataclass(slots=True)
+class _BatchResult:
+    outcomes: list[Any]
+    sessions: dict[SessionKey, _SessionState] = field(default_factory=dict)
+    dedupe_keys: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _caller_error(exc: BaseException) -> BaseException:
+    """The error a caller sees for a request that failed on its own."""
+    if isinstance(exc, SwitchboardError):
+        return exc
+    err: SwitchboardError
+    cause = exc.orig if isinstance(exc, StatementError) else exc
+    if isinstance(exc, IntegrityError):
+        err = Conflict(f"store constraint violated: {cause}")
+    elif isinstance(exc, DBAPIError):
+        err = BackendUnavailable(f"database write failed: {cause}")
+    elif isinstance(cause, TypeError | ValueError):
+        err = PayloadInvalid(f"cannot store value: {cause}")
+    else:
+        err = BackendUnavailable(f"store write failed: {exc!r}")
+    err.__cause__ = exc
+    return err
+
+
+def _citations(raw: Any) -> tuple[Citation, ...]:
+    return tuple(Citation.model_validate(c) for c in raw or ())
+
+
+def _stored(row: sa.Row[*tuple[Any, ...]]) -> StoredMessage:
+    return StoredMessage(
+        session_key=SessionKey(row.session_key),
+        seq=row.seq,
+        role=Role(row.role),
+        text=row.text,
+        kind=row.kind,
+        event_id=row.event_id,
+        reply_to=row.reply_to,
+        citations=_citations(row.citations),
+        author=row.author,
+        internal=bool(row.internal),
+        created_at=_utc(row.created_at),
+    )
+
+
+def _conversation(row: sa.Row[*tuple[Any, ...]]) -> Conversation:
+    return Conversation(
+        session_key=SessionKey(row.session_key),
+        channel=row.channel,
+        account=row.account,
+        customer=Participant.model_validate(row.customer),
+        mode=SessionMode(row.mode),
+        assigned_agent=row.assigned_agent,
+        ticket_id=row.ticket_id,
+        escalation_reason=row.escalation_reason,
+        queued_at=_utc(row.queued_at) if row.queued_at is not None else None,
+        last_seq=row.last_seq,
+        created_at=_utc(row.created_at),
+        updated_at=_utc(row.updated_at),
+        meta=dict(row.meta or {}),
+    )
+
+
+_MESSAGE_COLUMNS: Final = [c for c in messages.c if c.name not in ("inbound", "handled")]
+
+_INSERT_MESSAGES: Final = messages.insert()
+_INSERT_CONVERSATIONS: Final = conversations.insert()
+_UPDATE_CONV_CUSTOMER: Final = (
+    conversations.update()
+    .where(conversations.c.session_key == sa.bindparam("b_session_key"))
+    .values(
+        customer=sa.bindparam("b_customer", type_=JsonType),
+        last_seq=sa.bindparam("b_last_seq"),
+        updated_at=sa.bindparam("b_updated_at", type_=UtcDateTime),
+    )
+)
+_UPDATE_CONV_SEQ: Final = (
+    conversations.update()
+    .where(conversations.c.session_key == sa.bindparam("b_session_key"))
+    .values(
+        last_seq=sa.bindparam("b_last_seq"),
+        updated_at=sa.bindparam("b_updated_at", type_=UtcDateTime),
+    )
+)
+_MARK_HANDLED: Final = (
+    messages.update()
+    .where(
+        messages.c.session_key == sa.bindparam("b_session_key"),
+        messages.c.event_id == sa.bindparam("b_event_id"),
+        messages.c.role == Role.CUSTOMER.value,
+    )
+    .values(handled=True)
+)
+_INSERT_AUDIT: Final = audit.insert()
+
+
+class SqlStore:
+    """The :class:`~bot.store.base.Store` on SQLAlchemy (SQLite by default, PostgreSQL).
+
+    Args:
+        settings: uses ``resolved_database_url``, ``store_batch_ms`` (the group-commit window in
+            milliseconds), ``dedupe_ttl_s`` and ``dedupe_max_entries`` (the in-memory dedupe
+            cache of ``(channel, account, event_id)`` keys).
+
+    Call :meth:`open` before use and :meth:`close` at shutdown (it flushes queued writes).
+    Writes raise :class:`~bot.errors.BackendUnavailable` when the database cannot be written
+    or the store is closed, and :class:`~bot.errors.PayloadInvalid` for a value the database
+    cannot hold (e.g. text with lone surrogates).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._url = settings.resolved_database_url
+        self._engine: AsyncEngine | None = None
+        self._writer_runner: _Runner | None = None
+        self._reader_runner: _Runner | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._pending: list[_Request] = []
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._batch_s = max(0.0, settings.store_batch_ms / 1000.0)
+        self._last_batch_at = float("-inf")
+        self._sessions: LRUCache[SessionKey, _SessionState] = LRUCache(SESSION_CACHE_SIZE)
+        self._dedupe: TTLCache[tuple[str, str, str], bool] = TTLCache(
+            maxsize=max(1, settings.dedupe_max_entries), ttl=settings.dedupe_ttl_s
+        )
+
+    # --- lifecycle ------------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The async engine (shared with the local ticket backend).
+
+        Raises:
+            RuntimeError: before :meth:`open` or after :meth:`close`.
+        """
+        if self._engine is None:
+            raise RuntimeError("SqlStore is not open")
+        return self._engine
+
+    async def open(self) -> None:
+        """Create tables if missing and start the group-commit writer.
+
+        Raises:
+            bot.errors.BackendUnavailable: when the database cannot be reached.
+        """
+        if self._engine is not None:
+            return
+        if not self._settings.database_url:
+            self._settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(self._url)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+        except (OSError, DBAPIError) as exc:
+            await engine.dispose()
+            raise BackendUnavailable(f"cannot open the store database: {exc}") from exc
+        self._engine = engine
+        if engine.dialect.name == "sqlite":
+            self._writer_runner = _ThreadRunner(_sync_sqlite_engine(self._url), "store-writer")
+            self._reader_runner = _ThreadRunner(_sync_sqlite_engine(self._url), "store-reader")
+        else:
+            self._writer_runner = _AsyncRunner(engine, dedicated=True)
+            self._reader_runner = _AsyncRunner(engine, dedicated=False)
+        self._closing = False
+        self._writer = asyncio.create_task(self._write_loop(), name="store-writer")
+        logger.info("store.opened", extra={"dialect": engine.dialect.name})
+
+    async def close(self) -> None:
+        """Flush pending writes, stop the writer and close connections."""
+        if self._engine is None:
+            return
+        self._closing = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+            self._writer = None
+        for runner in (self._writer_runner, self._reader_runner):
+            if runner is not None:
+                await runner.close()
+        self._writer_runner = self._reader_runner = None
+        await self._engine.dispose()
+        self._engine = None
+        logger.info("store.closed")
+
+    # --- writes ---------------------------------------------------------------------------------
+
+    async def append_inbound(self, msg: InboundMessage) -> StoredMessage | None:
+        """Persist a customer message (and create or refresh its conversation) durably.
+
+        Returns:
+            The stored message, or None when ``(channel, account, event_id)`` was stored before
+            (a duplicate; nothing is written).
+
+        Raises:
+            bot.errors.BackendUnavailable: when the database cannot be written.
+        """
+        if msg.dedupe_key in self._dedupe:
+            return None
+        result: StoredMessage | None = await self._submit(_Inbound(self._future(), msg))
+        return result
+
+    async def append(self, messages: Sequence[NewMessage]) -> list[StoredMessage]:
+        """Persist bot, agent, system messages and notes, in order; seqs are assigned.
+
+        A message whose ``event_id`` (idempotency key) is already stored for its session is not
+        written again; the stored one is returned instead, with ``fresh=False``.
+        """
+        if not messages:
+            return []
+        result: list[StoredMessage] = await self._submit(_Append(self._future(), messages))
+        return result
+
+    async def mark_handled(self, session_key: SessionKey, event_ids: Sequence[str]) -> None:
+        """Record that turns covering these customer messages finished (group-committed)."""
+        if event_ids:
+            await self._submit(_MarkHandled(self._future(), session_key, list(event_ids)))
+
+    async def set_mode(
+        self,
+        session_key: SessionKey,
+        mode: SessionMode,
+        *,
+        expect: Sequence[SessionMode] | None = None,
+        agent: str | None = None,
+        reason: str | None = None,
+        ticket_id: str | None = None,
+    ) -> Conversation:
+        """Change who answers a session (compare-and-set when ``expect`` is given).
+
+        ``human`` sets ``assigned_agent`` to ``agent`` (kept when None); other modes clear it.
+        ``queued`` sets ``queued_at`` unless already queued; ``bot`` clears ``queued_at`` and
+        ``escalation_reason``. ``reason`` and ``ticket_id`` are stored when given. The check and
+        the change are one ``UPDATE ... WHERE mode IN (...)``, atomic across processes.
+
+        Raises:
+            bot.errors.NotFound: when the session does not exist.
+            bot.errors.Conflict: when the current mode is not in ``expect``.
+        """
+        c = conversations.c
+
+        def run(conn: sa.Connection, now: datetime) -> Conversation:
+            values: dict[str, Any] = {"mode": mode.value, "updated_at": now}
+            if mode is SessionMode.HUMAN:
+                if agent is not None:
+                    values["assigned_agent"] = agent
+            else:
+                values["assigned_agent"] = None
+            if mode is SessionMode.QUEUED:
+                values["queued_at"] = sa.case(
+                    (c.mode == SessionMode.QUEUED.value, c.queued_at),
+                    else_=sa.literal(now, UtcDateTime()),
+                )
+            elif mode is SessionMode.BOT:
+                values["queued_at"] = None
+                values["escalation_reason"] = None
+            if reason is not None:
+                values["escalation_reason"] = reason
+            if ticket_id is not None:
+                values["ticket_id"] = ticket_id
+            stmt = conversations.update().where(c.session_key == session_key).values(values)
+            if expect is not None:
+                stmt = stmt.where(c.mode.in_([m.value for m in expect]))
+            if conn.execute(stmt).rowcount == 0:
+                current = conn.scalar(sa.select(c.mode).where(c.session_key == session_key))
+                if current is None:
+                    raise NotFound(f"no conversation {session_key!r}")
+                wanted = ", ".join(m.value for m in expect or ())
+                raise Conflict(f"session {session_key!r} is {current}, expected one of {wanted}")
+            row = conn.execute(sa.select(conversations).where(c.session_key == session_key)).one()
+            return _conversation(row)
+
+        result: Conversation = await self._submit(_Call(self._future(), run))
+        return result
+
+    async def set_meta(self, session_key: SessionKey, key: str, value: Any) -> None:
+        """Store one channel-specific value on a conversation (JSON-serializable).
+
+        Raises:
+            bot.errors.NotFound: when the session does not exist.
+            bot.errors.PayloadInvalid: when ``value`` is not JSON-serializable.
+        """
+        c = conversations.c
+
+        def run(conn: sa.Connection, now: datetime) -> None:
+            meta = conn.scalar(sa.select(c.meta).where(c.session_key == session_key))
+            if meta is None:
+                raise NotFound(f"no conversation {session_key!r}")
+            conn.execute(
+                conversations.update()
+                .where(c.session_key == session_key)
+                .values(meta={**meta, key: value}, updated_at=now)
+            )
+
+        await self._submit(_Call(self._future(), run))
+
+    async def create_agent(self, account: AgentAccount) -> None:
+        """Create a human agent account.
+
+        Raises:
+            bot.errors.Conflict: when the name is taken.
+        """
+
+        def run(conn: sa.Connection, now: datetime) -> None:
+            if conn.scalar(sa.select(agents.c.name).where(agents.c.name == account.name)):
+                raise Conflict(f"agent {account.name!r} exists")
+            conn.execute(
+                agents.insert().values(
+                    name=account.name,
+                    display_name=account.display_name,
+                    password_hash=account.password_hash,
+                    active=account.active,
+                    created_at=now,
+                )
+            )
+
+        await self._submit(_Call(self._future(), run))
+
+    async def update_agent(self, account: AgentAccount) -> None:
+        """Replace the agent account with the same name (password re-hash, display name, active).
+
+        Raises:
+            bot.errors.NotFound: when no agent has that name.
+        """
+
+        def run(conn: sa.Connection, now: datetime) -> None:
+            result = conn.execute(
+                agents.update()
+                .where(agents.c.name == account.name)
+                .values(
+                    display_name=account.display_name,
+                    password_hash=account.password_hash,
+                    active=account.active,
+                )
+            )
+            if result.rowcount == 0:
+                raise NotFound(f"no agent {account.name!r}")
+
+        await self._submit(_Call(self._future(), run))
+
+    async def audit(
+        self, actor: str, action: str, session_key: SessionKey | None, detail: dict[str, Any]
+    ) -> None:
+        """Append an audit record (who did what to which session, and when)."""
+        row = {"actor": actor, "action": action, "session_key": session_key, "detail": detail}
+        await self._submit(_Audit(self._future(), row))
+
+    # --- reads ----------------------------------------------------------------------------------
+
+    async def _read(self, fn: Callable[[sa.Connection], _T]) -> _T:
+        """Run a read on the reader connection (not the writer's)."""
+        if self._reader_runner is None:
+            raise BackendUnavailable("the store is closed")
+        return await self._reader_runner.run(fn)
+
+    async def unhandled(self) -> list[InboundMessage]:
+        """Customer messages accepted but not yet handled, by session then ``seq`` (recovery)."""
+        m = messages.c
+        stmt = (
+            sa.select(m.inbound)
+            .where(m.handled.is_(False), m.role == Role.CUSTOMER.value)
+            .order_by(m.session_key, m.seq)
+        )
+        rows = await self._read(lambda conn: conn.execute(stmt).scalars().all())
+        return [InboundMessage.model_validate(raw) for raw in rows]
+
+    async def messages(
+        self,
+        session_key: SessionKey,
+        *,
+        after_seq: int = 0,
+        limit: int = 200,
+        include_internal: bool = False,
+    ) -> list[StoredMessage]:
+        """Messages of a session with ``seq > after_seq``, oldest first, at most ``limit``."""
+        m = messages.c
+        stmt = (
+            sa.select(*_MESSAGE_COLUMNS)
+            .where(m.session_key == session_key, m.seq > after_seq)
+            .order_by(m.seq)
+            .limit(limit)
+        )
+        if not include_internal:
+            stmt = stmt.where(m.internal.is_(False))
+        return await self._read(lambda conn: [_stored(r) for r in conn.execute(stmt)])
+
+    async def conversation(self, session_key: SessionKey) -> Conversation | None:
+        """The conversation record, or None when the session never wrote."""
+        stmt = sa.select(conversations).where(conversations.c.session_key == session_key)
+
+        def run(conn: sa.Connection) -> Conversation | None:
+            row = conn.execute(stmt).one_or_none()
+            return _conversation(row) if row is not None else None
+
+        return await self._read(run)
+
+    async def conversations(
+        self, *, modes: Sequence[SessionMode] | None = None, limit: int = 200
+    ) -> list[Conversation]:
+        """Conversations, newest activity (``updated_at``) first, optionally filtered by mode."""
+        c = conversations.c
+        stmt = sa.select(conversations).order_by(c.updated_at.desc(), c.session_key).limit(limit)
+        if modes is not None:
+            stmt = stmt.where(c.mode.in_([m.value for m in modes]))
+        return await self._read(lambda conn: [_conversation(r) for r in conn.execute(stmt)])
+
+    async def agent(self, name: str) -> AgentAccount | None:
+        """An agent account by login name."""
+        stmt = sa.select(agents).where(agents.c.name == name)
+        row = await self._read(lambda conn: conn.execute(stmt).one_or_none())
+        if row is None:
+            return None
+        return AgentAccount(
+            name=row.name,
+            display_name=row.display_name,
+            password_hash=row.password_hash,
+            active=bool(row.active),
+        )
+
+    async def audit_records(
+        self, *, session_key: SessionKey | None = None, limit: int = 200
+    ) -> list[AuditRecord]:
+        """Audit rows, newest first, optionally of one session (not part of ``Store``)."""
+        a = audit.c
+        stmt = sa.select(audit).order_by(a.id.desc()).limit(limit)
+        if session_key is not None:
+            stmt = stmt.where(a.session_key == session_key)
+        rows = await self._read(lambda conn: conn.execute(stmt).all())
+        return [
+            AuditRecord(
+                id=r.id,
+                at=_utc(r.at),
+                actor=r.actor,
+                action=r.action,
+                session_key=SessionKey(r.session_key) if r.session_key is not None else None,
+                detail=dict(r.detail),
+            )
+            for r in rows
+        ]
+
+    # --- the writer task ------------------------------------------------------------------------
+
+    def _future(self) -> asyncio.Future[Any]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, req: _Request) -> Any:
+        if self._closing or self._writer is None:
+            raise BackendUnavailable("the store is closed")
+        self._pending.append(req)
+        self._wake.set()
+        return await req.fut
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            delay = self._last_batch_at + self._batch_s - loop.time()
+            if delay > 0 and not self._closing:
+                await asyncio.sleep(delay)
+            batch = self._pending[:MAX_BATCH]
+            del self._pending[:MAX_BATCH]
+            self._last_batch_at = loop.time()
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # task boundary: the writer must survive
+                logger.exception("store.writer_failed", extra={"batch_size": len(batch)})
+                for req in batch:
+                    self._resolve(req, _caller_error(exc))
+
+    async def _commit(self, batch: list[_Request]) -> None:
+        error = await self._try(batch)
+        if error is None:
+            return
+        if len(batch) == 1:
+            await self._commit_one(batch[0], error)
+            return
+        logger.warning("store.batch_failed", exc_info=error, extra={"batch_size": len(batch)})
+        for req in batch:
+            await self._commit_one(req)
+
+    async def _commit_one(self, req: _Request, error: Exception | None = None) -> None:
+        """Run one request alone, resolving only its future.
+
+        After a constraint error (another writer took the ``seq`` or stored the same event) the
+        session's counters are reloaded and the request is retried once.
+        """
+        if error is None:
+            error = await self._try([req])
+        if isinstance(error, IntegrityError):
+            self._forget(req)
+            error = await self._try([req])
+        if error is not None:
+            self._forget(req)
+            logger.warning(
+                "store.write_failed",
+                exc_info=error,
+                extra={"session_key": next(iter(req.sessions()), None)},
+            )
+            self._resolve(req, _caller_error(error))
+
+    async def _try(self, batch: list[_Request]) -> Exception | None:
+        """Run ``batch`` as one transaction; resolve its futures, or return the error."""
+        assert self._writer_runner is not None
+        try:
+            result = await self._writer_runner.run(functools.partial(self._transaction, batch))
+        except Exception as exc:
+            return exc
+        for key, state in result.sessions.items():
+            self._sessions[key] = state
+        for dedupe_key in result.dedupe_keys:
+            self._dedupe[dedupe_key] = True
+        for req, outcome in zip(batch, result.outcomes, strict=True):
+            self._resolve(req, outcome)
+        return None
+
+    def _forget(self, req: _Request) -> None:
+        for key in req.sessions():
+            self._sessions.pop(key, None)
+
+    @staticmethod
+    def _resolve(req: _Request, outcome: Any) -> None:
+        if req.fut.done():  # the caller was cancelled; the write stands
+            return
+        if isinstance(outcome, BaseException):
+            req.fut.set_exception(outcome)
+        else:
+            req.fut.set_result(outcome)
+
+    # --- batch execution (sync Core, on the writer's connection) --------------------------------
+
+    def _transaction(self, batch: list[_Request], conn: sa.Connection) -> _BatchResult:
+        try:
+            result = self._execute(conn, batch)
+            conn.commit()
+        except BaseException:
+            try:
+                conn.rollback()
+            except Exception:
+                logger.warning("store.rollback_failed", exc_info=True)
+                conn.invalidate()
+            raise
+        return result
+
+    def _execute(self, conn: sa.Connection, batch: list[_Request]) -> _BatchResult:
+        """Run one batch inside the connection's transaction; the caller commits.
+
+        Messages first (conversations, then rows), then ``mark_handled`` updates, then serial
+        calls (mode changes, meta, agents) in queue order, then audit rows. Requests in one batch
+        were all in flight together, so no caller can observe this order.
+        """
+        now = utcnow()
+        result = _BatchResult([None] * len(batch))
+        if any(isinstance(r, _Inbound | _Append) for r in batch):
+            self._write_messages(conn, batch, now, result)
+        handled = [
+            {"b_session_key": r.session_key, "b_event_id": event_id}
+            for r in batch
+            if isinstance(r, _MarkHandled)
+            for event_id in r.event_ids
+        ]
+        if handled:
+            conn.execute(_MARK_HANDLED, handled)
+        for i, req in enumerate(batch):
+            if isinstance(req, _Call):
+                try:
+                    result.outcomes[i] = req.fn(conn, now)
+                except SwitchboardError as exc:  # raised before the call wrote anything
+                    result.outcomes[i] = exc
+        audits = [{**r.row, "at": now} for r in batch if isinstance(r, _Audit)]
+        if audits:
+            conn.execute(_INSERT_AUDIT, audits)
+        return result
+
+    def _stored_keys(
+        self, conn: sa.Connection, keys: set[tuple[str, str, str]]
+    ) -> set[tuple[str, str, str]]:
+        """The dedupe keys among ``keys`` that are stored.
+
+        Separate ``IN`` lists, then an exact filter here: SQLite searches the unique index that
+        way, while a row-value ``IN`` makes it scan the index.
+        """
+        if not keys:
+            return set()
+        m = messages.c
+        found = conn.execute(
+            sa.select(m.channel, m.account, m.event_id).where(
+                m.channel.in_({k[0] for k in keys}),
+                m.account.in_({k[1] for k in keys}),
+                m.event_id.in_({k[2] for k in keys}),
+            )
+        )
+        return {(r[0], r[1], r[2]) for r in found} & keys
+
+    def _stored_by_key(
+        self, conn: sa.Connection, pairs: set[tuple[SessionKey, str]]
+    ) -> dict[tuple[str, str], StoredMessage]:
+        """Stored messages by ``(session_key, event_id)`` among ``pairs``."""
+        if not pairs:
+            return {}
+        m = messages.c
+        found = conn.execute(
+            sa.select(*_MESSAGE_COLUMNS).where(
+                m.session_key.in_({p[0] for p in pairs}),
+                m.event_id.in_({p[1] for p in pairs}),
+            )
+        )
+        return {
+            (r.session_key, r.event_id): _stored(r)
+            for r in found
+            if (r.session_key, r.event_id) in pairs
+        }
+
+    def _session_states(
+        self, conn: sa.Connection, keys: set[SessionKey]
+    ) -> dict[SessionKey, _SessionState]:
+        """Working copies of the sessions' counters; misses are loaded from the database."""
+        states: dict[SessionKey, _SessionState] = {}
+        missing: list[SessionKey] = []
+        for key in keys:
+            cached = self._sessions.get(key)
+            if cached is None:
+                missing.append(key)
+            else:
+                states[key] = _SessionState(cached.last_seq, cached.has_conversation)
+        if missing:
+            m, c = messages.c, conversations.c
+            seqs: dict[str, int] = {
+                r[0]: r[1]
+                for r in conn.execute(
+                    sa.select(m.session_key, sa.func.max(m.seq))
+                    .where(m.session_key.in_(missing))
+                    .group_by(m.session_key)
+                )
+            }
+            convs = set(
+                conn.execute(sa.select(c.session_key).where(c.session_key.in_(missing))).scalars()
+            )
+            for key in missing:
+                states[key] = _SessionState(seqs.get(key) or 0, key in convs)
+        return states
+
+    def _write_messages(
+        self, conn: sa.Connection, batch: list[_Request], now: datetime, result: _BatchResult
+    ) -> None:
+        """Dedupe, assign seqs, and write the batch's messages and their conversations."""
+        inbound = [r for r in batch if isinstance(r, _Inbound)]
+        appends = [r for r in batch if isinstance(r, _Append)]
+        stored_keys = self._stored_keys(conn, {r.msg.dedupe_key for r in inbound})
+        by_key = self._stored_by_key(
+            conn,
+            {(x.session_key, x.event_id) for r in appends for x in r.items if x.event_id},
+        )
+        keys: set[SessionKey] = {r.msg.session_key for r in inbound}
+        keys.update(x.session_key for r in appends for x in r.items)
+        states = self._session_states(conn, keys)
+        rows: list[dict[str, Any]] = []
+        new_convs: dict[SessionKey, dict[str, Any]] = {}
+        customers: dict[SessionKey, dict[str, Any]] = {}
+
+        for i, req in enumerate(batch):
+            if isinstance(req, _Inbound):
+                msg = req.msg
+                result.dedupe_keys.append(msg.dedupe_key)
+                if msg.dedupe_key in stored_keys:
+                    continue  # a duplicate (stored before, or earlier in this batch): None
+                stored_keys.add(msg.dedupe_key)
+                sk = msg.session_key
+                state = states[sk]
+                state.last_seq += 1
+                customer = msg.sender.model_dump(mode="json")
+                if sk in new_convs:
+                    new_convs[sk]["customer"] = customer
+                elif state.has_conversation:
+                    customers[sk] = customer
+                else:
+                    state.has_conversation = True
+                    new_convs[sk] = _new_conversation(msg, customer, now)
+                rows.append(_inbound_row(msg, state.last_seq, now))
+                stored = StoredMessage(
+                    session_key=sk,
+                    seq=state.last_seq,
+                    role=Role.CUSTOMER,
+                    text=msg.text,
+                    kind="message",
+                    event_id=msg.event_id,
+                    reply_to=msg.reply_to,
+                    citations=(),
+                    author=None,
+                    internal=False,
+                    created_at=now,
+                )
+                by_key[(sk, msg.event_id)] = result.outcomes[i] = stored
+            elif isinstance(req, _Append):
+                out: list[StoredMessage] = []
+                for x in req.items:
+                    if x.event_id is not None:
+                        earlier = by_key.get((x.session_key, x.event_id))
+                        if earlier is not None:
+                            out.append(dataclasses.replace(earlier, fresh=False))
+                            continue
+                    state = states[x.session_key]
+                    state.last_seq += 1
+                    rows.append(_append_row(x, state.last_seq, now))
+                    stored = StoredMessage(
+                        session_key=x.session_key,
+                        seq=state.last_seq,
+                        role=x.role,
+                        text=x.text,
+                        kind=x.kind,
+                        event_id=x.event_id,
+                        reply_to=x.reply_to,
+                        citations=tuple(x.citations),
+                        author=x.author,
+                        internal=x.internal,
+                        created_at=now,
+                    )
+                    if x.event_id is not None:
+                        by_key[(x.session_key, x.event_id)] = stored
+                    out.append(stored)
+                result.outcomes[i] = out
+
+        if new_convs:
+            for sk, conv in new_convs.items():
+                conv["last_seq"] = states[sk].last_seq
+            conn.execute(_INSERT_CONVERSATIONS, list(new_convs.values()))
+        with_customer: list[dict[str, Any]] = []
+        seq_only: list[dict[str, Any]] = []
+        for sk, state in states.items():
+            if sk in new_convs or not state.has_conversation:
+                continue
+            params = {"b_session_key": sk, "b_last_seq": state.last_seq, "b_updated_at": now}
+            if sk in customers:
+                params["b_customer"] = customers[sk]
+                with_customer.append(params)
+            else:
+                seq_only.append(params)
+        if with_customer:
+            conn.execute(_UPDATE_CONV_CUSTOMER, with_customer)
+        if seq_only:
+            conn.execute(_UPDATE_CONV_SEQ, seq_only)
+        if rows:
+            conn.execute(_INSERT_MESSAGES, rows)
+        result.sessions = states
+
+
+def _new_conversation(
+    msg: InboundMessage, customer: dict[str, Any], now: datetime
+) -> dict[str, Any]:
+    return {
+        "session_key": msg.session_key,
+        "channel": msg.channel,
+        "account": msg.account,
+        "customer": customer,
+        "mode": SessionMode.BOT.value,
+        "assigned_agent": None,
+        "ticket_id": None,
+        "escalation_reason": None,
+        "queued_at": None,
+        "last_seq": 0,
+        "created_at": now,
+        "updated_at": now,
+        "meta": {},
+    }
+
+
+def _inbound_row(msg: InboundMessage, seq: int, now: datetime) -> dict[str, Any]:
+    return {
+        "session_key": msg.session_key,
+        "seq": seq,
+        "role": Role.CUSTOMER.value,
+        "text": msg.text,
+        "kind": "message",
+        "event_id": msg.event_id,
+        "channel": msg.channel,
+        "account": msg.account,
+        "reply_to": msg.reply_to,
+        "citations": [],
+        "author": None,
+        "internal": False,
+        "created_at": now,
+        "inbound": msg.model_dump(mode="json"),
+        "handled": False,
+    }
+
+
+def _append_row(x: NewMessage, seq: int, now: datetime) -> dict[str, Any]:
+    return {
+        "session_key": x.session_key,
+        "seq": seq,
+        "role": x.role.value,
+        "text": x.text,
+        "kind": x.kind,
+        "event_id": x.event_id,
+        "channel": None,
+        "account": None,
+        "reply_to": x.reply_to,
+        "citations": [c.model_dump(mode="json") for c in x.citations],
+        "author": x.author,
+        "internal": x.internal,
+        "created_at": now,
+        "inbound": None,
+        "handled": True,
+    }
