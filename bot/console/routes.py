@@ -34,7 +34,6 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from importlib import resources
 from typing import Any, Protocol
-from urllib.parse import unquote
 
 import aiohttp_session
 from aiohttp import web
@@ -59,10 +58,21 @@ MAX_TEXT_BYTES_DEFAULT = 32 * 1024
 class ConsoleHub(Protocol):
     """What the console needs of the hub (:class:`bot.hub.Hub` has it)."""
 
-    settings: Settings
-    store: Store
-    events: EventBus
-    handoff: Handoff
+    @property
+    def settings(self) -> Settings:
+        """The hub's settings."""
+
+    @property
+    def store(self) -> Store:
+        """Conversations, messages and agent accounts."""
+
+    @property
+    def events(self) -> EventBus:
+        """The hub's event feed (the SSE stream subscribes to it)."""
+
+    @property
+    def handoff(self) -> Handoff:
+        """The human queue and agents' actions."""
 
 
 HUB_KEY = web.AppKey("switchboard_console_hub", ConsoleHub)
@@ -224,8 +234,8 @@ async def _agent(request: web.Request, *, csrf: bool) -> AgentAccount:
 
 
 def _key(request: web.Request) -> SessionKey:
-    # aiohttp decodes the path before matching; unquote again only what is still encoded.
-    return SessionKey(unquote(request.match_info["session_key"]))
+    # aiohttp percent-decodes path parameters once (the page encodes with encodeURIComponent).
+    return SessionKey(request.match_info["session_key"])
 
 
 def _address(request: web.Request) -> str:
