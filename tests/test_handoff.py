@@ -75,12 +75,12 @@ class TestEscalate:
         assert {c.ticket_id for c in both} == {first.ticket_id}
         assert again.escalation_reason == "customer_request"
         assert len(desk.sent_to(key)) == 1
-        assert len(desk.tickets.tickets) == 1  # type: ignore[attr-defined]
+        assert len(await desk.tickets.list_for("user-c1", "rest")) == 1
 
     async def test_concurrent_first_escalations_open_one_ticket(self, desk: Desk) -> None:
         key = await desk.customer_says("help")
         await asyncio.gather(*(desk.handoff.escalate(key, "no_answer") for _ in range(5)))
-        assert len(desk.tickets.tickets) == 1  # type: ignore[attr-defined]
+        assert len(await desk.tickets.list_for("user-c1", "rest")) == 1
         assert len(desk.sent_to(key)) == 1
 
     async def test_unknown_session(self, desk: Desk) -> None:

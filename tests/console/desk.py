@@ -1,5 +1,8 @@
-"""A small handoff test bench: real SqlStore, a ticket backend, an event bus and a recording
-``deliver`` that stores like the hub does. It also satisfies the console's ``ConsoleHub``."""
+"""A small handoff test bench.
+
+The real SqlStore, the local SQL ticket backend, an event bus and a recording ``deliver`` that
+stores like the hub does. It also satisfies the console's ``ConsoleHub``.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +19,7 @@ from bot.events import EventBus, HubEvent
 from bot.handoff import Handoff
 from bot.store.base import NewMessage, Role, StoredMessage
 from bot.store.sql import SqlStore
-from bot.tools import TicketBackend
-from tests.fakes.tickets import MemoryTickets
+from plugins.ticketing.local import LocalTicketBackend
 
 _ROLE = {
     OutboundKind.ANSWER: Role.BOT,
@@ -30,7 +32,7 @@ class Desk:
     settings: Settings
     store: SqlStore
     events: EventBus
-    tickets: TicketBackend
+    tickets: LocalTicketBackend
     sent: list[OutboundMessage] = field(default_factory=list)
     handoff: Handoff = field(init=False)
 
@@ -89,7 +91,10 @@ async def open_desk(data_dir: Path, **overrides: Any) -> AsyncIterator[Desk]:
     settings = Settings(data_dir=data_dir, **overrides)
     store = SqlStore(settings)
     await store.open()
+    tickets = LocalTicketBackend.for_store(store, settings)
+    await tickets.open()
     try:
-        yield Desk(settings, store, EventBus(), MemoryTickets())
+        yield Desk(settings, store, EventBus(), tickets)
     finally:
+        await tickets.close()
         await store.close()
