@@ -537,9 +537,14 @@ class SqlStore:
             return
         self._closing = True
         self._wake.set()
-        if self._writer is not None:
-            await self._writer
-            self._writer = None
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            await asyncio.wait({writer})  # never raises; a cancelled writer is a dead one
+            if not writer.cancelled() and writer.exception() is not None:
+                logger.error("store.writer_died", exc_info=writer.exception())
+        pending, self._pending = self._pending, []
+        for req in pending:  # only left when the writer died
+            self._resolve(req, BackendUnavailable("the store closed before this write"))
         for runner in (self._writer_runner, self._reader_runner):
             if runner is not None:
                 await runner.close()
