@@ -290,6 +290,10 @@ async def session_agent(request: web.Request, store: Store) -> tuple[AgentAccoun
     return account, session
 
 
+class CsrfFailed(Forbidden):
+    """A state-changing console request lacked the session's CSRF token (HTTP 403)."""
+
+
 def check_csrf(request: web.Request, session: Session) -> None:
     """Require the session's CSRF token in :data:`CSRF_HEADER`.
 
@@ -298,12 +302,10 @@ def check_csrf(request: web.Request, session: Session) -> None:
     """
     expected = session.get("csrf")
     given = request.headers.get(CSRF_HEADER, "")
-    if not isinstance(expected, str) or not hmac.compare_digest(expected, given):
+    if not isinstance(expected, str) or not hmac.compare_digest(
+        expected.encode(), given.encode("utf-8", "surrogateescape")
+    ):
         raise CsrfFailed("missing or wrong CSRF token")
-
-
-class CsrfFailed(Forbidden):
-    """A state-changing console request lacked the session's CSRF token (HTTP 403)."""
 
 
 __all__ = [

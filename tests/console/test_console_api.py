@@ -122,6 +122,7 @@ class TestPageAndLogin:
 
         assert (await post(client, "/console/api/logout", None)).status == 403
         assert (await post(client, "/console/api/logout", "forged")).status == 403
+        assert (await post(client, "/console/api/logout", "forgéd")).status == 403
         assert (await client.get("/console/api/me")).status == 200
         assert (await post(client, "/console/api/logout", body["csrf"])).status == 204
         assert (await client.get("/console/api/me")).status == 401
@@ -259,6 +260,16 @@ class TestActions:
         assert by_type["message"]["session_key"] == key
         assert by_type["message"]["kind"] == "handoff"
         assert isinstance(by_type["message"]["seq"], int)
+        resp.close()
+
+    async def test_server_shutdown_ends_open_streams(self, client: Client, desk: Desk) -> None:
+        await login(client)
+        resp = await client.get("/console/api/events")
+        assert (await _next_event(resp))[0] == "ready"
+        assert desk.events.subscriber_count == 1
+        async with asyncio.timeout(5):  # aiohttp alone would wait 60 s for the handler
+            await client.server.close()
+        assert desk.events.subscriber_count == 0
         resp.close()
 
 
