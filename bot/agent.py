@@ -248,7 +248,7 @@ def message_tokens(message: dict[str, Any]) -> int:
 
 # --- prompt pieces ----------------------------------------------------------------------------
 
-_CITE_RE = re.compile(r"\[([^\[\]\n]{1,80})\]")
+_CITE_RE = re.compile(r"\[([^\[\]\n]{1,80})\](?!\()")  # not a Markdown link
 _PARTIAL_CITE_RE = re.compile(r"\[[\d,\s]*$")
 _NUMBERS_RE = re.compile(r"^\s*\d+(?:\s*,\s*\d+)*\s*$")
 _WORD_RE = re.compile(r"[^\W_]{4,}")
@@ -413,7 +413,15 @@ class LLMAgent:
     prompt), fit the history into the context window, then call the model with the tools at
     most ``agent_max_tool_rounds`` times plus once for the final answer. Tool errors are
     returned to the model as tool results. Citations are the documents the answer cites
-    (``[n]``) or, when it cites none, the sources that share its words.
+    (``[n]``) or, when it cites none, the sources that share its words; the ``[n]`` markers are
+    removed from the text (channels render citations themselves).
+
+    Streaming (``turn.stream`` set): each model call streams; ``turn.stream`` receives the
+    cumulative text of the current call (markers removed), so text the model writes before a
+    tool call is replaced by the next call's answer.
+
+    Escalation reasons: ``agent_tool`` (the model called ``escalate_to_human``), ``no_answer``
+    (empty answer), ``tool_loop`` (still calling tools after ``agent_max_tool_rounds``).
 
     Models: ``settings.llm_model`` with ``settings.llm_fallbacks`` in order (a litellm Router,
     ``llm_max_retries`` retries per model, ``llm_timeout_s`` seconds per attempt). The
@@ -497,7 +505,7 @@ class LLMAgent:
         while rounds <= s.agent_max_tool_rounds:
             use_tools = bool(self._specs)
             final_round = rounds == s.agent_max_tool_rounds
-            messages = self._compact(system, history, user, convo)
+            messages = self._compact(system, history, user, convo, turn.session_key)
             done = await self._complete(
                 messages, tools=use_tools, forbid_tools=final_round, stream=turn.stream
             )
@@ -569,7 +577,7 @@ class LLMAgent:
         user_tokens = count_tokens(user_text)
         if user_tokens > limit // 2:
             # Roughly 4 characters per token; keep the end, where the latest message is.
-            user_text = "…" + user_text[-(limit // 2) * 4 :]
+            user_text = "…" + user_text[-max(limit // 2, 16) * 4 :]
             user_tokens = count_tokens(user_text)
         kept = list(passages)
         while True:
@@ -599,6 +607,7 @@ class LLMAgent:
         history: list[dict[str, Any]],
         user: dict[str, Any],
         convo: list[dict[str, Any]],
+        session_key: SessionKey,
     ) -> list[dict[str, Any]]:
         """The request's messages, within :attr:`_budget` tokens.
 
@@ -621,7 +630,10 @@ class LLMAgent:
         digest = None
         if dropped:
             digest = _digest(dropped, min(SUMMARY_MAX_TOKENS, max(room - used, 0)))
-            log.info("agent.history_compacted", extra={"dropped": len(dropped)})
+            log.info(
+                "agent.history_compacted",
+                extra={"session_key": session_key, "dropped": len(dropped)},
+            )
         # Chat APIs want the dialogue to start with a user message after the system prompt.
         while kept and kept[0]["role"] != "user":
             kept.pop(0)

@@ -3,6 +3,7 @@ extractive default."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import time
@@ -283,6 +284,13 @@ class TestLLMAgentAnswers:
         assert '"anyone there"' in user
         assert user.endswith("and Teams?")
 
+    async def test_knowledge_base_down_still_answers(self, llm: FakeOpenAI) -> None:
+        llm.reply("I can't look that up right now.")
+        agent = LLMAgent(settings_for(llm), load_tools())
+        reply = await agent.respond(make_turn("Slack?", retriever=FixedRetriever(fail=True)))
+        assert reply.text == "I can't look that up right now."
+        assert "(none found" in llm.requests[0]["messages"][0]["content"]
+
 
 class TestLLMAgentStreaming:
     async def test_deltas_are_delivered_and_the_final_text_matches(self, llm: FakeOpenAI) -> None:
@@ -401,6 +409,24 @@ class TestLLMAgentHistory:
         roles = [m["role"] for m in llm.requests[0]["messages"]]
         assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
 
+    async def test_human_agent_replies_are_assistant_turns(self, llm: FakeOpenAI) -> None:
+        llm.reply("ok")
+        history = [
+            dataclasses.replace(self.history(1)[0], text="my VPN is down"),
+            dataclasses.replace(
+                self.history(2)[1], role=Role.AGENT, author="Sam", text="Restart it"
+            ),
+            dataclasses.replace(self.history(3)[2], internal=True, text="internal note"),
+        ]
+        agent = LLMAgent(settings_for(llm), load_tools())
+        await agent.respond(make_turn("it works, thanks", history=history))
+        dialogue = llm.requests[0]["messages"][1:]
+        assert dialogue == [
+            {"role": "user", "content": "my VPN is down"},
+            {"role": "assistant", "content": "(Sam, human support agent): Restart it"},
+            {"role": "user", "content": "it works, thanks"},
+        ]
+
     async def test_compaction_keeps_the_request_inside_the_window(self, llm: FakeOpenAI) -> None:
         llm.reply("ok")
         window, answer = 2500, 300
@@ -453,6 +479,7 @@ class TestLoadTools:
         ("Do this [1].", "Do this."),
         ("Both [1][2], see [1, 3].", "Both, see."),
         ("Keep [a link](https://x) and [docs-id].", "Keep [a link](https://x) and [docs-id]."),
+        ("See [1](https://x/1) [2].", "See [1](https://x/1)."),
     ],
 )
 def test_strip_citation_markers(text: str, clean: str) -> None:
