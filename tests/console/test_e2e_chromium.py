@@ -177,6 +177,7 @@ async def test_handoff_round_trip_in_chromium(
                 await expect(transcript).to_contain_text("How do I reset my password?")
                 await expect(transcript).to_contain_text(BOT_ANSWER)
                 await expect(page.get_by_test_id("send")).to_be_disabled()
+                await page.screenshot(path=str(tmp_path / "queue.png"))
                 await page.get_by_test_id("claim").click()
                 await expect(page.get_by_test_id("conv-mode")).to_have_text("with you")
                 await expect(item).to_have_attribute("data-mode", "human")

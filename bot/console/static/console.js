@@ -320,6 +320,7 @@
     claim.textContent = c.mode === "bot" ? "Take over" : "Claim";
     const resolve = $("resolve");
     resolve.hidden = !(c.mode === "queued" || mine);
+    $("close-conv").hidden = resolve.hidden;
     updateComposer();
   }
 
@@ -371,6 +372,15 @@
     return act($("resolve"), async () => {
       await api("POST", convPath(key, "resolve"), {});
       toast("Handed back to the bot.");
+    });
+  }
+
+  function closeSelected() {
+    const key = state.selected;
+    if (!window.confirm("Close this conversation? The customer is thanked and it ends.")) return;
+    return act($("close-conv"), async () => {
+      await api("POST", convPath(key, "resolve"), { close: true });
+      toast("Conversation closed.");
     });
   }
 
@@ -475,6 +485,7 @@
     $("logout").addEventListener("click", logout);
     $("claim").addEventListener("click", claimSelected);
     $("resolve").addEventListener("click", resolveSelected);
+    $("close-conv").addEventListener("click", closeSelected);
     $("composer").addEventListener("submit", send);
     $("note-toggle").addEventListener("change", updateComposer);
     $("reply-text").addEventListener("keydown", (e) => {
