@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from bot.envelope import SessionKey
 from bot.errors import (
@@ -54,8 +54,9 @@ logger = logging.getLogger(__name__)
 HUB_KEY: web.AppKey[Hub] = web.AppKey("switchboard.hub")
 """Where the application keeps its hub (``request.app[HUB_KEY]``)."""
 
-AUTHENTICATED = "switchboard.authenticated"
-"""Request key set to the matching API key's index once ``Authorization`` verified."""
+AUTHENTICATED: web.RequestKey[int] = web.RequestKey("switchboard.authenticated", int)
+"""Request key set to the matching API key's index once ``Authorization`` verified (channels
+read it to mark the sender as verified)."""
 
 API_PREFIX = "/api/v1/"
 PUBLIC_API_PATHS = frozenset({"/api/v1/openapi.json"})
@@ -240,7 +241,9 @@ async def metrics(request: web.Request) -> web.Response:
     hub.metrics.lane_depth.set(stats.queued)
     hub.metrics.lanes.set(stats.lanes)
     hub.metrics.active_turns.set(stats.active_turns)
-    return web.Response(body=hub.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    return web.Response(
+        body=hub.metrics.render(), headers={"Content-Type": CONTENT_TYPE_PLAIN_0_0_4}
+    )
 
 
 # --- application ---------------------------------------------------------------------------------

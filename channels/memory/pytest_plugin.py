@@ -61,6 +61,8 @@ class ScriptedAgent:
         replies: replies to give next (FIFO); when empty, ``reply_fn`` answers.
         reply_fn: computes a reply from the turn (sync or async); :func:`echo_reply` by default.
         delay_s: seconds to wait before answering (to observe typing or long polls).
+        started: set when the first turn begins.
+        answered: set when the first reply is returned.
     """
 
     def __init__(self, reply_fn: ReplyFn | None = None, *, delay_s: float = 0.0) -> None:
@@ -68,11 +70,13 @@ class ScriptedAgent:
         self.replies: deque[AgentReply] = deque()
         self.reply_fn: ReplyFn = reply_fn or echo_reply
         self.delay_s = delay_s
+        self.started = asyncio.Event()
         self.answered = asyncio.Event()
 
     async def respond(self, turn: TurnInput) -> AgentReply:
         """Record the turn and answer it (after ``delay_s`` seconds)."""
         self.turns.append(turn)
+        self.started.set()
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.replies:
@@ -116,62 +120,12 @@ async def started_hub(
         agent=agent,
         channels=channels,
         load_knowledge=False,
-        tickets=_tickets_fallback(),
     )
     await hub.start()
     try:
         yield hub
     finally:
         await hub.stop(timeout_s=2.0)
-
-
-def _tickets_fallback() -> Any:
-    """TEMPORARY until plugins.ticketing.local lands: None (the default) when it exists."""
-    try:
-        import plugins.ticketing.local  # noqa: F401
-    except ImportError:
-        return _DevTickets()
-    return None
-
-
-class _DevTickets:
-    """TEMPORARY in-memory ticket backend (removed once the local backend exists)."""
-
-    def __init__(self) -> None:
-        self.tickets: dict[str, Any] = {}
-
-    async def create(self, **kw: Any) -> Any:
-        from datetime import UTC, datetime
-
-        from bot.tools import Ticket
-
-        tid = f"T-{len(self.tickets) + 1:06d}"
-        t = Ticket(
-            id=tid,
-            subject=kw["subject"],
-            description=kw["description"],
-            status="open",
-            priority=kw.get("priority", "normal"),
-            requester_id=kw["requester"].id,
-            requester_channel=kw["channel"],
-            session_key=kw["session_key"],
-            comments=(),
-            created_at=datetime.now(UTC),
-        )
-        self.tickets[tid] = t
-        return t
-
-    async def get(self, ticket_id: str) -> Any:
-        return self.tickets.get(ticket_id)
-
-    async def list_for(self, requester_id: str, channel: str, limit: int = 20) -> list[Any]:
-        return []
-
-    async def comment(self, ticket_id: str, author: str, text: str) -> Any:
-        return self.tickets[ticket_id]
-
-    async def set_status(self, ticket_id: str, status: str) -> Any:
-        return self.tickets[ticket_id]
 
 
 class HubFactory(Protocol):

@@ -6,9 +6,9 @@ Routes (the contract of issue 2; the document is served at ``/api/v1/openapi.jso
 - ``GET /api/v1/conversations/{conversation_id}/messages?after=SEQ&wait=SECONDS`` → 200.
 
 Authentication (``Authorization: Bearer KEY``) is enforced by the server middleware
-(:mod:`bot.server`), which marks the request with :data:`AUTHENTICATED`. Replies are not pushed:
-every reply is stored by ``hub.deliver`` and clients read it with GET, so :meth:`send` does
-nothing.
+(:mod:`bot.server`), which marks the request with :data:`bot.server.AUTHENTICATED`. Replies are
+not pushed: every reply is stored by ``hub.deliver`` and clients read it with GET, so
+:meth:`send` does nothing.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from bot.channel import HubAPI, Parsed, ParseResult
 from bot.config import Settings
 from bot.envelope import OutboundMessage, SessionKey
 from bot.errors import NotFound, PayloadInvalid
+from bot.server import AUTHENTICATED
 from bot.store.base import SessionMode, StoredMessage
 from channels.rest.openapi import MAX_WAIT_S, openapi_document
 from channels.rest.translate import (
@@ -41,9 +42,6 @@ from channels.rest.translate import (
 )
 
 logger = logging.getLogger(__name__)
-
-AUTHENTICATED = "switchboard.authenticated"
-"""Request key the server's auth middleware sets (to the key's index) for a valid API key."""
 
 PARSE_CONVERSATION = "parsed"
 """Conversation id given to envelopes built by ``switchboard parse rest``."""

@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 PAGE_LIMIT = 200
 HEARTBEAT_S = 25.0
 RETRY_AFTER_S = 2.0
+CLOSE_TIMEOUT_S = 2.0
 
 
 def _asset(name: str) -> bytes:
@@ -124,9 +125,13 @@ class WebchatChannel:
     async def stop(self) -> None:
         """Close every open socket (1001 going away); widgets reconnect and replay."""
         sockets = [s for group in self._sockets.values() for s in group]
-        for sock in sockets:
-            with contextlib.suppress(ConnectionError, RuntimeError):
-                await sock.ws.close(code=1001, message=b"server shutting down")
+
+        async def close(sock: _Socket) -> None:
+            with contextlib.suppress(ConnectionError, RuntimeError, TimeoutError):
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await sock.ws.close(code=1001, message=b"server shutting down")
+
+        await asyncio.gather(*(close(s) for s in sockets))
 
     async def send(self, out: OutboundMessage) -> None:
         """Forward what the store does not keep to the visitor's open sockets.
