@@ -902,12 +902,15 @@ def _without_heading_line(text: str, heading: str, title: str) -> str:
 class ExtractiveAgent:
     """The embedded default agent, with no model: quotes the knowledge base.
 
-    Retrieves for the turn's text; when the best passage's ``confidence`` reaches
-    ``min_confidence`` (and its score ``settings.answer_min_score``) it answers with that passage
-    (and a second one when nearly as confident), trimmed, under a short lead-in, with citations;
-    otherwise it escalates with ``no_answer`` and empty text. Greetings, thanks and goodbyes get
-    a short friendly reply; an explicit request for a person escalates with
+    Retrieves for the turn's text. When a passage's ``confidence`` reaches ``min_confidence``
+    (and its score ``settings.answer_min_score``), it answers with the best-ranked such passage
+    (and the next one when nearly as confident), trimmed, under a short lead-in, with
+    citations; otherwise it escalates with ``no_answer`` and empty text. Greetings, thanks and
+    goodbyes get a short friendly reply; an explicit request for a person escalates with
     ``customer_request``.
+
+    ``min_confidence`` defaults to :data:`DEFAULT_MIN_CONFIDENCE`; the hub should pass
+    ``knowledge.RECOMMENDED_MIN_CONFIDENCE`` (``bot`` does not import ``knowledge``).
     """
 
     def __init__(
@@ -947,8 +950,7 @@ class ExtractiveAgent:
             best = max((p.confidence for p in passages), default=0.0)
             log.info("agent.no_answer", extra={**extra, "best_confidence": best})
             return AgentReply("", escalate=_ESCALATION_REASON_NO_ANSWER)
-        good.sort(key=lambda p: p.confidence, reverse=True)
-        chosen = [good[0]]
+        chosen = [good[0]]  # retrieval rank order: the retriever's best confident passage
         if len(good) > 1 and good[1].confidence >= good[0].confidence - 0.05:
             chosen.append(good[1])
         parts = []
@@ -967,10 +969,12 @@ class ExtractiveAgent:
     def _small_talk_reply(self, kind: str) -> str:
         s = self._settings
         if kind == "greeting":
-            return (
-                f"Hi! I'm {s.bot_name}, the {s.company_name} support assistant. "
-                "What can I help you with?"
+            who = (
+                f"the {s.company_name} support assistant"
+                if s.bot_name == s.company_name
+                else f"{s.bot_name}, the {s.company_name} support assistant"
             )
+            return f"Hi! I'm {who}. What can I help you with?"
         if kind == "thanks":
             return "You're welcome! Is there anything else I can help with?"
         return "Goodbye, and thanks for getting in touch!"
