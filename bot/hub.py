@@ -345,7 +345,14 @@ async def build_hub(
         if settings.llm_model:
             agent = LLMAgent(settings, load_tools())
         else:
-            agent = ExtractiveAgent(settings, retriever or _NoKnowledge())
+            threshold = 0.5
+            if retriever is not None:
+                from knowledge import RECOMMENDED_MIN_CONFIDENCE
+
+                threshold = RECOMMENDED_MIN_CONFIDENCE
+            agent = ExtractiveAgent(
+                settings, retriever or _NoKnowledge(), min_confidence=threshold
+            )
     if channels is None:
         from bot.registry import load_channels
 
