@@ -11,13 +11,14 @@ batches start at most every ``store_batch_ms`` milliseconds and collect whatever
 meanwhile. A failing batch is rolled back and its requests are retried one by one, so only the bad
 request fails.
 
-How statements reach the database depends on the driver. With PostgreSQL (``asyncpg``) and any
-other async driver, the batch runs through the asyncio extension (``AsyncConnection.run_sync``).
-With SQLite, the batch runs as plain Core on one ``pysqlite`` connection owned by one dedicated
-thread, one thread hop per batch: ``aiosqlite`` costs about four thread hops per statement through
-SQLAlchemy's adapter (0.5-0.8 ms each statement here), which caps group commit far below the
-target. Reads use a second connection on a second thread the same way. The ``AsyncEngine``
-(``aiosqlite``) is still opened for schema creation and for other components (local tickets).
+How statements reach the database depends on the driver; the batch logic is one piece of sync
+Core either way. With PostgreSQL (``asyncpg``) or any other async driver it runs through the
+asyncio extension (``AsyncConnection.run_sync``). With SQLite it runs on a ``pysqlite`` connection
+on the event loop's thread (see :class:`_InlineRunner` for why), reads on a second connection, and
+WAL checkpoints, the only step that waits for the disk, on a thread of their own. Measured here:
+``aiosqlite`` through SQLAlchemy's adapter costs about four thread hops per statement (0.5-0.8 ms
+each statement), which caps group commit far below 10,000 writes/s. The ``AsyncEngine``
+(``aiosqlite``) still creates the schema and serves other components (local tickets).
 
 Sequence numbers are assigned by the writer from a bounded per-session counter cache (reloaded
 from ``max(seq)`` on a miss). That assumes one writing process per database, as in the embedded
@@ -64,6 +65,9 @@ MAX_BATCH: Final = 1000
 
 SESSION_CACHE_SIZE: Final = 50_000
 """Sessions whose last ``seq`` is kept in memory; the least recently written are evicted."""
+
+CHECKPOINT_INTERVAL_S: Final = 1.0
+"""SQLite: how often (while writing) a passive WAL checkpoint runs on its own thread."""
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
 """How long a SQLite connection waits for another writer's lock before failing."""
@@ -257,12 +261,23 @@ class _Runner(Protocol):
     async def close(self) -> None: ...
 
 
-class _ThreadRunner:
-    """One ``pysqlite`` connection owned by one thread (SQLite: one thread hop per call)."""
+class _InlineRunner:
+    """One ``pysqlite`` connection used on the event loop's own thread (SQLite).
 
-    def __init__(self, engine: sa.Engine, name: str) -> None:
+    A WAL commit with ``synchronous=NORMAL`` does not wait for the disk, so a batch costs only
+    its CPU time. Handing it to a thread costs more than the work itself: a thread hop per call,
+    and under load the thread waits for the GIL up to the interpreter's 5 ms switch interval
+    each time SQLite releases it. Checkpoints, which do wait for the disk, run on a thread
+    (see :class:`_ThreadRunner`).
+
+    Args:
+        engine: a ``pysqlite`` engine; this runner disposes of it.
+        setup: statements run on each new connection (e.g. connection-level pragmas).
+    """
+
+    def __init__(self, engine: sa.Engine, *, setup: Sequence[str] = ()) -> None:
         self._engine = engine
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._setup = setup
         self._conn: sa.Connection | None = None
 
     def _call(self, fn: Callable[[sa.Connection], _T]) -> _T:
@@ -271,21 +286,37 @@ class _ThreadRunner:
             if conn is not None:
                 conn.close()
             conn = self._conn = self._engine.connect()
+            for statement in self._setup:
+                conn.exec_driver_sql(statement)
         return fn(conn)
 
-    async def run(self, fn: Callable[[sa.Connection], _T]) -> _T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._call, fn)
-
-    def _shutdown(self) -> None:
+    def _close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         self._engine.dispose()
 
+    async def run(self, fn: Callable[[sa.Connection], _T]) -> _T:
+        return self._call(fn)
+
+    async def close(self) -> None:
+        self._close()
+
+
+class _ThreadRunner(_InlineRunner):
+    """One ``pysqlite`` connection owned by one thread: for calls that wait for the disk."""
+
+    def __init__(self, engine: sa.Engine, name: str, *, setup: Sequence[str] = ()) -> None:
+        super().__init__(engine, setup=setup)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+
+    async def run(self, fn: Callable[[sa.Connection], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self._call, fn)
+
     async def close(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._shutdown)
+        await loop.run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=False)
 
 
@@ -492,6 +523,9 @@ class SqlStore:
         self._engine: AsyncEngine | None = None
         self._writer_runner: _Runner | None = None
         self._reader_runner: _Runner | None = None
+        self._checkpointer: _Runner | None = None
+        self._checkpoint_task: asyncio.Task[None] | None = None
+        self._last_checkpoint_at = float("-inf")
         self._writer: asyncio.Task[None] | None = None
         self._pending: list[_Request] = []
         self._wake = asyncio.Event()
@@ -535,8 +569,12 @@ class SqlStore:
             raise BackendUnavailable(f"cannot open the store database: {exc}") from exc
         self._engine = engine
         if engine.dialect.name == "sqlite":
-            self._writer_runner = _ThreadRunner(_sync_sqlite_engine(self._url), "store-writer")
-            self._reader_runner = _ThreadRunner(_sync_sqlite_engine(self._url), "store-reader")
+            # The writer leaves checkpoints (which wait for the disk) to the checkpointer thread.
+            self._writer_runner = _InlineRunner(
+                _sync_sqlite_engine(self._url), setup=["PRAGMA wal_autocheckpoint=0"]
+            )
+            self._reader_runner = _InlineRunner(_sync_sqlite_engine(self._url))
+            self._checkpointer = _ThreadRunner(_sync_sqlite_engine(self._url), "store-checkpoint")
         else:
             self._writer_runner = _AsyncRunner(engine, dedicated=True)
             self._reader_runner = _AsyncRunner(engine, dedicated=False)
@@ -558,10 +596,13 @@ class SqlStore:
         pending, self._pending = self._pending, []
         for req in pending:  # only left when the writer died
             self._resolve(req, BackendUnavailable("the store closed before this write"))
-        for runner in (self._writer_runner, self._reader_runner):
+        if self._checkpoint_task is not None:
+            await asyncio.wait({self._checkpoint_task})
+            self._checkpoint_task = None
+        for runner in (self._writer_runner, self._reader_runner, self._checkpointer):
             if runner is not None:
                 await runner.close()
-        self._writer_runner = self._reader_runner = None
+        self._writer_runner = self._reader_runner = self._checkpointer = None
         await self._engine.dispose()
         self._engine = None
         logger.info("store.closed")
@@ -854,6 +895,25 @@ class SqlStore:
                 logger.exception("store.writer_failed", extra={"batch_size": len(batch)})
                 for req in batch:
                     self._resolve(req, _caller_error(exc))
+            self._maybe_checkpoint(loop.time())
+
+    def _maybe_checkpoint(self, now: float) -> None:
+        """Start a passive WAL checkpoint on its thread, at most every CHECKPOINT_INTERVAL_S."""
+        if self._checkpointer is None or now - self._last_checkpoint_at < CHECKPOINT_INTERVAL_S:
+            return
+        if self._checkpoint_task is not None and not self._checkpoint_task.done():
+            return
+        self._last_checkpoint_at = now
+        self._checkpoint_task = asyncio.create_task(self._checkpoint(), name="store-checkpoint")
+
+    async def _checkpoint(self) -> None:
+        assert self._checkpointer is not None
+        try:
+            await self._checkpointer.run(
+                lambda conn: conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").all()
+            )
+        except Exception:  # task boundary: the next checkpoint will try again
+            logger.warning("store.checkpoint_failed", exc_info=True)
 
     async def _commit(self, batch: list[_Request]) -> None:
         """Commit ``batch``, optimistically first, then checked, then request by request.
