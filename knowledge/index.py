@@ -11,17 +11,27 @@ each document carries its hash, so there is no sidecar file to fall out of step.
 By default Qdrant runs in local on-disk mode (``QdrantClient(path=...)``; one process at a
 time may open the folder); ``settings.qdrant_url`` switches to a Qdrant server or cluster.
 API reference: https://python-client.qdrant.tech/ and https://api.qdrant.tech/.
+
+Every client call runs in a worker thread (``asyncio.to_thread``): local mode searches and
+writes synchronously (it commits SQLite once per point), which would otherwise stall the event
+loop. Local mode calls are serialized by a lock, as its in-memory collection is not
+thread-safe; server calls run concurrently.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from qdrant_client import AsyncQdrantClient, models
+import numpy as np
+from numpy.typing import NDArray
+from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException
 
 from bot.config import Settings
@@ -34,7 +44,8 @@ log = logging.getLogger(__name__)
 DENSE = "dense"
 SPARSE = "sparse"
 _POINT_NAMESPACE = uuid.UUID("5d3c6f0e-2f0b-4a55-9a51-0b0f4a2a6c11")
-_UPSERT_BATCH = 256
+_UPSERT_BATCH = 64
+_T = TypeVar("_T")
 
 
 def point_id(doc_id: str, index: int) -> str:
@@ -68,16 +79,26 @@ class Hit:
     chunk_id: str
     score: float
     payload: dict[str, Any]
-    dense: list[float] | None = None
+    dense: NDArray[np.float32] | None = None
 
 
 class QdrantIndex:
     """Chunks in one Qdrant collection. Create with :meth:`open`."""
 
-    def __init__(self, client: AsyncQdrantClient, collection: str, *, local: bool) -> None:
+    def __init__(self, client: QdrantClient, collection: str, *, local: bool) -> None:
         self._client = client
         self.collection = collection
         self.local = local
+        self._lock: AbstractContextManager[Any] = threading.Lock() if local else nullcontext()
+
+    async def _call(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        """Run a client call in a worker thread (under the lock in local mode)."""
+
+        def locked() -> _T:
+            with self._lock:
+                return fn(*args, **kwargs)
+
+        return await asyncio.to_thread(locked)
 
     @classmethod
     async def open(cls, settings: Settings, *, dimension: int) -> QdrantIndex:
@@ -95,30 +116,34 @@ class QdrantIndex:
                 embedding model changed: use another ``kb_collection`` or delete the index).
         """
         local = settings.qdrant_url is None
-        try:
+
+        def connect() -> QdrantClient:
             if local:
                 settings.qdrant_path.mkdir(parents=True, exist_ok=True)
-                client = AsyncQdrantClient(path=str(settings.qdrant_path))
-            else:
-                key = settings.qdrant_api_key
-                client = AsyncQdrantClient(
-                    url=settings.qdrant_url,
-                    api_key=key.get_secret_value() if key is not None else None,
-                )
+                return QdrantClient(path=str(settings.qdrant_path))
+            key = settings.qdrant_api_key
+            return QdrantClient(
+                url=settings.qdrant_url,
+                api_key=key.get_secret_value() if key is not None else None,
+            )
+
+        try:
+            client = await asyncio.to_thread(connect)
         except (RuntimeError, OSError, ApiException) as exc:
             raise BackendUnavailable(f"cannot open the Qdrant index: {exc}") from exc
         index = cls(client, settings.kb_collection, local=local)
         try:
             await index._ensure_collection(dimension)
         except BaseException:
-            await client.close()
+            await index.close()
             raise
         return index
 
     async def _ensure_collection(self, dimension: int) -> None:
+        client = self._client
         try:
-            if await self._client.collection_exists(self.collection):
-                info = await self._client.get_collection(self.collection)
+            if await self._call(client.collection_exists, self.collection):
+                info = await self._call(client.get_collection, self.collection)
                 vectors = info.config.params.vectors
                 existing = vectors.get(DENSE) if isinstance(vectors, dict) else None
                 if existing is None or existing.size != dimension:
@@ -129,7 +154,8 @@ class QdrantIndex:
                         "kb_collection or delete the index and ingest again"
                     )
                 return
-            await self._client.create_collection(
+            await self._call(
+                client.create_collection,
                 self.collection,
                 vectors_config={
                     DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)
@@ -139,12 +165,11 @@ class QdrantIndex:
                 },
             )
             if not self.local:  # payload indexes only matter (and only exist) on a server
-                await self._client.create_payload_index(
-                    self.collection, "doc_id", models.PayloadSchemaType.KEYWORD
-                )
-                await self._client.create_payload_index(
-                    self.collection, "chunk_index", models.PayloadSchemaType.INTEGER
-                )
+                for field, schema in (
+                    ("doc_id", models.PayloadSchemaType.KEYWORD),
+                    ("chunk_index", models.PayloadSchemaType.INTEGER),
+                ):
+                    await self._call(client.create_payload_index, self.collection, field, schema)
             log.info(
                 "knowledge.collection_created",
                 extra={"collection": self.collection, "dimension": dimension},
@@ -154,7 +179,7 @@ class QdrantIndex:
 
     async def close(self) -> None:
         """Close the client (releases the local folder's lock)."""
-        await self._client.close()
+        await self._call(self._client.close)
 
     async def manifest(self) -> dict[str, str]:
         """``{doc_id: content_hash}`` of every stored document.
@@ -169,7 +194,8 @@ class QdrantIndex:
         offset: Any = None
         try:
             while True:
-                points, offset = await self._client.scroll(
+                points, offset = await self._call(
+                    self._client.scroll,
                     self.collection,
                     scroll_filter=first,
                     limit=1024,
@@ -185,8 +211,24 @@ class QdrantIndex:
         except ApiException as exc:
             raise BackendUnavailable(f"Qdrant scroll failed: {exc}") from exc
 
-    async def replace_document(self, doc_id: str, chunks: Sequence[IndexedChunk]) -> None:
-        """Delete every stored chunk of ``doc_id``, then store ``chunks`` (may be empty).
+    async def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Delete every stored chunk of ``doc_ids`` in one call (unknown ids are ignored).
+
+        Raises:
+            BackendUnavailable: when Qdrant fails.
+        """
+        if not doc_ids:
+            return
+        selector = models.FilterSelector(filter=_docs_filter(doc_ids))
+        try:
+            await self._call(
+                self._client.delete, self.collection, points_selector=selector, wait=True
+            )
+        except ApiException as exc:
+            raise BackendUnavailable(f"Qdrant delete failed: {exc}") from exc
+
+    async def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
+        """Store ``chunks`` (insert, or overwrite the points with the same ids).
 
         Raises:
             BackendUnavailable: when Qdrant fails.
@@ -212,25 +254,15 @@ class QdrantIndex:
             for c in chunks
         ]
         try:
-            await self._client.delete(
-                self.collection,
-                points_selector=models.FilterSelector(filter=_doc_filter(doc_id)),
-                wait=True,
-            )
             for start in range(0, len(points), _UPSERT_BATCH):
-                await self._client.upsert(
-                    self.collection, points=points[start : start + _UPSERT_BATCH], wait=True
+                await self._call(
+                    self._client.upsert,
+                    self.collection,
+                    points=points[start : start + _UPSERT_BATCH],
+                    wait=True,
                 )
         except ApiException as exc:
             raise BackendUnavailable(f"Qdrant write failed: {exc}") from exc
-
-    async def delete_document(self, doc_id: str) -> None:
-        """Delete every stored chunk of ``doc_id`` (nothing happens if there is none).
-
-        Raises:
-            BackendUnavailable: when Qdrant fails.
-        """
-        await self.replace_document(doc_id, [])
 
     async def search(
         self, dense: Sequence[float], sparse: SparseTerms, *, limit: int
@@ -258,7 +290,9 @@ class QdrantIndex:
                 )
             )
         try:
-            responses = await self._client.query_batch_points(self.collection, requests=requests)
+            responses = await self._call(
+                self._client.query_batch_points, self.collection, requests=requests
+            )
         except ApiException as exc:
             raise BackendUnavailable(f"Qdrant query failed: {exc}") from exc
         hits = [[_hit(p) for p in r.points] for r in responses]
@@ -274,7 +308,9 @@ class QdrantIndex:
             must=[models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))]
         )
         try:
-            result = await self._client.count(self.collection, count_filter=first, exact=True)
+            result = await self._call(
+                self._client.count, self.collection, count_filter=first, exact=True
+            )
         except ApiException as exc:
             raise BackendUnavailable(f"Qdrant count failed: {exc}") from exc
         return int(result.count)
@@ -286,7 +322,7 @@ class QdrantIndex:
             BackendUnavailable: when Qdrant fails.
         """
         try:
-            result = await self._client.count(self.collection, exact=True)
+            result = await self._call(self._client.count, self.collection, exact=True)
         except ApiException as exc:
             raise BackendUnavailable(f"Qdrant count failed: {exc}") from exc
         return int(result.count)
@@ -294,16 +330,15 @@ class QdrantIndex:
 
 def _hit(point: models.ScoredPoint) -> Hit:
     vector = point.vector.get(DENSE) if isinstance(point.vector, dict) else None
-    dense = [x for x in vector if isinstance(x, float)] if isinstance(vector, list) else None
     return Hit(
         chunk_id=str(point.id),
         score=float(point.score),
         payload=point.payload or {},
-        dense=dense or None,
+        dense=np.asarray(vector, dtype=np.float32) if isinstance(vector, list) else None,
     )
 
 
-def _doc_filter(doc_id: str) -> models.Filter:
+def _docs_filter(doc_ids: Sequence[str]) -> models.Filter:
     return models.Filter(
-        must=[models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id))]
+        must=[models.FieldCondition(key="doc_id", match=models.MatchAny(any=list(doc_ids)))]
     )

@@ -216,30 +216,44 @@ class KnowledgeBase:
     async def _write_group(
         self, group: list[_Pending], done: int, total: int, progress: Progress | None
     ) -> int:
-        """Embed the chunks of ``group`` (length-sorted batches), then replace its documents."""
+        """Embed and store the chunks of ``group``; returns the new ``done`` count.
+
+        The group's documents are deleted first. Chunks are embedded in length-sorted batches;
+        each batch is written while the next one is embedded. Chunk 0 of each document, which
+        carries the document's content hash (the manifest), is written last: an ingest that
+        stops half-way leaves documents that the next ingest sees as new and rewrites.
+        """
+        await self.index.delete_documents([p.doc.doc_id for p in group])
         flat = [(p, c) for p in group for c in p.chunks]
         texts = [c.embedding_text() for _, c in flat]
         order = sorted(range(len(flat)), key=lambda i: len(texts[i]))
-        vectors: list[list[float]] = [[] for _ in flat]
-        for start in range(0, len(order), EMBED_BATCH):
-            batch = order[start : start + EMBED_BATCH]
-            embedded = await self.embedder.embed([texts[i] for i in batch])
-            for i, row in zip(batch, embedded, strict=True):
-                vectors[i] = row.tolist()
-            done += len(batch)
-            if progress is not None:
-                progress(done, total, flat[batch[-1]][1].doc_id)
-        by_doc: dict[str, list[IndexedChunk]] = {p.doc.doc_id: [] for p in group}
-        for i, (p, c) in enumerate(flat):
-            by_doc[p.doc.doc_id].append(
-                IndexedChunk(
-                    chunk=c,
-                    dense=vectors[i],
-                    sparse=sparse.document_vector(texts[i]),
-                    content_hash=p.hash,
-                    metadata=p.doc.metadata,
-                )
-            )
-        for p in group:
-            await self.index.replace_document(p.doc.doc_id, by_doc[p.doc.doc_id])
+        firsts: list[IndexedChunk] = []
+        writing: asyncio.Task[None] | None = None
+        try:
+            for start in range(0, len(order), EMBED_BATCH):
+                batch = order[start : start + EMBED_BATCH]
+                vectors = await self.embedder.embed([texts[i] for i in batch])
+                ready: list[IndexedChunk] = []
+                for i, vector in zip(batch, vectors, strict=True):
+                    p, c = flat[i]
+                    indexed = IndexedChunk(
+                        chunk=c,
+                        dense=vector.tolist(),
+                        sparse=sparse.document_vector(texts[i]),
+                        content_hash=p.hash,
+                        metadata=p.doc.metadata,
+                    )
+                    (firsts if c.index == 0 else ready).append(indexed)
+                if writing is not None:
+                    await writing
+                writing = asyncio.create_task(self.index.upsert(ready))
+                done += len(batch)
+                if progress is not None:
+                    progress(done, total, flat[batch[-1]][1].doc_id)
+            if writing is not None:
+                await writing
+            await self.index.upsert(firsts)
+        finally:
+            if writing is not None and not writing.done():
+                await asyncio.gather(writing, return_exceptions=True)
         return done

@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 Vector = Vectors
 
 #: How many chunks each of the dense and sparse searches returns before fusion.
-CANDIDATES = 50
+CANDIDATES = 30
 #: Weight of the dense score in the fused score (the sparse score has ``1 - DENSE_WEIGHT``).
 DENSE_WEIGHT = 0.5
 

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from knowledge.evaluate import Question, load_questions, score
+from knowledge.ingest import IngestError
+
+
+def test_metrics_on_a_hand_checked_case() -> None:
+    questions = [
+        Question("q1", frozenset({"a"})),  # first relevant at rank 1
+        Question("q2", frozenset({"c", "z"})),  # rank 3 (repeats of "b" collapse)
+        Question("q3", frozenset({"e"})),  # rank 5
+        Question("q4", frozenset({"k"})),  # rank 11: beyond MRR@10
+    ]
+    rankings = [
+        ["a", "b"],
+        ["b", "b", "d", "c", "z"],
+        ["a", "b", "c", "d", "e"],
+        [str(i) for i in range(10)] + ["k"],
+    ]
+
+    report = score(rankings, questions)
+
+    assert report.questions == 4
+    assert report.recall_at_1 == pytest.approx(1 / 4)
+    assert report.recall_at_3 == pytest.approx(2 / 4)
+    assert report.recall_at_5 == pytest.approx(3 / 4)
+    assert report.mrr_at_10 == pytest.approx((1 + 1 / 3 + 1 / 5 + 0) / 4)
+
+
+def test_score_rejects_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="2 rankings for 1 questions"):
+        score([["a"], ["b"]], [Question("q", frozenset({"a"}))])
+
+
+def test_load_galaxy_questions(galaxy: Path) -> None:
+    questions = load_questions(galaxy / "qa.jsonl")
+
+    assert len(questions) == 50
+    assert questions[0].question.startswith("What are the advanced recording options")
+    assert questions[0].relevant == {
+        "galaxy_s10:section_145",
+        "galaxy_s10:section_144",
+        "galaxy_s10:section_361",
+    }
+
+
+def test_load_questions_names_the_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "qa.jsonl"
+    path.write_text(
+        '{"question": "ok?", "derived_best_kb_sections": [{"doc_id": "a"}]}\n'
+        '{"question": "no answer", "derived_best_kb_sections": []}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(IngestError, match=r"qa\.jsonl:2: record names no relevant doc_id"):
+        load_questions(path)
