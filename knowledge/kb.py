@@ -79,6 +79,7 @@ class KnowledgeBase:
         self.index = index
         self.embedder = embedder
         self.retriever = HybridRetriever(index, embedder)
+        self._ingest_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, settings: Settings, *, embedder: Embedder | None = None) -> KnowledgeBase:
@@ -156,6 +157,12 @@ class KnowledgeBase:
                 is written in that case).
             bot.errors.BackendUnavailable: when Qdrant or a remote embedder fails.
         """
+        async with self._ingest_lock:
+            return await self._ingest(paths, base_url=base_url, progress=progress)
+
+    async def _ingest(
+        self, paths: Sequence[Path], *, base_url: str | None, progress: Progress | None
+    ) -> IngestReport:
         started = time.perf_counter()
         docs = await asyncio.to_thread(lambda: list(read_documents(paths, base_url=base_url)))
         by_id: dict[str, Document] = {}

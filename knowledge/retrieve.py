@@ -18,16 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from bot.retrieval import Passage
 from knowledge import sparse
-from knowledge.embed import Embedder, Vectors
+from knowledge.embed import Embedder
 from knowledge.index import Hit, QdrantIndex
 
 log = logging.getLogger(__name__)
-
-#: One dense vector, float32, unit length.
-Vector = Vectors
 
 #: How many chunks each of the dense and sparse searches returns before fusion.
 CANDIDATES = 30
@@ -35,14 +33,16 @@ CANDIDATES = 30
 DENSE_WEIGHT = 0.5
 
 #: Cosine similarity mapped to confidence 0 and 1 (MiniLM: unrelated text scores about 0.1,
-#: a paraphrase about 0.7).
+#: a paraphrase about 0.7; other embedding models may need other bounds).
 COSINE_FLOOR = 0.15
 COSINE_CEILING = 0.70
 #: Weight of the dense part of the confidence (the rest is lexical overlap).
 CONFIDENCE_DENSE_WEIGHT = 0.6
 
-#: Answer only from passages at or above this confidence (measured on the Galaxy S10 set:
-#: see ``knowledge/evaluate.py``); the embedded agent escalates below it.
+#: Answer only from passages at or above this confidence; escalate below it. Measured with
+#: MiniLM on the Galaxy S10 set: the best passage of 49 of the 50 in-domain questions scores
+#: at least 0.45 (lowest 0.42, median 0.82), and none of 20 off-topic questions does (highest
+#: 0.40: "hello"; "How do I connect Slack?" 0.39).
 RECOMMENDED_MIN_CONFIDENCE = 0.45
 
 
@@ -135,7 +135,10 @@ class HybridRetriever:
         return passages
 
     def fuse(
-        self, dense_hits: Sequence[Hit], sparse_hits: Sequence[Hit], query_vector: Vector
+        self,
+        dense_hits: Sequence[Hit],
+        sparse_hits: Sequence[Hit],
+        query_vector: NDArray[np.float32],
     ) -> list[_Candidate]:
         """Fuse the two result lists and order chunks by their document's best fused score.
 

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from knowledge.__main__ import main
 from knowledge.evaluate import Question, load_questions, score
 from knowledge.ingest import IngestError
 
@@ -57,3 +59,29 @@ def test_load_questions_names_the_bad_line(tmp_path: Path) -> None:
     )
     with pytest.raises(IngestError, match=r"qa\.jsonl:2: record names no relevant doc_id"):
         load_questions(path)
+
+
+def test_command_line_ingests_and_evaluates(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text(
+        '{"id": "wifi", "title": "Wi-Fi", "text": "Turn on Wi-Fi from the quick settings."}\n'
+        '{"id": "battery", "title": "Battery", "text": "Power saving extends battery life."}\n',
+        encoding="utf-8",
+    )
+    qa = tmp_path / "qa.jsonl"
+    question = {
+        "question": "How can I save battery?",
+        "derived_best_kb_sections": [{"doc_id": "battery"}],
+    }
+    qa.write_text(json.dumps(question) + "\n", encoding="utf-8")
+
+    assert main(["--data-dir", str(tmp_path / "data"), "--ingest", str(kb), str(qa)]) == 0
+
+    ingest_line, eval_line = capsys.readouterr().out.splitlines()
+    assert json.loads(ingest_line)["ingest"]["documents_added"] == 2
+    result = json.loads(eval_line)["eval"]
+    assert result["questions"] == 1
+    assert result["recall_at_1"] == 1.0
+    assert result["mrr_at_10"] == 1.0
