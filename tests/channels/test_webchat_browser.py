@@ -36,7 +36,7 @@ def markdown_reply(turn: TurnInput) -> AgentReply:
     return AgentReply(
         text=(
             f"You asked: {question}\n\n**Connect Slack** in three steps:\n\n"
-            "- create the app\n- add the token\n- invite the bot\n\n"
+            "- create the app at https://api.slack.com/apps.\n- add the token\n- invite the bot\n\n"
             "<img src=x onerror=alert(1)> [guide](https://docs.example.com/slack) "
             "[bad](javascript:alert(1))"
         ),
@@ -72,6 +72,7 @@ async def test_widget_in_chromium(hub_factory: HubFactory, scripted_agent: Scrip
             await expect(answer.locator(".sbw-who")).to_have_text("Sparky")
             await expect(answer.locator("strong")).to_have_text("Connect Slack")
             await expect(answer.locator("li")).to_have_count(3)
+            await expect(answer.locator('a[href="https://api.slack.com/apps"]')).to_have_count(1)
             await expect(answer.locator("img")).to_have_count(0)
             await expect(answer).to_contain_text("<img src=x onerror=alert(1)>")
             await expect(answer.locator('a[href^="javascript"]')).to_have_count(0)

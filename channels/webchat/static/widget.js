@@ -45,14 +45,21 @@
   function safeUrl(u) {
     return /^(https?:|mailto:)/i.test(u) ? u : null;
   }
+  function link(url, label) {
+    return '<a href="' + esc(url) + '" target="_blank" rel="noopener noreferrer">' + label + "</a>";
+  }
   function inline(s) {
     var t = esc(s);
     t = t.replace(/`([^`]+)`/g, "<code>$1</code>");
     t = t.replace(/\*\*([^*]+)\*\*/g, "<strong>$1</strong>");
     t = t.replace(/(^|[^*])\*([^*\s][^*]*)\*/g, "$1<em>$2</em>");
-    t = t.replace(/\[([^\]]+)\]\(([^)\s]+)\)/g, function (m, label, url) {
+    t = t.replace(/\[([^\]]+)\]\(((?:[^()\s]|\([^()\s]*\))+)\)/g, function (m, label, url) {
       var u = safeUrl(url.replace(/&amp;/g, "&"));
-      return u ? '<a href="' + esc(u) + '" target="_blank" rel="noopener noreferrer">' + label + "</a>" : label;
+      return u ? link(u, label) : label;
+    });
+    // bare URLs (not those already inside a link: an href is preceded by a quote, not a space)
+    t = t.replace(/(^|\s)(https?:\/\/[^\s<]+?)([.,;:!?)]*)(?=\s|$)/g, function (m, pre, url, tail) {
+      return pre + link(url.replace(/&amp;/g, "&"), url) + tail;
     });
     return t;
   }
@@ -61,12 +68,19 @@
     function flushPara() { if (para.length) { out.push("<p>" + para.map(inline).join("<br>") + "</p>"); para = []; } }
     function flushList() { if (list) { out.push("</" + list + ">"); list = null; } }
     String(src || "").split(/\r?\n/).forEach(function (line) {
-      var ul = /^\s*[-*+]\s+(.*)$/.exec(line), ol = /^\s*\d+[.)]\s+(.*)$/.exec(line);
+      var ul = /^\s*[-*+]\s+(.*)$/.exec(line), ol = /^\s*(\d+)[.)]\s+(.*)$/.exec(line);
       if (ul || ol) {
         flushPara();
         var kind = ul ? "ul" : "ol";
-        if (list !== kind) { flushList(); out.push("<" + kind + ">"); list = kind; }
-        out.push("<li>" + inline((ul || ol)[1]) + "</li>");
+        if (list !== kind) {
+          flushList();
+          out.push(ol && ol[1] !== "1" ? '<ol start="' + Number(ol[1]) + '">' : "<" + kind + ">");
+          list = kind;
+        }
+        out.push("<li>" + inline(ul ? ul[1] : ol[2]) + "</li>");
+      } else if (list && /^\s+\S/.test(line)) {
+        // an indented line continues the previous list item
+        out[out.length - 1] = out[out.length - 1].replace(/<\/li>$/, " " + inline(line.trim()) + "</li>");
       } else if (/^\s*$/.test(line)) {
         flushPara(); flushList();
       } else {
