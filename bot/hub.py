@@ -98,7 +98,9 @@ class Hub:
         self.channels: dict[str, ChannelPlugin] = {c.name: c for c in channels}
         self.metrics = metrics or Metrics()
         self.events = EventBus()
-        self.handoff = Handoff(settings, store, self.events, tickets, self.deliver)
+        self.handoff = Handoff(
+            settings, store, self.events, tickets, self.deliver, metrics=self.metrics
+        )
         self.router = Router(self)
         self.ready = False
         self._draining = False
