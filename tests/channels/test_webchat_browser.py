@@ -36,7 +36,8 @@ def markdown_reply(turn: TurnInput) -> AgentReply:
     return AgentReply(
         text=(
             f"You asked: {question}\n\n**Connect Slack** in three steps:\n\n"
-            "- create the app at https://api.slack.com/apps.\n- add the token\n- invite the bot\n\n"
+            "- create the app at https://api.slack.com/apps.\n"
+            "- add the token\n- invite the bot\n\n"
             "<img src=x onerror=alert(1)> [guide](https://docs.example.com/slack) "
             "[bad](javascript:alert(1))"
         ),
