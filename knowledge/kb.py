@@ -174,18 +174,10 @@ class KnowledgeBase:
                 )
             by_id[doc.doc_id] = doc
         manifest = await self.index.manifest()
-        unchanged = empty = 0
-        pending: list[_Pending] = []
-        for doc in by_id.values():
-            digest = content_hash(doc, model_id=self.embedder.model_id)
-            if manifest.get(doc.doc_id) == digest:
-                unchanged += 1
-                continue
-            chunks = chunk_document(doc)
-            if not chunks and doc.doc_id not in manifest:
-                empty += 1
-                continue
-            pending.append(_Pending(doc, digest, chunks, replaces=doc.doc_id in manifest))
+        # Hashing and chunking parse every changed document: keep it off the event loop.
+        pending, unchanged, empty = await asyncio.to_thread(
+            self._plan, list(by_id.values()), manifest
+        )
         total = sum(len(p.chunks) for p in pending)
         if progress is not None:
             progress(0, total, "")
@@ -219,6 +211,24 @@ class KnowledgeBase:
             },
         )
         return report
+
+    def _plan(
+        self, docs: list[Document], manifest: dict[str, str]
+    ) -> tuple[list[_Pending], int, int]:
+        """The documents to (re)write with their chunks, and the unchanged and empty counts."""
+        unchanged = empty = 0
+        pending: list[_Pending] = []
+        for doc in docs:
+            digest = content_hash(doc, model_id=self.embedder.model_id)
+            if manifest.get(doc.doc_id) == digest:
+                unchanged += 1
+                continue
+            chunks = chunk_document(doc)
+            if not chunks and doc.doc_id not in manifest:
+                empty += 1
+                continue
+            pending.append(_Pending(doc, digest, chunks, replaces=doc.doc_id in manifest))
+        return pending, unchanged, empty
 
     async def _write_group(
         self, group: list[_Pending], done: int, total: int, progress: Progress | None

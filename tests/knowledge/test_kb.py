@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,8 @@ from bot.config import Settings
 from bot.errors import BackendUnavailable, ConfigError
 from bot.retrieval import Retriever
 from knowledge import RECOMMENDED_MIN_CONFIDENCE, KnowledgeBase
-from knowledge.embed import LiteLLMEmbedder
+from knowledge import kb as kb_module
+from knowledge.embed import LiteLLMEmbedder, LocalEmbedder, Vectors
 from tests.knowledge.conftest import CountingEmbedder
 
 DOCS = {
@@ -178,5 +180,39 @@ async def test_local_index_is_locked_to_one_process(
     try:
         with pytest.raises(BackendUnavailable, match="cannot open the Qdrant index"):
             await KnowledgeBase.open(settings, embedder=embedder)
+    finally:
+        await kb.close()
+
+
+class FailingEmbedder(CountingEmbedder):
+    """Fails on its second call, as a remote model going away mid-ingest would."""
+
+    async def embed(self, texts: Sequence[str]) -> Vectors:
+        if self.calls == 1:
+            self.calls += 1
+            raise BackendUnavailable("embedding model went away")
+        return await super().embed(texts)
+
+
+async def test_an_interrupted_ingest_is_completed_by_the_next(
+    settings: Settings,
+    local_embedder: LocalEmbedder,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(kb_module, "EMBED_BATCH", 2)
+    docs = write_docs(tmp_path, DOCS)
+    failing = FailingEmbedder(local_embedder)
+    kb = await KnowledgeBase.open(settings, embedder=failing)
+    try:
+        with pytest.raises(BackendUnavailable, match="went away"):
+            await kb.ingest([docs])
+        assert await kb.document_count() == 0  # no document is marked as stored
+
+        report = await kb.ingest([docs])
+
+        assert report.documents_added == 4
+        assert await kb.index.chunk_count() == 5  # no orphans of the first attempt
+        assert (await kb.search("How do I connect Telegram?"))[0].doc_id == "channels/telegram"
     finally:
         await kb.close()
