@@ -16,6 +16,7 @@ import asyncio
 import resource
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,9 +52,11 @@ class BenchResult:
         )
 
 
-async def _one(store: SqlStore, i: int, key: SessionKey, latencies: list[float]) -> None:
+async def _one(
+    store: SqlStore, i: int, key: SessionKey, latencies: list[float], run_id: str
+) -> None:
     msg = InboundMessage(
-        event_id=f"e{i}",
+        event_id=f"{run_id}-{i}",
         channel="rest",
         account="bench",
         session_key=key,
@@ -100,6 +103,7 @@ async def run(
     """
     keys = [session_key("rest", "bench", dm_peer=f"u{j}") for j in range(sessions)]
     latencies: list[float] = []
+    run_id = uuid.uuid4().hex[:8]  # event ids unique across runs on one database
     limit = messages if messages is not None else 10**12
     deadline = time.perf_counter() + (seconds if seconds is not None else 1e9)
     started = 0
@@ -117,7 +121,7 @@ async def run(
             while more():
                 i = started
                 started += 1
-                await _one(store, i, keys[i % sessions], latencies)
+                await _one(store, i, keys[i % sessions], latencies, run_id)
 
         await asyncio.gather(*(caller() for _ in range(callers)))
     else:
@@ -125,9 +129,8 @@ async def run(
         while more():
             due = min(limit, int((time.perf_counter() - start) * rate) + 1)
             while started < due:
-                task = asyncio.create_task(
-                    _one(store, started, keys[started % sessions], latencies)
-                )
+                key = keys[started % sessions]
+                task = asyncio.create_task(_one(store, started, key, latencies, run_id))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 started += 1
@@ -150,9 +153,12 @@ async def _main() -> None:
     parser.add_argument("--callers", type=int, default=200)
     parser.add_argument("--sessions", type=int, default=1000)
     parser.add_argument("--batch-ms", type=float, default=Settings().store_batch_ms)
+    parser.add_argument("--database-url", default=None, help="default: SQLite in a temp dir")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(data_dir=Path(tmp), store_batch_ms=args.batch_ms)
+        settings = Settings(
+            data_dir=Path(tmp), store_batch_ms=args.batch_ms, database_url=args.database_url
+        )
         store = await open_store(settings)
         try:
             result = await run(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,7 @@ from bot.errors import BackendUnavailable, Conflict, NotFound, PayloadInvalid
 from bot.store import open_store
 from bot.store.base import AgentAccount, NewMessage, Role, SessionMode
 from bot.store.sql import SqlStore
-
-
-def _settings(tmp_path: Path, **kw: object) -> Settings:
-    return Settings(data_dir=tmp_path / "data", **kw)  # type: ignore[arg-type]
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    s = await open_store(_settings(tmp_path))
-    yield s
-    await s.close()
+from tests.store.databases import count
 
 
 def _key(peer: str = "u1") -> SessionKey:
@@ -44,11 +33,6 @@ def _msg(event_id: str, peer: str = "u1", text: str = "hello") -> InboundMessage
         text=text,
         raw={"payload": event_id},
     )
-
-
-def _rows(tmp_path: Path, sql: str) -> list[tuple[object, ...]]:
-    with sqlite3.connect(tmp_path / "data" / "switchboard.db") as conn:
-        return conn.execute(sql).fetchall()
 
 
 class TestInbound:
@@ -69,23 +53,25 @@ class TestInbound:
         assert conv.created_at.tzinfo is UTC
 
     async def test_duplicate_event_returns_none_and_writes_once(
-        self, store: SqlStore, tmp_path: Path
+        self, store: SqlStore, settings: Settings
     ) -> None:
         assert await store.append_inbound(_msg("e1")) is not None
         assert await store.append_inbound(_msg("e1", text="retried")) is None
         assert [m.text for m in await store.messages(_key())] == ["hello"]
-        assert _rows(tmp_path, "select count(*) from messages") == [(1,)]
+        assert await count(settings, "messages") == 1
 
-    async def test_duplicates_inside_one_batch(self, store: SqlStore, tmp_path: Path) -> None:
+    async def test_duplicates_inside_one_batch(self, store: SqlStore, settings: Settings) -> None:
         results = await asyncio.gather(*(store.append_inbound(_msg("same")) for _ in range(5)))
         assert sum(r is not None for r in results) == 1
-        assert _rows(tmp_path, "select count(*) from messages") == [(1,)]
+        assert await count(settings, "messages") == 1
 
-    async def test_duplicate_after_restart_is_found_in_the_database(self, tmp_path: Path) -> None:
-        first = await open_store(_settings(tmp_path))
+    async def test_duplicate_after_restart_is_found_in_the_database(
+        self, settings: Settings
+    ) -> None:
+        first = await open_store(settings)
         await first.append_inbound(_msg("e1"))
         await first.close()
-        second = await open_store(_settings(tmp_path))  # empty in-memory dedupe cache
+        second = await open_store(settings)  # empty in-memory dedupe cache
         try:
             # The duplicate shares a batch with new messages; only it is refused.
             dup, new, reply = await asyncio.gather(
@@ -187,14 +173,16 @@ class TestSeq:
 
 
 class TestIdempotency:
-    async def test_repeated_key_returns_stored_row(self, store: SqlStore, tmp_path: Path) -> None:
+    async def test_repeated_key_returns_stored_row(
+        self, store: SqlStore, settings: Settings
+    ) -> None:
         await store.append_inbound(_msg("e1"))
         [first] = await store.append([NewMessage(_key(), Role.BOT, "one", event_id="reply:e1")])
         [again] = await store.append([NewMessage(_key(), Role.BOT, "two", event_id="reply:e1")])
         assert first.fresh
         assert not again.fresh
         assert (again.seq, again.text) == (first.seq, "one")
-        assert _rows(tmp_path, "select count(*) from messages") == [(2,)]
+        assert await count(settings, "messages") == 2
 
     async def test_same_key_twice_in_one_batch(self, store: SqlStore) -> None:
         results = await asyncio.gather(
@@ -295,8 +283,8 @@ class TestModes:
 
 
 class TestRecovery:
-    async def test_unhandled_survive_a_crash(self, tmp_path: Path) -> None:
-        first = await open_store(_settings(tmp_path))
+    async def test_unhandled_survive_a_crash(self, settings: Settings) -> None:
+        first = await open_store(settings)
         sent = [_msg(f"a{i}", peer="a", text=f"a{i}") for i in range(3)]
         for msg in sent:
             await first.append_inbound(msg)
@@ -305,7 +293,7 @@ class TestRecovery:
         # A crash: the process dies without closing; only committed data is on disk.
         assert first._writer is not None
         first._writer.cancel()
-        second = await open_store(_settings(tmp_path))
+        second = await open_store(settings)
         try:
             recovered = await second.unhandled()
             assert [(m.session_key, m.event_id) for m in recovered] == [
@@ -327,13 +315,13 @@ class TestRecovery:
         await store.mark_handled(_key(), ["e1-reply"])
         assert [m.event_id for m in await store.unhandled()] == ["e1"]
 
-    async def test_close_flushes_queued_writes(self, tmp_path: Path) -> None:
-        s = await open_store(_settings(tmp_path))
+    async def test_close_flushes_queued_writes(self, settings: Settings) -> None:
+        s = await open_store(settings)
         writes = [asyncio.create_task(s.append_inbound(_msg(f"e{i}"))) for i in range(20)]
         await asyncio.sleep(0)
         await s.close()
         assert all(w.done() and w.result() is not None for w in writes)
-        assert _rows(tmp_path, "select count(*) from messages") == [(20,)]
+        assert await count(settings, "messages") == 20
         with pytest.raises(BackendUnavailable):
             await s.append_inbound(_msg("late"))
 
@@ -370,7 +358,7 @@ class TestAgentsAndAudit:
         with pytest.raises(NotFound):
             await store.update_agent(AgentAccount("bob", "Bob", "h"))
 
-    async def test_audit_rows(self, store: SqlStore, tmp_path: Path) -> None:
+    async def test_audit_rows(self, store: SqlStore, settings: Settings) -> None:
         before = datetime.now(UTC)
         await asyncio.gather(
             store.audit("ann", "claim", _key(), {"from": "queue"}),
@@ -384,16 +372,19 @@ class TestAgentsAndAudit:
         assert all(r.at >= before and r.at.tzinfo is UTC for r in records)
         mine = await store.audit_records(session_key=_key())
         assert [r.detail for r in mine] == [{"from": "queue"}]
-        assert _rows(tmp_path, "select count(*) from audit") == [(2,)]
+        assert await count(settings, "audit") == 2
 
 
-class TestSqlite:
-    async def test_wal_mode_and_file_location(self, store: SqlStore, tmp_path: Path) -> None:
-        assert (tmp_path / "data" / "switchboard.db").is_file()
-        assert _rows(tmp_path, "pragma journal_mode") == [("wal",)]
+class TestSqliteAndBatching:
+    async def test_wal_mode_and_file_location(self, tmp_path: Path) -> None:
+        s = await open_store(Settings(data_dir=tmp_path / "data"))
+        await s.close()
+        with sqlite3.connect(tmp_path / "data" / "switchboard.db") as conn:
+            assert conn.execute("pragma journal_mode").fetchall() == [("wal",)]
 
-    async def test_writes_are_group_committed(self, tmp_path: Path) -> None:
-        s = await open_store(_settings(tmp_path, store_batch_ms=20.0))
+    async def test_writes_are_group_committed(self, settings: Settings) -> None:
+        settings = settings.model_copy(update={"store_batch_ms": 20.0})
+        s = await open_store(settings)
         transactions = 0
         real = s._transaction
 
@@ -409,4 +400,4 @@ class TestSqlite:
         finally:
             await s.close()
         assert transactions <= 4  # one for "warm", then few for the 100 concurrent ones
-        assert _rows(tmp_path, "select count(*) from messages") == [(101,)]
+        assert await count(settings, "messages") == 101

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-from collections.abc import AsyncIterator
 from datetime import UTC
 from pathlib import Path
 
@@ -13,20 +11,13 @@ import pytest
 from bot.config import Settings
 from bot.envelope import InboundMessage, Participant, SessionKey, session_key
 from bot.errors import ConfigError, NotFound, PayloadInvalid
-from bot.store import open_store
 from bot.store.sql import SqlStore
 from plugins.ticketing.local import LocalTicketBackend, format_ticket_id, parse_ticket_id
+from tests.store.databases import count
 
 ALICE = Participant(id="U-alice", name="Alice", email="alice@example.com", verified=True)
 BOB = Participant(id="U-bob", name="Bob")
 KEY = SessionKey("slack:T1:dm:U-alice")
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqlStore]:
-    s = await open_store(Settings(data_dir=tmp_path / "data"))
-    yield s
-    await s.close()
 
 
 @pytest.fixture
@@ -140,7 +131,7 @@ async def test_concurrent_creates_get_distinct_ids(tickets: LocalTicketBackend) 
 
 
 async def test_shares_the_store_database_while_it_writes(
-    store: SqlStore, tickets: LocalTicketBackend, tmp_path: Path
+    store: SqlStore, tickets: LocalTicketBackend, settings: Settings
 ) -> None:
     def msg(i: int) -> InboundMessage:
         return InboundMessage(
@@ -155,9 +146,8 @@ async def test_shares_the_store_database_while_it_writes(
     writes = asyncio.gather(*(store.append_inbound(msg(i)) for i in range(50)))
     ticket_id = await _open(tickets)
     await writes
-    with sqlite3.connect(tmp_path / "data" / "switchboard.db") as conn:
-        assert conn.execute("select count(*) from tickets").fetchone() == (1,)
-        assert conn.execute("select count(*) from messages").fetchone() == (50,)
+    assert await count(settings, "tickets") == 1
+    assert await count(settings, "messages") == 50
     assert ticket_id == "T-000001"
 
 

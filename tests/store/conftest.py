@@ -1,0 +1,3 @@
+from tests.store.databases import settings, store
+
+__all__ = ["settings", "store"]
