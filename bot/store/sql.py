@@ -628,7 +628,8 @@ class SqlStore:
         """Persist bot, agent, system messages and notes, in order; seqs are assigned.
 
         A message whose ``event_id`` (idempotency key) is already stored for its session is not
-        written again; the stored one is returned instead, with ``fresh=False``.
+        written again; the stored one is returned instead, with ``fresh=False``. Messages of a
+        session that has no conversation yet (no customer message) are stored without one.
         """
         if not messages:
             return []

@@ -1,4 +1,4 @@
-"""SqlStore on SQLite: group commit, dedupe, seqs, idempotency, modes, recovery, agents, audit."""
+"""SqlStore: group commit, dedupe, seqs, idempotency, modes, recovery, agents, audit."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from bot.config import Settings
 from bot.envelope import Citation, InboundMessage, Participant, SessionKey, session_key
 from bot.errors import BackendUnavailable, Conflict, NotFound, PayloadInvalid
-from bot.store import open_store
+from bot.store import open_store, sql
 from bot.store.base import AgentAccount, NewMessage, Role, SessionMode
 from bot.store.sql import SqlStore
 from tests.store.databases import count
@@ -401,3 +401,19 @@ class TestSqliteAndBatching:
             await s.close()
         assert transactions <= 4  # one for "warm", then few for the 100 concurrent ones
         assert await count(settings, "messages") == 101
+
+    async def test_checkpoints_run_off_the_writer(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(sql, "CHECKPOINT_INTERVAL_S", 0.0)
+        db = tmp_path / "data" / "switchboard.db"
+        s = await open_store(Settings(data_dir=tmp_path / "data"))
+        try:
+            size = db.stat().st_size
+            for i in range(20):  # the writer never checkpoints itself (wal_autocheckpoint=0)
+                await asyncio.gather(*(s.append_inbound(_msg(f"e{i}-{j}")) for j in range(50)))
+            assert s._checkpoint_task is not None
+            await s._checkpoint_task
+            assert db.stat().st_size > size  # pages reached the main file while open
+        finally:
+            await s.close()
