@@ -26,7 +26,8 @@ from aiohttp import web
 from bot.channel import HubAPI, Parsed, ParseResult
 from bot.config import Settings
 from bot.envelope import OutboundMessage, SessionKey
-from bot.errors import NotFound, PayloadInvalid
+from bot.errors import Draining, NotFound, PayloadInvalid
+from bot.events import HubEvent, Subscription
 from bot.server import AUTHENTICATED
 from bot.store.base import SessionMode, StoredMessage
 from channels.rest.openapi import MAX_WAIT_S, openapi_document
@@ -57,6 +58,7 @@ class RestChannel:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._hub: HubAPI | None = None
+        self._stopping = asyncio.Event()
 
     @classmethod
     def enabled(cls, settings: Settings) -> bool:
@@ -99,7 +101,8 @@ class RestChannel:
         self._hub = hub
 
     async def stop(self) -> None:
-        """Nothing to disconnect (open long-polls end with the server)."""
+        """End open long polls now (they answer 503 with Retry-After; clients poll again)."""
+        self._stopping.set()
 
     async def send(self, out: OutboundMessage) -> None:
         """Nothing to push: ``hub.deliver`` stored the message and clients poll for it."""
@@ -153,14 +156,16 @@ class RestChannel:
         page = MessagePage(mode=mode.value, messages=[message_out(m) for m in messages])
         return web.json_response(page.model_dump(mode="json"))
 
-    @staticmethod
     async def _wait_for_messages(
-        hub: HubAPI, key: SessionKey, after: int, wait_s: float
+        self, hub: HubAPI, key: SessionKey, after: int, wait_s: float
     ) -> list[StoredMessage]:
         """Visible messages after ``after``; when none, wait up to ``wait_s`` seconds for one.
 
         Subscribes before reading the store, so a message stored between the read and the
         wait still wakes the poll.
+
+        Raises:
+            Draining: the channel stopped while waiting (the hub is shutting down).
         """
 
         async def read() -> list[StoredMessage]:
@@ -177,12 +182,31 @@ class RestChannel:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
-                event = await sub.get(remaining)
+                event = await self._next_event(sub, remaining)
                 if event is None:
                     break
                 if event.type == "message" and (event.seq is None or event.seq > after):
                     found = await read()
             return found
+
+    async def _next_event(self, sub: Subscription, timeout_s: float) -> HubEvent | None:
+        """The next event within ``timeout_s`` seconds (None on timeout).
+
+        Raises:
+            Draining: when :meth:`stop` is called meanwhile.
+        """
+        if self._stopping.is_set():
+            raise Draining("the hub is shutting down; poll again")
+        getter = asyncio.ensure_future(sub.get(timeout_s))
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (getter, stopper):
+                task.cancel()
+        if not getter.cancelled() and getter.done():
+            return getter.result()
+        raise Draining("the hub is shutting down; poll again")
 
     async def _openapi(self, request: web.Request) -> web.Response:
         doc = openapi_document(

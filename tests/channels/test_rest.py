@@ -320,3 +320,19 @@ def test_parse_payload_uses_the_parsed_conversation(hub_settings: Any) -> None:
         "ada@example.com",
     )
     assert env.raw["user"]["id"] == "cust-7"
+
+
+async def test_hub_stop_ends_open_long_polls_with_503(hub_factory: HubFactory) -> None:
+    hub = await hub_factory(channels=(RestChannel,))
+    async with serve_hub(hub) as c:
+        await post(c, "conv-x", {"text": "hi", "user": {"id": "u"}})
+        last = (await answers(c, "conv-x"))[-1]["seq"]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        poll = asyncio.create_task(c.get(URL.format("conv-x"), params={"after": last, "wait": 20}))
+        await asyncio.sleep(0.2)
+        await hub.stop(timeout_s=1)
+        resp = await poll
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "5"
+        assert loop.time() - started < 5
