@@ -28,7 +28,7 @@ from knowledge.retrieve import HybridRetriever
 log = logging.getLogger(__name__)
 
 #: Texts per embedding call (sorted by length, so padding stays small).
-EMBED_BATCH = 32
+EMBED_BATCH = 16
 #: Chunks embedded before their documents are written (bounds memory on large ingests).
 GROUP_CHUNKS = 1024
 

@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from bot.config import Settings
-from knowledge.embed import LocalEmbedder, Vectors
+from knowledge.embed import LocalEmbedder
+from tests.knowledge.embedders import CountingEmbedder
 
 GALAXY = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / "knowledge" / "galaxy_s10"
 )
-
-
-class CountingEmbedder:
-    """Wraps an embedder and counts the texts it was asked to embed."""
-
-    def __init__(self, inner: LocalEmbedder) -> None:
-        self.inner = inner
-        self.model_id = inner.model_id
-        self.texts = 0
-        self.calls = 0
-
-    async def dimension(self) -> int:
-        return await self.inner.dimension()
-
-    async def embed(self, texts: Sequence[str]) -> Vectors:
-        self.calls += 1
-        self.texts += len(texts)
-        return await self.inner.embed(texts)
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot.config import Settings
 from knowledge import KnowledgeBase
-from tests.knowledge.conftest import CountingEmbedder
+from tests.knowledge.embedders import CountingEmbedder
 
 
 async def test_galaxy_recall(settings: Settings, embedder: CountingEmbedder, galaxy: Path) -> None:

@@ -11,7 +11,7 @@ from bot.retrieval import Retriever
 from knowledge import RECOMMENDED_MIN_CONFIDENCE, KnowledgeBase
 from knowledge import kb as kb_module
 from knowledge.embed import LiteLLMEmbedder, LocalEmbedder, Vectors
-from tests.knowledge.conftest import CountingEmbedder
+from tests.knowledge.embedders import CountingEmbedder
 
 DOCS = {
     "channels/slack.md": """# Connect Slack
