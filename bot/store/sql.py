@@ -6,10 +6,11 @@ and the SQL is plain: no SQLite-only statements on the shared path.
 Writes are group-committed: every write call becomes a request on one in-memory queue served by a
 single writer task. The writer takes whatever is queued, runs it as one transaction (grouped into
 ``executemany`` statements), commits, and only then resolves each caller's future, so an awaited
-write is committed. When the writer is idle a request starts a batch at once; while it is busy,
-batches start at most every ``store_batch_ms`` milliseconds and collect whatever arrived
-meanwhile. A failing batch is rolled back and its requests are retried one by one, so only the bad
-request fails.
+write is committed. When the writer is idle a request starts a batch at once (writes that queue
+meanwhile form the next batch); under load (the last batch held ``LOADED_BATCH`` requests or
+more) batches start at most every ``store_batch_ms`` milliseconds, to commit more per
+transaction. A failing batch is rolled back and its requests are retried one by one, so only the
+bad request fails.
 
 How statements reach the database depends on the driver; the batch logic is one piece of sync
 Core either way. With PostgreSQL (``asyncpg``) or any other async driver it runs through the
@@ -62,6 +63,12 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH: Final = 1000
 """Most requests one group commit takes (bounds SQL parameter counts and latency)."""
+
+LOADED_BATCH: Final = 16
+"""A batch of this many requests means load: the next one waits out ``store_batch_ms`` to grow.
+
+Smaller batches mean the writer is mostly idle, and the next request commits at once.
+"""
 
 SESSION_CACHE_SIZE: Final = 50_000
 """Sessions whose last ``seq`` is kept in memory; the least recently written are evicted."""
@@ -507,9 +514,9 @@ class SqlStore:
     """The :class:`~bot.store.base.Store` on SQLAlchemy (SQLite by default, PostgreSQL).
 
     Args:
-        settings: uses ``resolved_database_url``, ``store_batch_ms`` (the group-commit window in
-            milliseconds), ``dedupe_ttl_s`` and ``dedupe_max_entries`` (the in-memory dedupe
-            cache of ``(channel, account, event_id)`` keys).
+        settings: uses ``resolved_database_url``, ``store_batch_ms`` (the group-commit window
+            under load, in milliseconds), ``dedupe_ttl_s`` and ``dedupe_max_entries`` (the
+            in-memory dedupe cache of ``(channel, account, event_id)`` keys).
 
     Call :meth:`open` before use and :meth:`close` at shutdown (it flushes queued writes).
     Writes raise :class:`~bot.errors.BackendUnavailable` when the database cannot be written
@@ -532,6 +539,7 @@ class SqlStore:
         self._closing = False
         self._batch_s = max(0.0, settings.store_batch_ms / 1000.0)
         self._last_batch_at = float("-inf")
+        self._last_batch_size = 0
         self._sessions: LRUCache[SessionKey, _SessionState] = LRUCache(SESSION_CACHE_SIZE)
         self._dedupe: TTLCache[tuple[str, str, str], bool] = TTLCache(
             maxsize=max(1, settings.dedupe_max_entries), ttl=settings.dedupe_ttl_s
@@ -884,12 +892,16 @@ class SqlStore:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            delay = self._last_batch_at + self._batch_s - loop.time()
-            if delay > 0 and not self._closing:
-                await asyncio.sleep(delay)
+            # Under load (the last batch was big), wait out the window to commit more at once;
+            # otherwise commit now: a lone write should not wait for company.
+            if self._last_batch_size >= LOADED_BATCH and not self._closing:
+                delay = self._last_batch_at + self._batch_s - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
             batch = self._pending[:MAX_BATCH]
             del self._pending[:MAX_BATCH]
             self._last_batch_at = loop.time()
+            self._last_batch_size = len(batch)
             try:
                 await self._commit(batch)
             except Exception as exc:  # task boundary: the writer must survive
