@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import gc
@@ -38,7 +39,7 @@ from bot.envelope import InboundMessage, OutboundMessage, Participant, session_k
 
 
 class ScriptedAgent:
-    """A zero-latency agent (optionally sleeping ``delay_s`` seconds) that echoes a fixed answer."""
+    """A zero-latency agent (optionally sleeping ``delay_s`` seconds) with a fixed answer."""
 
     def __init__(self, delay_s: float = 0.0) -> None:
         self.delay_s = delay_s
@@ -117,10 +118,8 @@ def _trim() -> None:
     gc.collect()
     name = ctypes.util.find_library("c")
     if name:
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(name).malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
 
 
 @dataclass
@@ -217,8 +216,8 @@ async def _memory(settings: Settings, sessions: int) -> tuple[float, float, floa
         await waiter
         peak = max(peak, _rss_mb())
         deadline = time.monotonic() + settings.lane_idle_s + 10
-        while hub.lanes.stats().lanes and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
+        while hub.lanes.stats().lanes and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)  # the lanes expose no event for reclamation
         del msgs, done, sender, waiter
         channel.sent_at.clear()
         _trim()

@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "serve":
-            return asyncio.run(_serve(args))
+            return _serve(args)
         if args.command == "ingest":
             return asyncio.run(_ingest(args))
         if args.command == "chat":
@@ -116,20 +116,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
-async def _serve(args: argparse.Namespace) -> int:
-    from bot.hub import build_hub
+def _serve(args: argparse.Namespace) -> int:
     from bot.observability import configure_logging
-    from bot.server import run_server
+    from bot.server import check_bind
 
     settings = _settings(args, host=args.host, port=args.port)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    check_bind(settings.host, api_keys_configured=bool(settings.api_keys))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sample = settings.sample_kb and not args.no_sample_kb and SAMPLE_DOCS.is_dir()
+    return asyncio.run(_serve_hub(settings, SAMPLE_DOCS if sample else None))
+
+
+async def _serve_hub(settings: Settings, sample_docs: Path | None) -> int:
+    from bot.hub import build_hub
+    from bot.server import run_server
+
     hub = await build_hub(settings)
-    if settings.sample_kb and not args.no_sample_kb and SAMPLE_DOCS.is_dir():
-        kb = hub.retriever
-        ingest = getattr(kb, "ingest", None)
+    if sample_docs is not None and hub.retriever is not None:
+        ingest = getattr(hub.retriever, "ingest", None)
         if ingest is not None:
-            report = await ingest([SAMPLE_DOCS])
+            report = await ingest([sample_docs])
             print(f"knowledge base: {report}", file=sys.stderr)
     await run_server(hub, settings.host, settings.port)
     return 0
@@ -232,9 +239,8 @@ async def _agents_add(args: argparse.Namespace) -> int:
 
 
 async def _chat(args: argparse.Namespace) -> int:
-    from channels.memory.plugin import MemoryChannel
-
     from bot.hub import build_hub
+    from channels.memory.plugin import MemoryChannel
 
     settings = _settings(args, log_level="WARNING")
     settings.data_dir.mkdir(parents=True, exist_ok=True)

@@ -49,8 +49,11 @@ def _split_csv(value: Any) -> Any:
 
 
 class Settings(BaseSettings):
-    """Every setting of the hub. Units are in the field names (``_s`` seconds, ``_ms``
-    milliseconds, ``_bytes`` bytes, ``_tokens`` tokens)."""
+    """Every setting of the hub.
+
+    Units are in the field names: ``_s`` seconds, ``_ms`` milliseconds, ``_bytes`` bytes,
+    ``_tokens`` tokens.
+    """
 
     yaml_file: ClassVar[Path | None] = None
 

@@ -126,9 +126,12 @@ class Hub:
         log.info("hub.started", extra={"channels": sorted(self.channels)})
 
     async def stop(self, timeout_s: float | None = None) -> None:
-        """Drain gracefully: refuse new messages, let running turns finish (bounded by
-        ``timeout_s``, default ``settings.drain_timeout_s`` seconds), keep what is queued (it stays
-        stored as unhandled and is re-enqueued at the next start), then close everything."""
+        """Drain gracefully, then close everything.
+
+        Refuses new messages, lets running turns finish (bounded by ``timeout_s``, default
+        ``settings.drain_timeout_s`` seconds) and keeps what is queued: it stays stored as
+        unhandled and is re-enqueued at the next start.
+        """
         if self._draining:
             return
         self.ready = False

@@ -51,11 +51,12 @@ class Metrics:
             registry=r,
         )
         self.duplicates = Counter(
-            "switchboard_duplicate_events_total", "Repeated events ignored.", ["channel"], registry=r
+            "switchboard_duplicate_events_total",
+            "Repeated events ignored.",
+            ["channel"],
+            registry=r,
         )
-        self.lane_depth = Gauge(
-            "switchboard_lane_depth", "Messages waiting in lanes.", registry=r
-        )
+        self.lane_depth = Gauge("switchboard_lane_depth", "Messages waiting in lanes.", registry=r)
         self.lanes = Gauge("switchboard_lanes", "Sessions holding a lane.", registry=r)
         self.active_turns = Gauge("switchboard_active_turns", "Turns running now.", registry=r)
         self.turn_seconds = Histogram(
@@ -71,7 +72,10 @@ class Metrics:
             registry=r,
         )
         self.escalations = Counter(
-            "switchboard_escalations_total", "Sessions escalated to humans.", ["reason"], registry=r
+            "switchboard_escalations_total",
+            "Sessions escalated to humans.",
+            ["reason"],
+            registry=r,
         )
         self.turn_failures = Counter(
             "switchboard_turn_failures_total", "Turns that failed.", ["error"], registry=r
@@ -89,8 +93,11 @@ class Metrics:
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts``, ``level``, ``logger``, ``event``, extra fields, and
-    ``exc`` with the traceback when an exception is attached."""
+    """One JSON object per line.
+
+    Keys: ``ts``, ``level``, ``logger``, ``event``, the record's extra fields, and ``exc`` with
+    the traceback when an exception is attached.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         """Render ``record`` as a JSON line."""

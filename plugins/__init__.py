@@ -1,0 +1,1 @@
+"""Agent tools: ticketing, CRM and escalation."""

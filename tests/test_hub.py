@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
-from channels.memory.plugin import MemoryChannel
 
 from bot.agent import AgentReply, TurnInput
 from bot.config import QueueMode, Settings
@@ -15,6 +14,7 @@ from bot.envelope import OutboundKind, OutboundMessage
 from bot.errors import LLMUnavailable, RateLimited
 from bot.hub import Hub, build_hub
 from bot.store.base import Role, SessionMode
+from channels.memory.plugin import MemoryChannel
 
 
 class Agent:
@@ -74,7 +74,7 @@ async def test_answer_reaches_customer_and_is_stored(make_hub: Callable[..., obj
 
 async def test_duplicate_event_is_answered_once(make_hub: Callable[..., object]) -> None:
     agent = Agent()
-    hub, ch = await make_hub(agent)  # type: ignore[misc]
+    _, ch = await make_hub(agent)  # type: ignore[misc]
     first = await ch.push_message("same", event_id="dup")
     second = await ch.push_message("same", event_id="dup")
     assert not first.duplicate
@@ -88,7 +88,7 @@ async def test_duplicate_event_is_answered_once(make_hub: Callable[..., object])
 async def test_followup_answers_each_message_in_order(make_hub: Callable[..., object]) -> None:
     agent = Agent()
     agent.block = asyncio.Event()
-    hub, ch = await make_hub(agent, queue_mode=QueueMode.FOLLOWUP)  # type: ignore[misc]
+    _, ch = await make_hub(agent, queue_mode=QueueMode.FOLLOWUP)  # type: ignore[misc]
     for i in range(5):
         await ch.push_message(f"m{i}", event_id=f"e{i}")
     agent.block.set()
@@ -101,7 +101,7 @@ async def test_followup_answers_each_message_in_order(make_hub: Callable[..., ob
 async def test_collect_folds_messages_sent_during_a_turn(make_hub: Callable[..., object]) -> None:
     agent = Agent()
     agent.block = asyncio.Event()
-    hub, ch = await make_hub(agent)  # type: ignore[misc]
+    _, ch = await make_hub(agent)  # type: ignore[misc]
     await ch.push_message("first", event_id="a")
     await asyncio.sleep(0.05)
     await ch.push_message("second", event_id="b")
@@ -161,7 +161,8 @@ async def test_button_press_escalates(make_hub: Callable[..., object]) -> None:
     notice = await ch.pop_message(receipt.session_key)
     assert notice.kind == OutboundKind.HANDOFF
     conv = await hub.store.conversation(receipt.session_key)
-    assert conv is not None and conv.escalation_reason == "customer_request"
+    assert conv is not None
+    assert conv.escalation_reason == "customer_request"
 
 
 async def test_stop_keeps_unanswered_messages_for_the_next_start(tmp_path: Path) -> None:

@@ -1,0 +1,1 @@
+"""Ticketing tools and backends."""
