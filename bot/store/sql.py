@@ -44,7 +44,7 @@ import sqlalchemy as sa
 from cachetools import LRUCache, TTLCache
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError, IntegrityError, StatementError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, StatementError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bot.config import Settings
@@ -225,6 +225,12 @@ def json_dumps(value: Any) -> str:
     return pydantic_core.to_json(value).decode()
 
 
+def _sqlite_busy(exc: BaseException) -> bool:
+    """True for SQLite's "database is locked" (``SQLITE_BUSY`` and its extended codes)."""
+    code = getattr(getattr(exc, "orig", None), "sqlite_errorcode", None)
+    return isinstance(exc, OperationalError) and code is not None and code & 0xFF == 5
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -325,6 +331,29 @@ class _ThreadRunner(_InlineRunner):
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._close)
         self._executor.shutdown(wait=False)
+
+
+async def _run_patiently(runner: _Runner, fn: Callable[[sa.Connection], _T]) -> _T:
+    """``runner.run(fn)``, retried while SQLite reports its write lock busy.
+
+    SQLite connections on the loop's thread use ``busy_timeout=0`` and wait here instead of in
+    SQLite's busy handler, which would block the loop, and with it an in-process lock holder
+    (the ``aiosqlite`` ticket backend) that needs the loop to commit: a deadlock until timeout.
+
+    Raises:
+        sqlalchemy.exc.OperationalError: still busy after ``SQLITE_BUSY_TIMEOUT_MS``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    pause = 0.001
+    while True:
+        try:
+            return await runner.run(fn)
+        except OperationalError as exc:
+            if not _sqlite_busy(exc) or loop.time() >= deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 class _AsyncRunner:
@@ -578,10 +607,14 @@ class SqlStore:
         self._engine = engine
         if engine.dialect.name == "sqlite":
             # The writer leaves checkpoints (which wait for the disk) to the checkpointer thread.
+            # Neither waits in SQLite's busy handler: see _run_patiently.
             self._writer_runner = _InlineRunner(
-                _sync_sqlite_engine(self._url), setup=["PRAGMA wal_autocheckpoint=0"]
+                _sync_sqlite_engine(self._url),
+                setup=["PRAGMA wal_autocheckpoint=0", "PRAGMA busy_timeout=0"],
             )
-            self._reader_runner = _InlineRunner(_sync_sqlite_engine(self._url))
+            self._reader_runner = _InlineRunner(
+                _sync_sqlite_engine(self._url), setup=["PRAGMA busy_timeout=0"]
+            )
             self._checkpointer = _ThreadRunner(_sync_sqlite_engine(self._url), "store-checkpoint")
         else:
             self._writer_runner = _AsyncRunner(engine, dedicated=True)
@@ -784,7 +817,7 @@ class SqlStore:
         """Run a read on the reader connection (not the writer's)."""
         if self._reader_runner is None:
             raise BackendUnavailable("the store is closed")
-        return await self._reader_runner.run(fn)
+        return await _run_patiently(self._reader_runner, fn)
 
     async def unhandled(self) -> list[InboundMessage]:
         """Customer messages accepted but not yet handled, by session then ``seq`` (recovery)."""
@@ -965,7 +998,7 @@ class SqlStore:
         assert self._writer_runner is not None
         run = functools.partial(self._transaction, batch, checked)
         try:
-            result = await self._writer_runner.run(run)
+            result = await _run_patiently(self._writer_runner, run)
         except Exception as exc:
             return exc
         for key, state in result.sessions.items():

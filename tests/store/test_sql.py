@@ -417,3 +417,25 @@ class TestSqliteAndBatching:
             assert db.stat().st_size > size  # pages reached the main file while open
         finally:
             await s.close()
+
+    async def test_waits_for_another_writer_without_blocking_the_loop(
+        self, tmp_path: Path
+    ) -> None:
+        s = await open_store(Settings(data_dir=tmp_path / "data"))
+        other = sqlite3.connect(tmp_path / "data" / "switchboard.db", isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # holds the write lock, as a ticket write does
+            write = asyncio.create_task(s.append_inbound(_msg("e1")))
+            ticks = 0
+            for _ in range(20):
+                await asyncio.sleep(0.005)
+                ticks += 1
+            assert ticks == 20  # the loop kept running while the store waited
+            assert not write.done()
+            other.execute("COMMIT")
+            stored = await asyncio.wait_for(write, 2)
+            assert stored is not None
+            assert stored.seq == 1
+        finally:
+            other.close()
+            await s.close()
