@@ -164,7 +164,8 @@ def load_tools(names: Sequence[str] | None = None) -> list[Tool]:
     the built-in tools (:func:`plugins.escalation.registry.builtin_tools`) are used.
 
     Args:
-        names: tool names to load, in this order; None loads every tool found.
+        names: tool names to load, in this order; None loads every tool found (built-ins
+            first, in the order of ``builtin_tools()``, then the others by name).
 
     Returns:
         One instance of each tool (tool classes are instantiated without arguments).
@@ -188,7 +189,11 @@ def load_tools(names: Sequence[str] | None = None) -> list[Tool]:
 
         found = {t.name: t for t in builtin_tools() if names is None or t.name in names}
     if names is None:
-        return list(found.values())
+        from plugins.escalation.registry import builtin_tools
+
+        order = {t.name: i for i, t in enumerate(builtin_tools())}
+        # Built-ins first in their documented order, then third-party tools by name.
+        return sorted(found.values(), key=lambda t: (order.get(t.name, len(order)), t.name))
     missing = [n for n in names if n not in found]
     if missing:
         raise ConfigError(f"unknown tools: {', '.join(missing)}")

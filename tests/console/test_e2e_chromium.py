@@ -43,7 +43,6 @@ BOT_ANSWER = "Open Settings → Account → Reset password, then follow the e-ma
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.timeout(90),
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is not installed"),
 ]
 
 

@@ -2,8 +2,8 @@
 
 Adding a backend (hook for the Redis backend of a later issue):
 
-1. append ``pytest.param("redis", id="redis")`` to ``BACKENDS`` (skip it when no server is
-   configured, e.g. ``marks=pytest.mark.skipif(not REDIS_URL, reason=...)``);
+1. append ``pytest.param("redis", id="redis")`` to ``BACKENDS`` (the fixture starts a real
+   ``redis-server`` on a free loopback port; never skip when the server is missing);
 2. add a branch to :func:`build_queue`, e.g.
    ``return RedisLaneQueue(config, url)`` with a fresh key prefix or database per test so tests
    do not see each other's lanes.
