@@ -14,7 +14,7 @@ from bot.config import Settings
 from bot.envelope import Citation, InboundMessage, Participant, SessionKey, session_key
 from bot.errors import BackendUnavailable, Conflict, NotFound, PayloadInvalid
 from bot.store import open_store, sql
-from bot.store.base import AgentAccount, NewMessage, Role, SessionMode
+from bot.store.base import AgentAccount, NewMessage, Role, SessionMode, Store
 from bot.store.sql import SqlStore
 from tests.store.databases import count
 
@@ -439,3 +439,8 @@ class TestSqliteAndBatching:
         finally:
             other.close()
             await s.close()
+
+
+def test_implements_the_store_protocol(tmp_path: Path) -> None:
+    store: Store = SqlStore(Settings(data_dir=tmp_path))  # checked by mypy --strict
+    assert isinstance(store, SqlStore)

@@ -12,6 +12,7 @@ from bot.config import Settings
 from bot.envelope import InboundMessage, Participant, SessionKey, session_key
 from bot.errors import ConfigError, NotFound, PayloadInvalid
 from bot.store.sql import SqlStore
+from bot.tools import TicketBackend
 from plugins.ticketing.local import LocalTicketBackend, format_ticket_id, parse_ticket_id
 from tests.store.databases import count
 
@@ -169,3 +170,8 @@ async def test_own_engine_from_settings(tmp_path: Path) -> None:
 def test_for_store_needs_a_sql_store() -> None:
     with pytest.raises(ConfigError):
         LocalTicketBackend.for_store(object())  # type: ignore[arg-type]
+
+
+def test_implements_the_ticket_backend_protocol(tmp_path: Path) -> None:
+    backend: TicketBackend = LocalTicketBackend(Settings(data_dir=tmp_path))  # mypy --strict
+    assert isinstance(backend, LocalTicketBackend)
