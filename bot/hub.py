@@ -256,6 +256,34 @@ class Hub:
 
     async def _send(self, channel: ChannelPlugin, out: OutboundMessage) -> None:
         try:
+            await channel.send(out)
+        except (ChannelUnavailable, RateLimited) as exc:
+            log.warning(
+                "hub.send_retrying",
+                extra={
+                    "session_key": out.session_key,
+                    "channel": channel.name,
+                    "error": repr(exc),
+                },
+            )
+            await self._send_with_retries(channel, out, first_error=exc)
+            return
+        except Exception:
+            self.metrics.send_failures.labels(channel.name).inc()
+            log.exception(
+                "hub.send_failed",
+                extra={"session_key": out.session_key, "channel": channel.name},
+            )
+            return
+        self.metrics.messages_out.labels(channel.name, str(out.kind)).inc()
+
+    async def _send_with_retries(
+        self, channel: ChannelPlugin, out: OutboundMessage, first_error: Exception
+    ) -> None:
+        """Retry a failed send: ``RateLimited.retry_after`` or exponential backoff."""
+        if isinstance(first_error, RateLimited):
+            await asyncio.sleep(max(0.0, first_error.retry_after))
+        try:
             async for attempt in AsyncRetrying(
                 retry=retry_if_exception_type((ChannelUnavailable, RateLimited)),
                 wait=_wait_for_send,
