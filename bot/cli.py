@@ -166,7 +166,11 @@ async def _ingest(args: argparse.Namespace) -> int:
             report = await kb.ingest(args.paths, base_url=args.base_url, progress=progress)
     finally:
         await kb.close()
-    print(report)
+    print(
+        f"{report.documents_added} added, {report.documents_updated} updated, "
+        f"{report.documents_unchanged} unchanged, {report.documents_empty} empty; "
+        f"{report.chunks_written} chunks written in {report.seconds:.1f} s"
+    )
     return 0
 
 
@@ -179,10 +183,26 @@ async def _kb_eval(args: argparse.Namespace) -> int:
         report = await kb.evaluate(args.qa)
     finally:
         await kb.close()
+    figures = {
+        "questions": report.questions,
+        "recall@1": report.recall_at_1,
+        "recall@3": report.recall_at_3,
+        "recall@5": report.recall_at_5,
+        "MRR@10": report.mrr_at_10,
+        "mean query ms": report.mean_query_ms,
+    }
     if args.json:
-        print(json.dumps(report.__dict__ if hasattr(report, "__dict__") else str(report)))
+        print(json.dumps(figures))
     else:
-        print(report)
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"knowledge base evaluation: {args.qa.name}")
+        table.add_column("metric")
+        table.add_column("value", justify="right")
+        for key, value in figures.items():
+            table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
+        Console().print(table)
     return 0
 
 
