@@ -125,11 +125,51 @@ class Settings(BaseSettings):
     answer_min_score: float = 0.0
     sample_kb: bool = True
 
+    # --- channels: Slack (issue 4) -----------------------------------------------------------
+    slack_signing_secret: SecretStr | None = None
+    slack_bot_token: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str | None = None
+    slack_client_id: str | None = None
+    slack_client_secret: SecretStr | None = None
+    slack_agents_channel: str | None = None
+    slack_allow_bots: bool = False
+
+    # --- channels: Microsoft Teams (issue 4) -------------------------------------------------
+    teams_app_id: str | None = None
+    teams_app_password: SecretStr | None = None
+    teams_tenant_id: str | None = None
+    teams_openid_metadata_url: str | None = None
+
+    # --- channels: Telegram (issue 5) --------------------------------------------------------
+    telegram_bot_token: SecretStr | None = None
+    telegram_secret_token: SecretStr | None = None
+    telegram_api_url: str | None = None
+    telegram_bot_name: str = "bot"
+    telegram_polling: bool = False
+    telegram_group_mode: str = "mention"
+
+    # --- channels: Discord (issue 5) ---------------------------------------------------------
+    discord_bot_token: SecretStr | None = None
+    discord_api_url: str | None = None
+
+    # --- channels: e-mail (issue 5) ----------------------------------------------------------
+    email_address: str | None = None
+    email_imap_url: SecretStr | None = None
+    email_smtp_url: SecretStr | None = None
+    email_smtp_listen: str | None = None
+    email_trusted_authserv_ids: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    email_max_per_sender_per_hour: int = 20
+    email_max_attachment_bytes: int = 25 * 1024 * 1024
+
+    # --- scale-out (issue 3) -----------------------------------------------------------------
+    workers: int = 1
+
     # --- handoff ----------------------------------------------------------------------------
     handoff_on_no_answer: bool = True
     agent_capacity: int = 5
 
-    @field_validator("api_keys", "llm_fallbacks", mode="before")
+    @field_validator("api_keys", "llm_fallbacks", "email_trusted_authserv_ids", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_csv(value)

@@ -20,6 +20,11 @@ BUILTIN_CHANNELS = {
     "memory": "channels.memory.plugin:MemoryChannel",
     "rest": "channels.rest.plugin:RestChannel",
     "webchat": "channels.webchat.plugin:WebchatChannel",
+    "slack": "channels.slack.plugin:SlackChannel",
+    "teams": "channels.teams.plugin:TeamsChannel",
+    "telegram": "channels.telegram.plugin:TelegramChannel",
+    "discord": "channels.discord.plugin:DiscordChannel",
+    "email": "channels.email.plugin:EmailChannel",
 }
 
 
@@ -45,7 +50,7 @@ def load_channels() -> list[type[ChannelPlugin]]:
             try:
                 found[name] = _load(target)
             except ImportError:
-                log.exception("registry.load_failed", extra={"plugin": name})
+                log.debug("registry.not_available", extra={"plugin": name})
     return list(found.values())
 
 
