@@ -144,8 +144,8 @@ class TestSeq:
         assert (a.seq, b.seq, a2.seq, a3.seq) == (1, 1, 2, 3)
 
     async def test_messages_after_limit_and_internal(self, store: SqlStore) -> None:
-        await store.append_inbound(_msg("e1"))
-        await store.append(
+        inbound = await store.append_inbound(_msg("e1"))
+        written = await store.append(
             [
                 NewMessage(
                     _key(),
@@ -166,7 +166,7 @@ class TestSeq:
         )
         assert visible[1].reply_to == "e1"
         everything = await store.messages(_key(), include_internal=True)
-        assert [m.seq for m in everything] == [1, 2, 3, 4]
+        assert everything == [inbound, *written]  # read back exactly as written
         assert everything[2].internal
         assert everything[2].author == "ann"
         assert [m.seq for m in await store.messages(_key(), after_seq=1, limit=1)] == [2]
@@ -217,6 +217,7 @@ class TestModes:
         assert queued.ticket_id == "T-000001"
         assert queued.queued_at is not None
         assert queued.queued_at.tzinfo is UTC
+        assert await store.conversation(_key()) == queued  # raw SQLite read == SQLAlchemy read
         with pytest.raises(Conflict):
             await store.set_mode(_key(), SessionMode.QUEUED, expect=[SessionMode.BOT])
         human = await store.set_mode(
