@@ -48,6 +48,9 @@ warnings.filterwarnings("ignore", "Item .* `ReadOnly` qualifier", UserWarning)
 StreamFn = Callable[[str], Awaitable[None]]
 """Receives the answer text so far (cumulative) while the model streams."""
 
+HistoryFn = Callable[[], Awaitable[Sequence[StoredMessage]]]
+"""Loads the session's earlier messages (oldest first) when an agent needs them."""
+
 
 @dataclass(slots=True)
 class TurnInput:
@@ -59,7 +62,9 @@ class TurnInput:
         customer: who is asking (identity as verified by the channel).
         messages: the customer messages this turn answers, oldest first.
         overflow: older messages folded in because the lane overflowed (summarize them).
-        history: earlier stored messages of the session, oldest first (notes excluded).
+        history: loads earlier stored messages of the session, oldest first (notes and this
+            turn's messages excluded). Loaded on demand: agents that need no history (the
+            extractive agent) cost no read.
         tools: the tool context (retriever, tickets, escalation) for this turn.
         stream: called with partial answer text when streaming; None disables streaming.
     """
@@ -69,7 +74,7 @@ class TurnInput:
     customer: Participant
     messages: Sequence[InboundMessage]
     overflow: Sequence[InboundMessage]
-    history: Sequence[StoredMessage]
+    history: HistoryFn
     tools: ToolContext
     stream: StreamFn | None = None
 
@@ -501,7 +506,7 @@ class LLMAgent:
         if turn.overflow:
             user_text = _overflow_note(turn.overflow) + "\n\nLatest message(s):\n" + user_text
         system, user = self._fit_fixed(passages, sources, user_text)
-        history = self._history(turn)
+        history = self._history(turn, await turn.history())
         convo: list[dict[str, Any]] = []  # this turn's assistant tool calls and tool results
         tokens = 0
         text = ""
@@ -595,10 +600,10 @@ class LLMAgent:
             sources.add(src.citation, src.support_text)
         return {"role": "system", "content": system_text}, {"role": "user", "content": user_text}
 
-    def _history(self, turn: TurnInput) -> list[dict[str, Any]]:
+    def _history(self, turn: TurnInput, history: Sequence[StoredMessage]) -> list[dict[str, Any]]:
         current = {m.event_id for m in turn.messages} | {m.event_id for m in turn.overflow}
         out = []
-        for m in turn.history[-self._settings.agent_history_messages :]:
+        for m in history[-self._settings.agent_history_messages :]:
             if m.role is Role.CUSTOMER and m.event_id in current:
                 continue
             msg = _history_message(m)

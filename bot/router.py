@@ -18,7 +18,7 @@ from bot.config import QueueMode
 from bot.envelope import TALK_TO_HUMAN, InboundMessage, OutboundKind, OutboundMessage, SessionKey
 from bot.handoff import wants_human
 from bot.lanes.base import Turn
-from bot.store.base import Role, SessionMode
+from bot.store.base import Role, SessionMode, StoredMessage
 from bot.tools import ToolContext
 
 if TYPE_CHECKING:
@@ -105,12 +105,14 @@ class Router:
         key = turn.session_key
         last = messages[-1]
         turn_ids = {m.event_id for m in turn.all_messages}
-        stored = await hub.store.messages(key, limit=hub.settings.agent_history_messages + 50)
-        history = [
-            m
-            for m in stored
-            if not m.internal and not (m.role == Role.CUSTOMER and m.event_id in turn_ids)
-        ][-hub.settings.agent_history_messages :]
+        limit = hub.settings.agent_history_messages
+
+        async def history() -> list[StoredMessage]:
+            recent = await hub.store.recent(key, limit + len(turn_ids))
+            return [m for m in recent if not (m.role == Role.CUSTOMER and m.event_id in turn_ids)][
+                -limit:
+            ]
+
         escalated: list[str] = []
 
         async def escalate(reason: str, summary: str) -> None:

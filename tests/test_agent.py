@@ -107,6 +107,11 @@ def make_turn(
             text=body,
         )
 
+    stored = list(history)
+
+    async def load_history() -> Sequence[StoredMessage]:
+        return stored
+
     ctx = ToolContext(
         session_key=KEY,
         channel="rest",
@@ -122,7 +127,7 @@ def make_turn(
         customer=customer,
         messages=[message(100, text)],
         overflow=[message(50 + i, t) for i, t in enumerate(overflow)],
-        history=list(history),
+        history=load_history,
         tools=ctx,
         stream=stream,
     )

@@ -184,6 +184,9 @@ class Store(Protocol):
     ) -> list[StoredMessage]:
         """Messages of a session with ``seq > after_seq``, oldest first, at most ``limit``."""
 
+    async def recent(self, session_key: SessionKey, limit: int) -> list[StoredMessage]:
+        """The ``limit`` newest messages of a session (internal notes excluded), oldest first."""
+
     async def conversation(self, session_key: SessionKey) -> Conversation | None:
         """The conversation record, or None when the session never wrote."""
 

@@ -563,6 +563,15 @@ _SELECT_MESSAGES_ALL: Final = (
     .limit(sa.bindparam("b_limit"))
 )
 _SELECT_MESSAGES: Final = _SELECT_MESSAGES_ALL.where(messages.c.internal.is_(False))
+_SELECT_RECENT: Final = (
+    sa.select(*_MESSAGE_COLUMNS)
+    .where(
+        messages.c.session_key == sa.bindparam("b_session_key"),
+        messages.c.internal.is_(False),
+    )
+    .order_by(messages.c.seq.desc())
+    .limit(sa.bindparam("b_limit"))
+)
 _SELECT_CONVERSATION: Final = sa.select(conversations).where(
     conversations.c.session_key == sa.bindparam("b_session_key")
 )
@@ -595,6 +604,7 @@ class _SqliteQuery:
 
 _SQLITE_MESSAGES: Final = _SqliteQuery(_SELECT_MESSAGES)
 _SQLITE_MESSAGES_ALL: Final = _SqliteQuery(_SELECT_MESSAGES_ALL)
+_SQLITE_RECENT: Final = _SqliteQuery(_SELECT_RECENT)
 _SQLITE_CONVERSATION: Final = _SqliteQuery(_SELECT_CONVERSATION)
 
 
@@ -952,6 +962,20 @@ class SqlStore:
             )
         stmt = _SELECT_MESSAGES_ALL if include_internal else _SELECT_MESSAGES
         return await self._read(lambda conn: [_stored(r) for r in conn.execute(stmt, params)])
+
+    async def recent(self, session_key: SessionKey, limit: int) -> list[StoredMessage]:
+        """The ``limit`` newest messages of a session (notes excluded), oldest first."""
+        params = {"b_session_key": session_key, "b_limit": limit}
+        if self._raw_sqlite:
+            rows = await self._read(
+                lambda conn: [_stored_sqlite(r) for r in _SQLITE_RECENT.rows(conn, params)]
+            )
+        else:
+            rows = await self._read(
+                lambda conn: [_stored(r) for r in conn.execute(_SELECT_RECENT, params)]
+            )
+        rows.reverse()
+        return rows
 
     async def conversation(self, session_key: SessionKey) -> Conversation | None:
         """The conversation record, or None when the session never wrote."""
