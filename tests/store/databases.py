@@ -1,12 +1,11 @@
-"""Database fixtures for store and ticket tests: SQLite always, PostgreSQL when configured.
+"""Database fixtures for store and ticket tests: every test runs on SQLite and on PostgreSQL.
 
-Set ``SWITCHBOARD_TEST_POSTGRES_URL`` (e.g. ``postgresql+asyncpg://sb@/switchboard?host=/tmp/pg``)
-to run the same tests on PostgreSQL too; its tables are dropped before each test.
+PostgreSQL is a throw-away server started once per session (:mod:`tests.fakes.postgres`), or the
+server at ``SWITCHBOARD_TEST_POSTGRES_URL`` when set; its tables are dropped before each test.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,23 +18,21 @@ from bot.store.sql import SqlStore, make_engine
 from bot.store.sql import metadata as store_metadata
 from plugins.ticketing.local import metadata as ticket_metadata
 
-POSTGRES_URL = os.environ.get("SWITCHBOARD_TEST_POSTGRES_URL")
 
-
-@pytest.fixture(params=["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 async def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
     """Settings on a fresh, empty database."""
     if request.param == "sqlite":
         return Settings(data_dir=tmp_path / "data")
-    assert POSTGRES_URL is not None
-    engine = make_engine(POSTGRES_URL)
+    postgres_url: str = request.getfixturevalue("postgres_url")
+    engine = make_engine(postgres_url)
     try:
         async with engine.begin() as conn:
             await conn.run_sync(ticket_metadata.drop_all)
             await conn.run_sync(store_metadata.drop_all)
     finally:
         await engine.dispose()
-    return Settings(data_dir=tmp_path / "data", database_url=POSTGRES_URL)
+    return Settings(data_dir=tmp_path / "data", database_url=postgres_url)
 
 
 @pytest.fixture
