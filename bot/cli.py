@@ -13,7 +13,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +88,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    """Run ``coro`` on uvloop (a faster libuv event loop) where it is installed."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency off Windows
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``switchboard``; returns the process exit code."""
     args = build_parser().parse_args(argv)
@@ -107,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "bench":
             from bot.bench import run_bench
 
-            return asyncio.run(run_bench(args))
+            return _run(run_bench(args))
     except SwitchboardError as exc:
         print(f"switchboard: {exc}", file=sys.stderr)
         return 2
@@ -125,7 +134,7 @@ def _serve(args: argparse.Namespace) -> int:
     check_bind(settings.host, api_keys_configured=bool(settings.api_keys))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     sample = settings.sample_kb and not args.no_sample_kb and SAMPLE_DOCS.is_dir()
-    return asyncio.run(_serve_hub(settings, SAMPLE_DOCS if sample else None))
+    return _run(_serve_hub(settings, SAMPLE_DOCS if sample else None))
 
 
 async def _serve_hub(settings: Settings, sample_docs: Path | None) -> int:

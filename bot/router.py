@@ -129,8 +129,8 @@ class Router:
             max_citations=hub.settings.max_citations,
         )
         hub.publish_typing(key)
-        reply: AgentReply = await asyncio.wait_for(
-            hub.agent.respond(
+        async with asyncio.timeout(hub.settings.turn_timeout_s):
+            reply: AgentReply = await hub.agent.respond(
                 TurnInput(
                     session_key=key,
                     channel=last.channel,
@@ -140,9 +140,7 @@ class Router:
                     history=history,
                     tools=ctx,
                 )
-            ),
-            hub.settings.turn_timeout_s,
-        )
+            )
         if reply.text:
             await hub.deliver(
                 OutboundMessage(
