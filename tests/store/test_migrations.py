@@ -1,0 +1,151 @@
+"""Alembic migrations: an empty database at head matches the models and serves the store."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from bot.config import Settings
+from bot.envelope import Citation, InboundMessage, Participant, session_key
+from bot.store import migrate, open_store
+from bot.store.base import AgentAccount, NewMessage, Role, SessionMode
+from bot.store.sql import make_engine
+from plugins.ticketing.local import LocalTicketBackend
+from tests.fakes.postgres import PostgresServer
+
+TABLES = {"conversations", "messages", "agents", "audit", "tickets", "ticket_comments"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """Settings on a new, empty database (a database of its own on the PostgreSQL server)."""
+    if request.param == "sqlite":
+        return Settings(data_dir=tmp_path / "data")
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return Settings(data_dir=tmp_path / "data", database_url=server.create_database())
+
+
+async def _tables(settings: Settings) -> set[str]:
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        async with engine.connect() as conn:
+            return set(await conn.run_sync(lambda c: sa.inspect(c).get_table_names()))
+    finally:
+        await engine.dispose()
+
+
+async def _execute(settings: Settings, sql: str) -> None:
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(sql))
+    finally:
+        await engine.dispose()
+
+
+def test_one_head_named_baseline() -> None:
+    assert migrate.head_revision() == migrate.BASELINE == "0001"
+
+
+async def test_upgrade_empty_database_matches_the_models(empty: Settings) -> None:
+    assert await migrate.current(empty) is None
+    assert await migrate.upgrade(empty) == migrate.head_revision()
+    assert await _tables(empty) == TABLES | {"alembic_version"}
+    assert await migrate.current(empty) == migrate.head_revision()
+    assert await migrate.drift(empty) == []
+    # Running it again changes nothing.
+    assert await migrate.upgrade(empty) == migrate.head_revision()
+
+
+async def test_drift_is_reported(empty: Settings) -> None:
+    await migrate.upgrade(empty)
+    await _execute(empty, "drop index ix_messages_handled")
+    await _execute(empty, "alter table agents add column note varchar(10)")
+    expected = ["add_index", "remove_column"]
+    if empty.database_url:  # PostgreSQL: a timestamptz column turned into text is drift too
+        await _execute(empty, "alter table audit alter column at type varchar(26)")
+        expected.append("modify_type")
+    diffs = await migrate.drift(empty)
+    kinds = sorted(d[0] if isinstance(d, tuple) else d[0][0] for d in diffs)
+    assert kinds == sorted(expected)
+
+
+async def test_store_and_tickets_work_on_the_migrated_schema(empty: Settings) -> None:
+    await migrate.upgrade(empty)
+    key = session_key("rest", "default", dm_peer="u1")
+    alice = Participant(id="u1", name="Alice")
+    store = await open_store(empty)
+    try:
+        msg = InboundMessage(
+            event_id="e1",
+            channel="rest",
+            account="default",
+            session_key=key,
+            sender=alice,
+            text="héllo",
+        )
+        assert (await store.append_inbound(msg)) is not None
+        assert await store.append_inbound(msg) is None  # the dedupe index exists
+        cite = Citation(doc_id="d1", title="Doc", url="https://example.com/d1", score=0.5)
+        (answer,) = await store.append(
+            [NewMessage(key, Role.BOT, "answer", kind="answer", event_id="r1", citations=(cite,))]
+        )
+        (again,) = await store.append([NewMessage(key, Role.BOT, "answer", event_id="r1")])
+        assert (answer.seq, again.seq, again.fresh) == (2, 2, False)
+        assert await store.unhandled() == [msg]
+        await store.mark_handled(key, ["e1"])
+        assert await store.unhandled() == []
+        stored = await store.messages(key)
+        assert [(m.seq, m.text, m.citations) for m in stored] == [
+            (1, "héllo", ()),
+            (2, "answer", (cite,)),
+        ]
+        conv = await store.set_mode(key, SessionMode.QUEUED, reason="customer_request")
+        assert conv.mode is SessionMode.QUEUED
+        assert conv.queued_at is not None
+        await store.set_meta(key, "teams", {"ref": [1, 2]})
+        conv2 = await store.conversation(key)
+        assert conv2 is not None
+        assert conv2.meta == {"teams": {"ref": [1, 2]}}
+        await store.create_agent(AgentAccount("ann", "Ann", "$argon2id$x"))
+        assert await store.agent("ann") == AgentAccount("ann", "Ann", "$argon2id$x")
+        await store.audit("agent:ann", "handoff.claim", key, {"n": 1})
+        tickets = LocalTicketBackend.for_store(store)
+        ticket = await tickets.create(
+            subject="Help", description="t", requester=alice, channel="rest", session_key=key
+        )
+        assert ticket.id == "T-000001"
+        commented = await tickets.comment(ticket.id, "ann", "on it")
+        assert [c[:2] for c in commented.comments] == [("ann", "on it")]
+    finally:
+        await store.close()
+    assert await migrate.drift(empty) == []  # opening the store created nothing new
+
+
+async def test_database_created_by_the_store_is_adopted(empty: Settings) -> None:
+    store = await open_store(empty)  # create_all, as before migrations existed
+    try:
+        await LocalTicketBackend.for_store(store).open()
+        await store.create_agent(AgentAccount("ann", "Ann", "h"))
+    finally:
+        await store.close()
+    assert await migrate.current(empty) is None
+    assert await migrate.drift(empty) == []
+    assert await migrate.upgrade(empty) == migrate.head_revision()  # stamped, not recreated
+    store = await open_store(empty)
+    try:
+        assert await store.agent("ann") is not None
+    finally:
+        await store.close()
+
+
+async def test_concurrent_upgrades_on_postgresql(
+    postgres_server: PostgresServer, tmp_path: Path
+) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=postgres_server.create_database())
+    results = await asyncio.gather(*(migrate.upgrade(settings) for _ in range(3)))
+    assert results == [migrate.head_revision()] * 3
+    assert await migrate.drift(settings) == []
