@@ -1,0 +1,1 @@
+"""Microsoft Teams channel (Bot Framework, botbuilder ``CloudAdapter``): see ``plugin.py``."""
