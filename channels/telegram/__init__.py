@@ -1,0 +1,1 @@
+"""The Telegram channel: Bot API webhook or long polling, on python-telegram-bot 22."""
