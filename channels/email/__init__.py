@@ -1,0 +1,1 @@
+"""The e-mail support inbox channel: IMAP or SMTP in, SMTP out."""
