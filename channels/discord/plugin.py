@@ -23,7 +23,8 @@ What it does (issue 5):
 URL. discord.py keeps it in the class attributes ``discord.http.Route.BASE`` and
 ``discord.webhook.async_.Route.BASE`` (interaction responses), so the override is process-wide:
 it is set in :meth:`DiscordChannel.start` and restored in :meth:`DiscordChannel.stop`, and one
-process talks to one Discord API. The gateway URL comes from ``GET /gateway/bot``.
+process talks to one Discord API. With an API URL set, the gateway URL is the one that API's
+``GET /gateway/bot`` names (``DiscordWebSocket.DEFAULT_GATEWAY``, also process-wide).
 
 Raw gateway JSON (not discord.py objects) goes through :mod:`channels.discord.translate`, the
 same pure functions ``switchboard parse discord FILE`` runs.
@@ -41,9 +42,11 @@ from typing import Any, ClassVar, Literal, TypeVar, cast
 
 import aiohttp
 import discord
+import yarl
 from aiohttp import web
 from cachetools import TTLCache
 from discord import app_commands
+from discord.gateway import DiscordWebSocket
 from discord.http import Route as _HttpRoute
 from discord.webhook.async_ import Route as _WebhookRoute  # type: ignore[attr-defined]
 
@@ -185,6 +188,7 @@ class DiscordChannel:
         self._progress: TTLCache[str, int] = TTLCache(10_000, 3600.0)
         self._typing: dict[SessionKey, asyncio.Task[None]] = {}
         self._saved_bases: tuple[str, str] | None = None
+        self._saved_gateway: yarl.URL | None = None
 
     # --- plugin protocol ----------------------------------------------------------------------
     @classmethod
@@ -244,6 +248,8 @@ class DiscordChannel:
             raise ChannelUnavailable(f"cannot log in to Discord: {exc}") from exc
         assert client.user is not None
         self._bot_id = str(client.user.id)
+        if self.settings.discord_api_url:
+            await self._point_gateway(client)
         try:
             await tree.sync()
         except (discord.HTTPException, aiohttp.ClientError) as exc:
@@ -672,10 +678,29 @@ class DiscordChannel:
         _HttpRoute.BASE = base
         _WebhookRoute.BASE = base
 
+    async def _point_gateway(self, client: discord.Client) -> None:
+        """Use the gateway URL the configured API names (``GET /gateway/bot``), process-wide.
+
+        discord.py connects to ``DiscordWebSocket.DEFAULT_GATEWAY`` unless resuming.
+
+        Raises:
+            ChannelUnavailable: the API does not name a gateway.
+        """
+        try:
+            _, url, _ = await client.http.get_bot_gateway()
+        except discord.GatewayNotFound as exc:
+            await self._close_client()
+            raise ChannelUnavailable(f"no gateway at {self.settings.discord_api_url}") from exc
+        self._saved_gateway = DiscordWebSocket.DEFAULT_GATEWAY
+        DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)
+
     def _restore_api(self) -> None:
         if self._saved_bases is not None:
             _HttpRoute.BASE, _WebhookRoute.BASE = self._saved_bases
             self._saved_bases = None
+        if self._saved_gateway is not None:
+            DiscordWebSocket.DEFAULT_GATEWAY = self._saved_gateway
+            self._saved_gateway = None
 
     def _require_client(self) -> _SupportClient:
         if self._client is None or self._client.is_closed():

@@ -29,6 +29,7 @@ from aiohttp import WSMsgType, web
 from aiohttp.typedefs import Handler
 
 BOT_ID = "1100000000000000001"
+BODY = web.RequestKey("body", object)
 APPLICATION_ID = "1100000000000000002"
 
 
@@ -192,9 +193,9 @@ class FakeDiscord:
         async with self._changed:
             self.requests.append(rec)
             self._changed.notify_all()
-        request["body"] = body
+        request[BODY] = body
         if request.headers.get("Authorization") != "Bot " + self.token:
-            return web.json_response({"message": "401: Unauthorized", "code": 0}, status=401)
+            return _json({"message": "401: Unauthorized", "code": 0}, status=401)
         for plan in self.rate_limits:
             if (
                 plan.count > 0
@@ -206,10 +207,10 @@ class FakeDiscord:
         return await handler(request)
 
     async def _me(self, request: web.Request) -> web.Response:
-        return web.json_response(self.bot_user())
+        return _json(self.bot_user())
 
     async def _application(self, request: web.Request) -> web.Response:
-        return web.json_response(
+        return _json(
             {
                 "id": self.application_id,
                 "name": "Switchboard",
@@ -231,7 +232,7 @@ class FakeDiscord:
 
     async def _gateway_bot(self, request: web.Request) -> web.Response:
         ws_url = self.base_url.replace("http://", "ws://") + "/gateway"
-        return web.json_response(
+        return _json(
             {
                 "url": ws_url,
                 "shards": 1,
@@ -257,19 +258,19 @@ class FakeDiscord:
             }
             for cmd in body
         ]
-        return web.json_response(out)
+        return _json(out)
 
     async def _get_channel(self, request: web.Request) -> web.Response:
         channel = self.channels.get(request.match_info["cid"])
         if channel is None:
-            return web.json_response({"message": "Unknown Channel", "code": 10003}, status=404)
-        return web.json_response(channel)
+            return _json({"message": "Unknown Channel", "code": 10003}, status=404)
+        return _json(channel)
 
     async def _create_message(self, request: web.Request) -> web.Response:
         cid = request.match_info["cid"]
         body = _body(request)
         mid = self.new_id()
-        return web.json_response(
+        return _json(
             {
                 "id": mid,
                 "channel_id": cid,
@@ -297,14 +298,14 @@ class FakeDiscord:
         body = _body(request)
         existing = self.channels.get(mid)
         if existing is not None:
-            return web.json_response(
+            return _json(
                 {"message": "A thread has already been created for this message", "code": 160004},
                 status=400,
             )
         guild_id = self.channels.get(cid, {}).get("guild_id", "0")
         thread = _thread(mid, guild_id, cid, self.bot_id, body.get("name", "thread"))
         self.channels[mid] = thread
-        return web.json_response(thread, status=201)
+        return _json(thread, status=201)
 
     async def _thread_without(self, request: web.Request) -> web.Response:
         cid = request.match_info["cid"]
@@ -314,7 +315,7 @@ class FakeDiscord:
         thread = _thread(tid, guild_id, cid, self.bot_id, body.get("name", "thread"))
         thread["type"] = body.get("type", 11)
         self.channels[tid] = thread
-        return web.json_response(thread, status=201)
+        return _json(thread, status=201)
 
     async def _typing(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
@@ -324,7 +325,7 @@ class FakeDiscord:
         user_id = body["recipient_id"]
         for channel in self.channels.values():
             if channel.get("type") == 1 and channel["recipients"][0]["id"] == str(user_id):
-                return web.json_response(channel)
+                return _json(channel)
         channel_id = self.new_id()
         channel = {
             "id": channel_id,
@@ -335,14 +336,14 @@ class FakeDiscord:
             ],
         }
         self.channels[channel_id] = channel
-        return web.json_response(channel)
+        return _json(channel)
 
     async def _callback(self, request: web.Request) -> web.Response:
         return web.Response(status=204)
 
     async def _edit_original(self, request: web.Request) -> web.Response:
         body = _body(request)
-        return web.json_response(
+        return _json(
             {
                 "id": self.new_id(),
                 "channel_id": "0",
@@ -427,9 +428,18 @@ def _thread(tid: str, guild_id: str, parent_id: str, owner_id: str, name: str) -
     }
 
 
+def _json(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    """A JSON response with exactly ``Content-Type: application/json`` (discord.py checks it)."""
+    return web.Response(
+        body=json.dumps(data).encode(),
+        status=status,
+        headers={**(headers or {}), "Content-Type": "application/json"},
+    )
+
+
 def _body(request: web.Request) -> dict[str, Any]:
     """The JSON body the recording middleware parsed."""
-    body = request.get("body")
+    body = request.get(BODY)
     return body if isinstance(body, dict) else {}
 
 
@@ -456,7 +466,7 @@ def _too_many(plan: RateLimitPlan) -> web.Response:
     }
     if plan.is_global:
         headers["X-RateLimit-Global"] = "true"
-    return web.json_response(
+    return _json(
         {
             "message": "You are being rate limited.",
             "retry_after": plan.retry_after,
