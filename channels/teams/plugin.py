@@ -62,8 +62,10 @@ from bot.errors import (
 from channels.teams.credentials import TokenCredentialsFactory, TokenSource
 from channels.teams.translate import (
     CHANNEL,
+    activity_object,
     bot_was_added,
     conversation_kind,
+    decode_json,
     load_activity,
     outbound_activities,
     teams_session_key,
@@ -168,11 +170,16 @@ class TeamsChannel:
     def parse_payload(cls, data: bytes, *, filename: str, settings: Settings) -> ParseResult:
         """Parse one recorded activity (JSON object) into an envelope or an Ignored.
 
+        A JSON scalar (such as a recorded attachment's content) is ignored: it is no activity.
+
         Raises:
             PayloadInvalid: malformed JSON, a JSON array (parse a ``.transcript``'s activities
                 one by one), or a message missing ``id``/``conversation.id``/``from.id``.
         """
-        doc = load_activity(data)
+        decoded = decode_json(data)
+        if not isinstance(decoded, dict | list):
+            return Ignored(f"not an activity: a JSON {type(decoded).__name__}")
+        doc = activity_object(decoded)
         return to_result(
             doc,
             default_tenant=settings.teams_tenant_id,

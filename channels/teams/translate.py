@@ -73,16 +73,33 @@ IGNORED_TYPES: dict[str, str] = {
 
 
 # --- inbound ------------------------------------------------------------------------------------
+def decode_json(data: bytes) -> Any:
+    """Decode a JSON body.
+
+    Raises:
+        PayloadInvalid: not UTF-8 JSON (status 400).
+    """
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadInvalid(f"malformed JSON: {exc}") from exc
+
+
 def load_activity(data: bytes) -> dict[str, Any]:
     """Decode one activity.
 
     Raises:
         PayloadInvalid: not JSON, not an object, or without a string ``type`` (status 400).
     """
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadInvalid(f"malformed JSON: {exc}") from exc
+    return activity_object(decode_json(data))
+
+
+def activity_object(doc: Any) -> dict[str, Any]:
+    """Check that decoded JSON is one activity.
+
+    Raises:
+        PayloadInvalid: an array, a scalar, or an object without a string ``type``.
+    """
     if isinstance(doc, list):
         raise PayloadInvalid(
             "a JSON array (a .transcript?): parse its activities one by one", field="type"
