@@ -180,6 +180,10 @@ class ResolverAuthorize(AsyncAuthorize):
         except SlackApiError as exc:
             log.warning(
                 "slack.authorize_failed",
-                extra={"channel": "slack", "team": team_id, "error": str(exc.response.get("error"))},
+                extra={
+                    "channel": "slack",
+                    "team": team_id,
+                    "error": str(exc.response.get("error")),
+                },
             )
             return None

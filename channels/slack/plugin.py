@@ -327,9 +327,9 @@ class SlackChannel:
         address = await self.address_of(out.session_key)
         token = await resolver.bot_token(team_id=address.team, enterprise_id=address.enterprise)
         messages = build_messages(out)
-        progress_key = out.idempotency_key or hashlib.sha256(
-            out.model_dump_json().encode()
-        ).hexdigest()
+        progress_key = (
+            out.idempotency_key or hashlib.sha256(out.model_dump_json().encode()).hexdigest()
+        )
         done = self._progress.get(progress_key, 0)
         for i in range(done, len(messages)):
             message = messages[i]
@@ -511,9 +511,7 @@ class SlackChannel:
             self.desk.handle(body, context)
             return BoltResponse(status=200, body="")
         try:
-            result = translate.parse_payload(
-                body, self.settings, bot_user_id=context.bot_user_id
-            )
+            result = translate.parse_payload(body, self.settings, bot_user_id=context.bot_user_id)
         except PayloadInvalid as exc:
             log.warning("slack.payload_invalid", extra={"channel": self.name, "error": str(exc)})
             return BoltResponse(status=400, body="")
@@ -580,4 +578,4 @@ class SlackChannel:
             log.warning("slack.meta_failed", exc_info=True, extra={"session_key": key})
 
 
-__all__ = ["ConfigError", "SlackAddress", "SlackApiFailed", "SlackChannel", "api_url", "call_api"]
+__all__ = ["SlackAddress", "SlackApiFailed", "SlackChannel", "api_url", "call_api"]

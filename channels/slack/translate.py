@@ -111,6 +111,20 @@ def slack_to_plain(text: str, *, bot_user_id: str | None = None) -> str:
     return re.sub(r"[ \t]{2,}", " ", out).strip()
 
 
+_BOLD = re.compile(r"(?<![\w*])\*(?=\S)([^*\n]+?)(?<=\S)\*(?![\w*])")
+_STRIKE = re.compile(r"(?<![\w~])~(?=\S)([^~\n]+?)(?<=\S)~(?![\w~])")
+
+
+def mrkdwn_to_markdown(text: str) -> str:
+    """What a person typed in Slack, as CommonMark (for agents' replies from the desk).
+
+    Markup is first made plain (:func:`slack_to_plain`); then Slack's ``*bold*`` becomes
+    ``**bold**`` and ``~strike~`` ``~~strike~~``; ``_italic_`` and code are the same in both.
+    """
+    plain = slack_to_plain(text)
+    return _STRIKE.sub(r"~~\1~~", _BOLD.sub(r"**\1**", plain))
+
+
 def bot_user_ids(payload: dict[str, Any]) -> set[str]:
     """The bot user ids this payload was delivered to.
 
@@ -325,7 +339,8 @@ def _parse_block_actions(payload: dict[str, Any]) -> ParseResult:
                 team, channel=channel, user=user, is_direct=is_direct, thread_ts=thread_ts
             ),
             sender=Participant(
-                id=user, name=_str(user_obj.get("name")) or _str(user_obj.get("username")),
+                id=user,
+                name=_str(user_obj.get("name")) or _str(user_obj.get("username")),
                 verified=True,
             ),
             text=label,

@@ -94,7 +94,13 @@ class FakeSlackApi:
 
     async def start(self) -> FakeSlackApi:
         app = web.Application()
-        app.add_routes([web.post("/api/{method}", self._api), web.get("/socket", self._socket)])
+        app.add_routes(
+            [
+                web.post("/api/{method}", self._api),
+                web.get("/api/{method}", self._api),
+                web.get("/socket", self._socket),
+            ]
+        )
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -115,7 +121,9 @@ class FakeSlackApi:
 
     def of(self, method: str, channel: str | None = None) -> list[ApiCall]:
         return [
-            c for c in self.calls if c.method == method and (channel is None or c.channel == channel)
+            c
+            for c in self.calls
+            if c.method == method and (channel is None or c.channel == channel)
         ]
 
     async def wait_for(
@@ -134,7 +142,9 @@ class FakeSlackApi:
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
         args: dict[str, Any] = dict(request.query)
-        if request.content_type == "application/json":
+        if request.method == "GET":
+            pass
+        elif request.content_type == "application/json":
             args.update(await request.json())
         else:
             args.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
@@ -145,9 +155,7 @@ class FakeSlackApi:
             status, retry_after = queued.pop(0)
             headers = {"Retry-After": str(retry_after)} if status == 429 else {}
             error = "ratelimited" if status == 429 else "internal_error"
-            return web.json_response(
-                {"ok": False, "error": error}, status=status, headers=headers
-            )
+            return web.json_response({"ok": False, "error": error}, status=status, headers=headers)
         answer = self._answer(method, token, args)
         if answer.get("ok"):
             async with self._changed:

@@ -64,7 +64,9 @@ def event_callback(event: dict[str, Any], *, event_id: str, team: str = TEAM) ->
     }
 
 
-def dm(text: str, *, user: str = CUSTOMER, channel: str = DM_CHANNEL, **extra: Any) -> dict[str, Any]:
+def dm(
+    text: str, *, user: str = CUSTOMER, channel: str = DM_CHANNEL, **extra: Any
+) -> dict[str, Any]:
     ts = next_ts()
     return {
         "type": "message",
@@ -115,7 +117,13 @@ def channel_message(
 
 
 def block_action(
-    action_id: str, *, user: str, channel: str, message_ts: str, value: str = "", thread_ts: str | None = None
+    action_id: str,
+    *,
+    user: str,
+    channel: str,
+    message_ts: str,
+    value: str = "",
+    thread_ts: str | None = None,
 ) -> bytes:
     payload = {
         "type": "block_actions",
@@ -150,7 +158,9 @@ async def post_signed(
 ) -> tuple[int, str]:
     data = json.dumps(body).encode() if isinstance(body, dict) else body
     signed = sign_request(secret, data, int(time.time()) if timestamp is None else timestamp)
-    content_type = "application/json" if data.startswith(b"{") else "application/x-www-form-urlencoded"
+    content_type = (
+        "application/json" if data.startswith(b"{") else "application/x-www-form-urlencoded"
+    )
     resp = await client.post(
         "/slack/events",
         data=data,
