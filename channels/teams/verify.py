@@ -148,7 +148,9 @@ class BotFrameworkVerifier:
         except requests.RequestException as exc:
             logger.warning("teams.openid_unavailable", extra={"channel": "teams"}, exc_info=True)
             raise BackendUnavailable(f"Bot Framework OpenID metadata unavailable: {exc}") from None
-        except (PermissionError, jwt.PyJWTError, LookupError, ValueError, TypeError) as exc:
+        except LookupError:  # the SDK indexes the JWKS by kid
+            raise SignatureInvalid("token rejected: signed by an unknown key") from None
+        except (PermissionError, jwt.PyJWTError, ValueError, TypeError) as exc:
             raise SignatureInvalid(f"token rejected: {exc or type(exc).__name__}") from None
         except Exception as exc:
             if type(exc) is Exception:  # the SDK raises bare Exception for alg/endorsements

@@ -32,6 +32,8 @@ async def teams(
         teams_openid_metadata_url=fake_bf.openid_url,
     )
     channel = TeamsChannel(settings, login_url=fake_bf.login_url)
-    async with started_hub(settings, agent=scripted_agent, channels=[channel]) as hub:
-        async with serve_hub(hub) as client:
-            yield TeamsHarness(hub, client, fake_bf)
+    async with (
+        started_hub(settings, agent=scripted_agent, channels=[channel]) as hub,
+        serve_hub(hub) as client,
+    ):
+        yield TeamsHarness(hub, client, fake_bf)
