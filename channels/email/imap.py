@@ -248,7 +248,8 @@ class ImapReader:
         self._wake.set()
         client = self._client
         if client is not None:
-            client.stop_wait_server_push()
+            with contextlib.suppress(OSError, aioimaplib.Abort, aioimaplib.Error):
+                await client.stop_wait_server_push()
 
     def _log_retry(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
