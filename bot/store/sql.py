@@ -446,6 +446,7 @@ class _Call(_Request):
     """A serial operation; it may raise a SwitchboardError only before it writes anything."""
 
     fn: _CallFn
+    conversation: SessionKey | None = None  # whose conversation row it may change
 
 
 @dataclass(slots=True)
@@ -459,6 +460,8 @@ class _BatchResult:
     outcomes: list[Any]
     sessions: dict[SessionKey, _SessionState] = field(default_factory=dict)
     dedupe_keys: list[tuple[str, str, str]] = field(default_factory=list)
+    written_at: datetime | None = None
+    customers: dict[SessionKey, Participant] = field(default_factory=dict)
 
 
 def _utc(value: datetime) -> datetime:
@@ -684,6 +687,9 @@ class SqlStore:
         self._last_batch_size = 0
         self._raw_sqlite = False
         self._sessions: LRUCache[SessionKey, _SessionState] = LRUCache(SESSION_CACHE_SIZE)
+        # Conversation rows, kept only where this process is the one writer (SQLite) and reads
+        # and writes run on the loop's thread, so a cached row is never older than the file.
+        self._convs: LRUCache[SessionKey, Conversation] = LRUCache(SESSION_CACHE_SIZE)
         self._dedupe: TTLCache[tuple[str, str, str], bool] = TTLCache(
             maxsize=max(1, settings.dedupe_max_entries), ttl=settings.dedupe_ttl_s
         )
@@ -851,7 +857,7 @@ class SqlStore:
             row = conn.execute(sa.select(conversations).where(c.session_key == session_key)).one()
             return _conversation(row)
 
-        result: Conversation = await self._submit(_Call(self._future(), run))
+        result: Conversation = await self._submit(_Call(self._future(), run, session_key))
         return result
 
     async def set_meta(self, session_key: SessionKey, key: str, value: Any) -> None:
@@ -873,7 +879,7 @@ class SqlStore:
                 .values(meta={**meta, key: value}, updated_at=now)
             )
 
-        await self._submit(_Call(self._future(), run))
+        await self._submit(_Call(self._future(), run, session_key))
 
     async def create_agent(self, account: AgentAccount) -> None:
         """Create a human agent account.
@@ -978,13 +984,23 @@ class SqlStore:
         return rows
 
     async def conversation(self, session_key: SessionKey) -> Conversation | None:
-        """The conversation record, or None when the session never wrote."""
+        """The conversation record, or None when the session never wrote.
+
+        On SQLite (one writing process, reads and writes on the loop's thread) rows are served
+        from a write-through cache: the router asks for the session mode on every turn.
+        """
+        cached = self._convs.get(session_key)
+        if cached is not None:
+            return cached
         params = {"b_session_key": session_key}
 
         def run(conn: sa.Connection) -> Conversation | None:
             if self._raw_sqlite:
                 rows = _SQLITE_CONVERSATION.rows(conn, params)
-                return _conversation_sqlite(rows[0]) if rows else None
+                conv = _conversation_sqlite(rows[0]) if rows else None
+                if conv is not None:
+                    self._convs[session_key] = conv  # same step as the read: never stale
+                return conv
             row = conn.execute(_SELECT_CONVERSATION, params).one_or_none()
             return _conversation(row) if row is not None else None
 
@@ -1133,6 +1149,17 @@ class SqlStore:
             return exc
         for key, state in result.sessions.items():
             self._sessions[key] = state
+            cached = self._convs.get(key)
+            if cached is not None and result.written_at is not None:
+                self._convs[key] = dataclasses.replace(
+                    cached,
+                    last_seq=state.last_seq,
+                    updated_at=result.written_at,
+                    customer=result.customers.get(key, cached.customer),
+                )
+        for req in batch:
+            if isinstance(req, _Call) and req.conversation is not None:
+                self._convs.pop(req.conversation, None)
         for dedupe_key in result.dedupe_keys:
             self._dedupe[dedupe_key] = True
         for req, outcome in zip(batch, result.outcomes, strict=True):
@@ -1142,6 +1169,7 @@ class SqlStore:
     def _forget(self, req: _Request) -> None:
         for key in req.sessions():
             self._sessions.pop(key, None)
+            self._convs.pop(key, None)
 
     @staticmethod
     def _resolve(req: _Request, outcome: Any) -> None:
@@ -1376,6 +1404,8 @@ class SqlStore:
                 with_customer.append(params)
             else:
                 seq_only.append(params)
+        result.written_at = now
+        result.customers = customers
         if with_customer:
             conn.execute(_UPDATE_CONV_CUSTOMER, with_customer)
         if seq_only:
