@@ -64,8 +64,10 @@ async def test_personal_chat_key_uses_the_aad_object_id_and_stores_the_reference
     await teams.customer_says("hi", event_id="p-1")
     await teams.next_delivery()
     conv = await teams.hub.store.conversation(teams.session_key)
-    assert conv is not None and conv.account == TENANT
-    assert conv.customer.id == AAD_USER and conv.customer.verified
+    assert conv is not None
+    assert conv.account == TENANT
+    assert conv.customer.id == AAD_USER
+    assert conv.customer.verified
     ref = conv.meta[REF_META_KEY]
     assert ref["conversation"]["id"] == PERSONAL_CONV
     assert ref["serviceUrl"] == teams.fake.service_url
@@ -109,7 +111,8 @@ async def test_escalation_round_trip_with_a_proactive_agent_reply(teams: TeamsHa
     notice = await teams.next_posted()
     assert "handing this conversation to a person" in notice.body["text"]
     conv = await hub.store.conversation(teams.session_key)
-    assert conv is not None and conv.mode == SessionMode.QUEUED
+    assert conv is not None
+    assert conv.mode == SessionMode.QUEUED
     # while queued, the bot stays silent
     await teams.customer_says("hello?", event_id="e-3")
     agent = await add_agent(hub.store, "dana", "a-long-password-123", "Dana from Support")
