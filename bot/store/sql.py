@@ -1277,6 +1277,27 @@ class SqlStore:
         """Working copies of the sessions' counters; misses are loaded from the database."""
         states: dict[SessionKey, _SessionState] = {}
         missing: list[SessionKey] = []
+        m, c = messages.c, conversations.c
+        if not self._raw_sqlite:
+            # Several processes write one server database (ingress and workers): the cache may be
+            # stale. Lock the sessions' conversation rows, in key order so writers never
+            # deadlock, then read max(seq) under the lock (READ COMMITTED: a fresh snapshot).
+            missing = sorted(keys)
+            convs = set(
+                conn.execute(
+                    sa.select(c.session_key)
+                    .where(c.session_key.in_(missing))
+                    .order_by(c.session_key)
+                    .with_for_update()
+                ).scalars()
+            )
+            for key, last_seq in conn.execute(
+                sa.select(m.session_key, sa.func.max(m.seq))
+                .where(m.session_key.in_(missing))
+                .group_by(m.session_key)
+            ):
+                states[key] = _SessionState(last_seq, key in convs)
+            return {k: states.get(k) or _SessionState(0, k in convs) for k in keys}
         for key in keys:
             cached = self._sessions.get(key)
             if cached is None:
@@ -1284,7 +1305,6 @@ class SqlStore:
             else:
                 states[key] = _SessionState(cached.last_seq, cached.has_conversation)
         if missing:
-            m, c = messages.c, conversations.c
             seqs: dict[str, int] = {
                 r[0]: r[1]
                 for r in conn.execute(
