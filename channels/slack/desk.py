@@ -17,6 +17,7 @@ whose bot token posts there (default: the configured single token). The bot must
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections import deque
@@ -107,10 +108,8 @@ class SlackDesk:
             await asyncio.wait(self._jobs, timeout=5.0)
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
 
     def _adopt(self, conv: Conversation) -> DeskThread | None:
@@ -293,7 +292,7 @@ class SlackDesk:
             if not m.internal
         ]
         body = head + ("\n" + "\n".join(lines) if lines else "")
-        blocks = [
+        blocks: list[dict[str, Any]] = [
             {"type": "section", "text": {"type": "mrkdwn", "text": body[:3000]}},
             {
                 "type": "context",
@@ -349,11 +348,12 @@ class SlackDesk:
         await self._post_thread(key, status)
 
     async def _mirror(self, key: SessionKey, seq: int) -> None:
-        [message] = (
-            await self.hub.store.messages(key, after_seq=seq - 1, limit=1, include_internal=True)
-        )[:1] or [None]
-        if message is None or message.seq != seq:
+        found = await self.hub.store.messages(
+            key, after_seq=seq - 1, limit=1, include_internal=True
+        )
+        if not found or found[0].seq != seq:
             return
+        message = found[0]
         if message.role == Role.AGENT and not message.internal:
             pending = (key, message.text.strip())
             if pending in self._pending_replies:
@@ -388,7 +388,7 @@ class SlackDesk:
 
         client, resolver = self.slack._require_client()
         token = await resolver.bot_token(team_id=self.team)
-        bound = {
+        bound: Any = {
             "chat.postMessage": client.chat_postMessage,
             "chat.update": client.chat_update,
             "users.info": client.users_info,

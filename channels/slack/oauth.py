@@ -162,7 +162,7 @@ class ResolverAuthorize(AsyncAuthorize):
     """bolt's authorize step backed by a :class:`TokenResolver` (works with the OAuth flow)."""
 
     def __init__(self, resolver: TokenResolver) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]
         self.resolver = resolver
 
     async def __call__(

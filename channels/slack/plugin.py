@@ -22,7 +22,6 @@ flow is served at ``/slack/install`` and ``/slack/oauth_redirect`` when ``slack_
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,7 +49,6 @@ from bot.envelope import Attachment, InboundMessage, OutboundKind, OutboundMessa
 from bot.errors import (
     BackendUnavailable,
     ChannelUnavailable,
-    ConfigError,
     Draining,
     PayloadInvalid,
     PayloadTooLarge,
@@ -147,7 +145,9 @@ async def call_api(
     except SlackApiError as exc:
         status = exc.response.status_code
         if status == 429 or exc.response.get("error") == "ratelimited":
-            raise RateLimited(f"Slack {method} is rate limited", retry_after=_retry_after(exc))
+            raise RateLimited(
+                f"Slack {method} is rate limited", retry_after=_retry_after(exc)
+            ) from exc
         if status >= 500:
             raise ChannelUnavailable(f"Slack {method} answered HTTP {status}") from exc
         raise SlackApiFailed(method, str(exc.response.get("error") or status)) from exc
@@ -205,8 +205,11 @@ class SlackChannel:
     # --- plugin protocol ------------------------------------------------------------------------
     @classmethod
     def enabled(cls, settings: Settings) -> bool:
-        """True with a way in (signing secret, or an app token for Socket Mode) and a way to
-        answer (a bot token, or the OAuth client id and secret)."""
+        """True with a way in and a way to answer.
+
+        A way in: the signing secret (HTTP) or an app token (Socket Mode). A way to answer: a
+        bot token, or the OAuth client id and secret (installations in the database).
+        """
         way_in = settings.slack_signing_secret is not None or settings.slack_app_token is not None
         oauth = bool(settings.slack_client_id) and settings.slack_client_secret is not None
         return way_in and (settings.slack_bot_token is not None or oauth)
@@ -250,8 +253,8 @@ class SlackChannel:
                 settings.slack_client_id, engine, logger=log
             )
             state_store = AsyncSQLAlchemyOAuthStateStore(OAUTH_STATE_TTL_S, engine, logger=log)
-            await installation_store.create_tables()
-            await state_store.create_tables()
+            await installation_store.create_tables()  # type: ignore[no-untyped-call]
+            await state_store.create_tables()  # type: ignore[no-untyped-call]
             redirect = (
                 settings.public_url.rstrip("/") + REDIRECT_PATH if settings.public_url else None
             )
@@ -272,7 +275,7 @@ class SlackChannel:
             logger=log,
             signing_secret=secret.get_secret_value() if secret is not None else "socket-mode",
             client=self.client,
-            authorize=ResolverAuthorize(self.resolver),
+            authorize=ResolverAuthorize(self.resolver),  # type: ignore[arg-type]
             installation_store=installation_store,
             oauth_settings=oauth_settings,
             request_verification_enabled=secret is not None,
@@ -409,8 +412,11 @@ class SlackChannel:
         return data
 
     async def address_of(self, session_key: SessionKey) -> SlackAddress:
-        """Where replies of a session go: remembered, stored in conversation meta, or derived
-        from the key itself (a DM key names the user; a thread key its channel and thread)."""
+        """Where replies of a session go.
+
+        Remembered, else stored in the conversation's meta, else derived from the key itself
+        (a DM key names the user; a thread key its channel and thread).
+        """
         cached = self._addresses.get(session_key)
         if cached is not None:
             return cached
@@ -501,9 +507,9 @@ class SlackChannel:
         req: AsyncBoltRequest,
         body: dict[str, Any],
         context: AsyncBoltContext,
-        next: Callable[[], Awaitable[None]],  # noqa: A002 (bolt passes arguments by name)
+        next: Callable[[], Awaitable[None]],
     ) -> BoltResponse:
-        """bolt global middleware: every authorized request ends here (never calls ``next``)."""
+        """Bolt global middleware: every authorized request ends here (never calls ``next``)."""
         hub = self._hub
         if hub is None:
             return BoltResponse(status=503, body="")
@@ -522,10 +528,10 @@ class SlackChannel:
 
     async def _ingest(self, hub: HubAPI, result: Parsed, body: dict[str, Any]) -> BoltResponse:
         msg: InboundMessage = result.envelope
-        if not msg.is_direct and not msg.mentioned and msg.action is None:
-            # A thread reply without a mention: only threads that already are sessions.
-            if await hub.store.conversation(msg.session_key) is None:
-                return BoltResponse(status=200, body="")
+        # A thread reply without a mention counts only in threads that already are sessions.
+        unmentioned = not msg.is_direct and not msg.mentioned and msg.action is None
+        if unmentioned and await hub.store.conversation(msg.session_key) is None:
+            return BoltResponse(status=200, body="")
         address = self._address_from(msg, body)
         self._addresses[msg.session_key] = address
         try:

@@ -110,7 +110,8 @@ def to_mrkdwn(markdown: str) -> str:
     """Render CommonMark as Slack mrkdwn.
 
     Headings become bold lines, lists ``•``/``1.`` lines (nested ones indented), block quotes
-    ``>`` lines (the one unescaped ``>``), code blocks triple-backtick blocks; text is escaped (see :func:`escape`).
+    ``>`` lines (the one unescaped ``>``), code blocks triple-backtick blocks; text is escaped
+    (see :func:`escape`).
 
     Args:
         markdown: CommonMark text (the hub's ``OutboundMessage.text``).

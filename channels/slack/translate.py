@@ -27,7 +27,14 @@ from urllib.parse import parse_qsl
 
 from bot.channel import Ignored, Parsed, ParseResult
 from bot.config import Settings
-from bot.envelope import Attachment, InboundMessage, Participant, SessionKey, session_key
+from bot.envelope import (
+    Attachment,
+    InboundMessage,
+    Participant,
+    SessionKey,
+    session_key,
+    utcnow,
+)
 from bot.errors import PayloadInvalid
 
 CHANNEL = "slack"
@@ -144,6 +151,10 @@ def _ts_to_datetime(ts: Any) -> datetime | None:
         return None
 
 
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
 
@@ -252,7 +263,7 @@ def _parse_event(
     ts = _str(event.get("ts"))
     if team is None or channel is None or ts is None:
         raise PayloadInvalid("message event without team, channel or ts", field="event")
-    raw_text = event.get("text") if isinstance(event.get("text"), str) else ""
+    raw_text = _str(event.get("text")) or ""
     channel_type = event.get("channel_type")
     is_direct = channel_type == "im" or (channel_type is None and channel.startswith("D"))
     mentions = set(_MENTION.findall(raw_text))
@@ -292,7 +303,7 @@ def _parse_event(
             is_direct=is_direct,
             mentioned=mentioned,
             raw=payload,
-            **({"sent_at": sent} if sent is not None else {}),
+            sent_at=sent or utcnow(),
         )
     )
 
@@ -307,12 +318,12 @@ def _parse_block_actions(payload: dict[str, Any]) -> ParseResult:
         raise PayloadInvalid("an action without action_id", field="actions.0.action_id")
     if action_id.startswith(DESK_ACTION_PREFIX):
         return Ignored("an agents' channel button (handled by the desk)")
-    user_obj = payload.get("user") if isinstance(payload.get("user"), dict) else {}
+    user_obj = _obj(payload.get("user"))
     user = _str(user_obj.get("id"))
     team = team_of(payload)
-    container = payload.get("container") if isinstance(payload.get("container"), dict) else {}
-    message = payload.get("message") if isinstance(payload.get("message"), dict) else {}
-    channel_obj = payload.get("channel") if isinstance(payload.get("channel"), dict) else {}
+    container = _obj(payload.get("container"))
+    message = _obj(payload.get("message"))
+    channel_obj = _obj(payload.get("channel"))
     channel = _str(container.get("channel_id")) or _str(channel_obj.get("id"))
     if user is None or team is None or channel is None:
         return Ignored("a button press outside a conversation (no user, team or channel)")
@@ -327,7 +338,7 @@ def _parse_block_actions(payload: dict[str, Any]) -> ParseResult:
     trigger = _str(payload.get("trigger_id")) or _str(action.get("action_ts"))
     if trigger is None:
         raise PayloadInvalid("block_actions without trigger_id or action_ts", field="trigger_id")
-    label_obj = action.get("text") if isinstance(action.get("text"), dict) else {}
+    label_obj = _obj(action.get("text"))
     label = _str(label_obj.get("text")) or action_id
     sent = _ts_to_datetime(action.get("action_ts"))
     return Parsed(
@@ -349,7 +360,7 @@ def _parse_block_actions(payload: dict[str, Any]) -> ParseResult:
             mentioned=True,
             action=action_id,
             raw=payload,
-            **({"sent_at": sent} if sent is not None else {}),
+            sent_at=sent or utcnow(),
         )
     )
 

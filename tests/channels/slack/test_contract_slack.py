@@ -6,7 +6,7 @@ import pytest_asyncio
 
 from bot.channel import Ignored, Parsed
 from channels.slack.plugin import SlackChannel
-from tests.channels.contract import ChannelContract
+from tests.channels.contract import ChannelContract, ChannelHarness
 from tests.channels.slack.conftest import SlackServer
 from tests.channels.slack.harness import SlackHarness, shared_payloads
 from tests.fakes.slack_api import FakeSlackApi
@@ -22,7 +22,7 @@ class TestSlackContract(ChannelContract):
         yield h
         await h.close()
 
-    def test_parse_recorded_payloads(self, harness: SlackHarness) -> None:
+    def test_parse_recorded_payloads(self, harness: ChannelHarness) -> None:
         """The contract's check, over the recorded Slack payloads in ../shared."""
         parsed = 0
         for path in shared_payloads():

@@ -50,7 +50,9 @@ def test_messages_carry_citations_buttons_and_metadata_on_the_last_part() -> Non
     assert last.blocks[1]["elements"][0]["text"] == ":page_facing_up: Doc ¦ one"
     button = last.blocks[2]["elements"][0]
     assert (button["action_id"], button["text"]["text"], button["value"]) == (
-        "handoff.request", "Talk to a person", str(KEY),
+        "handoff.request",
+        "Talk to a person",
+        str(KEY),
     )
     assert last.metadata["event_payload"]["citations"] == [
         {"doc_id": "d1", "title": "Doc | one", "score": 0.0}

@@ -40,11 +40,14 @@ async def test_oauth_install_stores_the_workspace_and_its_token_answers_it(
     assert resp.status == 200
     page = await resp.text()
     match = re.search(r"state=([\w-]+)", page)
-    assert match is not None and "client_id=111.222" in page and "chat:write" in page
+    assert match is not None
+    assert "client_id=111.222" in page
+    assert "chat:write" in page
     state = match.group(1)
     cookie = resp.headers["Set-Cookie"].split(";")[0]
     resp = await client.get(
-        "/slack/oauth_redirect", params={"code": "c0de", "state": state},
+        "/slack/oauth_redirect",
+        params={"code": "c0de", "state": state},
         headers={"Cookie": cookie},
     )
     assert resp.status == 200, await resp.text()
@@ -52,13 +55,17 @@ async def test_oauth_install_stores_the_workspace_and_its_token_answers_it(
     assert access.args["code"] == "c0de"
     assert access.args["redirect_uri"] == "https://support.example.com/slack/oauth_redirect"
     # an event from the new workspace is answered with the installed token
-    body = event_callback(dm("hola", user="UOTHER", channel="DOTHER"), event_id="EvT2", team="T222")
+    body = event_callback(
+        dm("hola", user="UOTHER", channel="DOTHER"), event_id="EvT2", team="T222"
+    )
     body["authorizations"][0]["user_id"] = "UBOT2"
     assert (await post_signed(client, body))[0] == 200
     [reply] = await slack_api.wait_for("chat.postMessage", channel="DOTHER")
     assert reply.token == "xoxb-T222-installed"
     assert reply.section_text == "Echo: hola"
-    key = slack_session_key("T222", channel="DOTHER", user="UOTHER", is_direct=True, thread_ts=None)
+    key = slack_session_key(
+        "T222", channel="DOTHER", user="UOTHER", is_direct=True, thread_ts=None
+    )
     assert await hub.store.conversation(key) is not None
     # and the configured workspace keeps its own token
     assert (await post_signed(client, event_callback(dm("hi"), event_id="EvT1")))[0] == 200
