@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from bot.channel import Ignored, Parsed
 from bot.config import Settings
@@ -23,7 +24,7 @@ TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, teams_app_id="app", teams_app_password="pw")
+    return Settings(data_dir=tmp_path, teams_app_id="app", teams_app_password=SecretStr("pw"))
 
 
 def parse(data: bytes | dict[str, Any], settings: Settings, name: str = "x.json") -> Any:
