@@ -239,7 +239,7 @@ class TelegramChannel:
 
     Attributes:
         media_group_window_s: seconds of quiet after an album's last part before it is
-            ingested (tests shorten it).
+            ingested (default 0.6; tests shorten it).
     """
 
     name: ClassVar[str] = CHANNEL
@@ -260,10 +260,18 @@ class TelegramChannel:
         self._message_ids: TTLCache[tuple[str, str], int] = TTLCache(_REMEMBERED, _REMEMBER_S)
         self._folded: TTLCache[str, bool] = TTLCache(_REMEMBERED, _REMEMBER_S)
         self._sent_parts: TTLCache[str, int] = TTLCache(_REMEMBERED, _REMEMBER_S)
-        self.media_group_window_s = MEDIA_GROUP_WINDOW_S
         self._albums = MediaGroupBuffer(self._ingest_album, window_s=MEDIA_GROUP_WINDOW_S)
         self._poller: Poller | None = None
         self._typing_task: asyncio.Task[None] | None = None
+
+    @property
+    def media_group_window_s(self) -> float:
+        """Seconds of quiet after an album's last part before the album is ingested."""
+        return self._albums.window_s
+
+    @media_group_window_s.setter
+    def media_group_window_s(self, seconds: float) -> None:
+        self._albums.window_s = seconds
 
     # --- plugin protocol ------------------------------------------------------------------------
     @classmethod
@@ -305,7 +313,6 @@ class TelegramChannel:
             ChannelUnavailable: Telegram (or the configured API URL) cannot be reached.
         """
         self._hub = hub
-        self._albums.window_s = self.media_group_window_s
         bot = make_bot(self.settings)
         await _api(bot.initialize())
         self._bot = bot

@@ -66,7 +66,7 @@ class Poller:
         self.timeout_s = timeout_s
         self.offset: int | None = None
         self._task: asyncio.Task[None] | None = None
-        self._backoff = wait_exponential_jitter(initial=0.5, max=30.0)
+        self._backoff = wait_exponential_jitter(multiplier=0.5, max=30.0)
 
     def start(self) -> None:
         """Start the loop as a task."""

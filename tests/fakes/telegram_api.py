@@ -91,6 +91,7 @@ class FakeTelegramAPI:
         self._message_ids = itertools.count(5000)
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
+        self._closing = False
         self.url = ""
 
     # --- lifecycle ------------------------------------------------------------------------------
@@ -107,6 +108,9 @@ class FakeTelegramAPI:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        async with self._changed:  # end open long polls now
+            self._closing = True
+            self._changed.notify_all()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -284,7 +288,7 @@ class FakeTelegramAPI:
         async with self._changed:
             try:
                 async with asyncio.timeout(timeout):
-                    await self._changed.wait_for(lambda: bool(self._updates))
+                    await self._changed.wait_for(lambda: bool(self._updates) or self._closing)
             except TimeoutError:
                 pass
             batch = list(self._updates[: int(p.get("limit") or 100)])

@@ -7,12 +7,11 @@ PTB client delivered it.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 from bs4 import BeautifulSoup
 
@@ -88,7 +87,7 @@ class TelegramHarness:
 
     async def post_update(
         self, update: dict[str, Any], *, secret: str | None = SECRET
-    ) -> web.StreamResponse:
+    ) -> ClientResponse:
         """POST one update to the webhook as Telegram does."""
         headers = {SECRET_HEADER: secret} if secret is not None else {}
         return await self.client.post(self.webhook_path, json=update, headers=headers)
@@ -167,10 +166,7 @@ class TelegramHarness:
         return Delivery(body, citations, stored.kind, reply_to)
 
     async def offered_actions(self, reply_to: str | None, timeout_s: float = 2.0) -> list[str]:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while reply_to not in self._keyboards and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        """Buttons of the deliveries read so far that answered ``reply_to``."""
         return self._keyboards.get(reply_to, [])
 
     async def close(self) -> None:
