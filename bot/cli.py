@@ -1,6 +1,7 @@
 """The ``switchboard`` command line.
 
-Commands: ``serve``, ``ingest``, ``chat``, ``kb eval``, ``parse``, ``agents add``, ``bench``.
+Commands: ``serve``, ``ingest``, ``chat``, ``kb eval``, ``parse``, ``agents add``,
+``db upgrade``, ``bench``.
 Every command takes ``--data-dir`` and ``--config``; settings also come from ``SWITCHBOARD_*``
 environment variables (see :mod:`bot.config`).
 """
@@ -78,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin", action="store_true", help="read the password from standard input"
     )
 
+    p = sub.add_parser("db", help="database schema")
+    db_sub = p.add_subparsers(dest="db_command", required=True)
+    pu = db_sub.add_parser("upgrade", help="apply the Alembic migrations (to head by default)")
+    _common(pu)
+    pu.add_argument("revision", nargs="?", default="head")
+
     p = sub.add_parser("bench", help="measure the hub's throughput, latency and memory")
     _common(p)
     p.add_argument("--messages", type=int, default=20_000)
@@ -113,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _parse(args)
         if args.command == "agents":
             return asyncio.run(_agents_add(args))
+        if args.command == "db":
+            return asyncio.run(_db_upgrade(args))
         if args.command == "bench":
             from bot.bench import run_bench
 
@@ -264,6 +273,16 @@ async def _agents_add(args: argparse.Namespace) -> int:
     finally:
         await store.close()
     print(f"agent {account.name!r} created")
+    return 0
+
+
+async def _db_upgrade(args: argparse.Namespace) -> int:
+    from bot.store.migrate import upgrade
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    revision = await upgrade(settings, args.revision)
+    print(f"database at revision {revision}")
     return 0
 
 

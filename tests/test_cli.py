@@ -155,3 +155,12 @@ def test_chat_talks_through_the_hub(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "bot> " in proc.stdout
+
+
+def test_db_upgrade_migrates_an_empty_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["db", "upgrade", "--data-dir", str(tmp_path)]) == 0
+    assert "revision" in capsys.readouterr().out
+    assert (tmp_path / "switchboard.db").is_file()
+    assert main(["db", "upgrade", "--data-dir", str(tmp_path)]) == 0
