@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import hashlib
 import logging
 import re
@@ -407,22 +408,25 @@ class DiscordChannel:
         discord.py builds its objects in ``ConnectionState.parsers``; the hub translates the raw
         payload itself (:mod:`channels.discord.translate`), so each parser is wrapped: messages
         are queued for the inbox worker (in gateway order), interactions are kept briefly by id
-        for the command and button callbacks, then discord.py's own parser runs.
+        for the command and button callbacks, then discord.py's own parser runs. Copies are
+        kept: discord.py's parsers change the dicts they read (ids become ints).
         """
         parsers: dict[str, Callable[[Any], None]] = client._connection.parsers
         original_message = parsers["MESSAGE_CREATE"]
         original_interaction = parsers["INTERACTION_CREATE"]
 
         def on_message(data: dict[str, Any]) -> None:
-            self._inbox.put_nowait(("MESSAGE_CREATE", data))
+            self._inbox.put_nowait(("MESSAGE_CREATE", copy.deepcopy(data)))
             try:
                 original_message(data)
             except Exception:
-                log.warning("discord.dpy_parse_failed", extra={"event": "MESSAGE_CREATE"})
+                log.warning(
+                    "discord.dpy_parse_failed", extra={"event": "MESSAGE_CREATE"}, exc_info=True
+                )
 
         def on_interaction(data: dict[str, Any]) -> None:
             if isinstance(data, dict) and "id" in data:
-                self._raw_interactions[str(data["id"])] = data
+                self._raw_interactions[str(data["id"])] = copy.deepcopy(data)
             try:
                 original_interaction(data)
             except Exception:

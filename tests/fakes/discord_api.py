@@ -59,6 +59,8 @@ class RateLimitPlan:
     retry_after: float
     count: int = 1
     is_global: bool = False
+    after: int = 0
+    """Matching requests to let through before the first 429."""
 
 
 @dataclass
@@ -107,6 +109,17 @@ class FakeDiscord:
     def add_thread(self, thread_id: str, guild_id: str, parent_id: str, owner_id: str) -> None:
         """Make ``GET /channels/{id}`` answer a public thread."""
         self.channels[thread_id] = _thread(thread_id, guild_id, parent_id, owner_id, "thread")
+
+    def add_dm(self, user_id: str, channel_id: str) -> None:
+        """Make ``POST /users/@me/channels`` for ``user_id`` answer this DM channel."""
+        self.channels[channel_id] = {
+            "id": channel_id,
+            "type": 1,
+            "last_message_id": None,
+            "recipients": [
+                {"id": user_id, "username": "customer", "discriminator": "0", "avatar": None}
+            ],
+        }
 
     def calls(self, method: str, pattern: str) -> list[Recorded]:
         """Recorded requests whose path fully matches the regex ``pattern``."""
@@ -194,7 +207,9 @@ class FakeDiscord:
             self.requests.append(rec)
             self._changed.notify_all()
         request[BODY] = body
-        if request.headers.get("Authorization") != "Bot " + self.token:
+        # Interaction callbacks and webhooks authenticate by the token in the URL.
+        by_url = path.startswith(("/interactions/", "/webhooks/"))
+        if not by_url and request.headers.get("Authorization") != "Bot " + self.token:
             return _json({"message": "401: Unauthorized", "code": 0}, status=401)
         for plan in self.rate_limits:
             if (
@@ -202,6 +217,9 @@ class FakeDiscord:
                 and plan.method == request.method
                 and re.fullmatch(plan.pattern, path)
             ):
+                if plan.after > 0:
+                    plan.after -= 1
+                    continue
                 plan.count -= 1
                 return _too_many(plan)
         return await handler(request)
@@ -339,7 +357,24 @@ class FakeDiscord:
         return _json(channel)
 
     async def _callback(self, request: web.Request) -> web.Response:
-        return web.Response(status=204)
+        """Interaction callback; with ``?with_response=true`` Discord answers 200 with a body."""
+        body = _body(request)
+        if request.query.get("with_response", "").lower() not in ("1", "true"):
+            return web.Response(status=204)
+        flags = (body.get("data") or {}).get("flags") or 0
+        return _json(
+            {
+                "interaction": {
+                    "id": request.match_info["iid"],
+                    "type": 2,
+                    "activity_instance_id": None,
+                    "response_message_id": None,
+                    "response_message_loading": body.get("type") == 5,
+                    "response_message_ephemeral": bool(flags & 64),
+                },
+                "resource": {"type": body.get("type")},
+            }
+        )
 
     async def _edit_original(self, request: web.Request) -> web.Response:
         body = _body(request)

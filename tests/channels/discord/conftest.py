@@ -10,7 +10,7 @@ import pytest_asyncio
 
 from channels.discord.plugin import DiscordChannel
 from channels.memory.pytest_plugin import HubFactory
-from tests.channels.discord.frames import TOKEN
+from tests.channels.discord.frames import CUSTOMER, DM_CHANNEL, TOKEN
 from tests.channels.support import serve
 from tests.fakes.discord_api import FakeDiscord
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 async def fake_discord() -> AsyncIterator[FakeDiscord]:
     """A fake Discord API and gateway on 127.0.0.1, port 0."""
     fake = FakeDiscord(token=TOKEN)
+    fake.add_dm(CUSTOMER, DM_CHANNEL)
     async with serve(fake.app()) as client:
         fake.base_url = str(client.make_url("")).rstrip("/")
         yield fake

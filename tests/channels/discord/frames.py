@@ -24,6 +24,7 @@ SLASH_EXAMPLE = DOCS / "application-commands__Example_Interaction__L500.json"
 GUILD = "290926798626357999"
 CHANNEL = "290926798999357250"
 CUSTOMER = "53908099506183680"
+DM_CHANNEL = "1200000000000000001"
 
 
 def recorded() -> list[tuple[str, bytes]]:
@@ -92,16 +93,42 @@ def support_interaction(
     data: dict[str, Any] = json.loads(SLASH_EXAMPLE.read_text())
     data.update(id=interaction_id, channel_id=channel_id, application_id="1100000000000000002")
     data["member"]["user"]["id"] = CUSTOMER
+    data["member"]["flags"] = 0  # always sent today; the 2021 docs example predates it
     data["data"] = {"id": "1", "name": "support", "type": 1, "options": []}
     if question is not None:
         data["data"]["options"] = [{"type": 3, "name": "question", "value": question}]
-    data["channel"] = {"id": channel_id, "type": channel_type, "guild_id": guild_id}
+    data["channel"] = {
+        "id": channel_id,
+        "type": channel_type,
+        "guild_id": guild_id,
+        "name": "help",
+        "position": 0,
+        "permission_overwrites": [],
+        "nsfw": False,
+        "parent_id": None,
+        "topic": None,
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "flags": 0,
+        "permissions": "2147483647",
+    }
     if parent_id is not None:
-        data["channel"].update(parent_id=parent_id, owner_id=owner_id)
+        data["channel"].update(
+            parent_id=parent_id,
+            owner_id=owner_id,
+            member_count=1,
+            message_count=1,
+            thread_metadata={
+                "archived": False,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": "2026-01-01T00:00:00+00:00",
+                "locked": False,
+            },
+        )
     if guild_id is None:
         data.pop("guild_id")
         data["user"] = data.pop("member")["user"]
-        data["channel"] = {"id": channel_id, "type": 1}
+        data["channel"] = {"id": channel_id, "type": 1, "recipients": [data["user"]]}
     else:
         data["guild_id"] = guild_id
     data["version"] = 1

@@ -6,7 +6,6 @@ import pytest
 import pytest_asyncio
 
 import tests.channels.contract as contract
-from channels.memory.pytest_plugin import HubFactory
 from tests.channels.contract import ChannelContract
 from tests.channels.discord.frames import recorded
 from tests.channels.discord.harness import DiscordHarness

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from bot.channel import Ignored, Parsed
 from bot.cli import main
@@ -41,7 +42,7 @@ from tests.fakes.discord_api import BOT_ID
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    return Settings(data_dir=tmp_path, discord_bot_token=TOKEN, sample_kb=False)
+    return Settings(data_dir=tmp_path, discord_bot_token=SecretStr(TOKEN), sample_kb=False)
 
 
 def parse(data: bytes | dict[str, object], settings: Settings) -> Parsed | Ignored:
@@ -155,7 +156,12 @@ def test_support_and_button_interactions(settings: Settings) -> None:
     assert in_dm.envelope.session_key == f"discord:{BOT_ID}:dm:{CUSTOMER}"
     assert in_dm.envelope.text == "refund?"
     press = button_interaction(
-        "1402", "handoff.request", message_id="5", channel_id="777", guild_id=GUILD, parent_id=CHANNEL
+        "1402",
+        "handoff.request",
+        message_id="5",
+        channel_id="777",
+        guild_id=GUILD,
+        parent_id=CHANNEL,
     )
     result = parse(frame("INTERACTION_CREATE", press), settings)
     assert isinstance(result, Parsed)
@@ -195,7 +201,7 @@ def test_malformed_frames_are_rejected_with_a_clear_error(
 
 def test_not_json_is_rejected(settings: Settings) -> None:
     with pytest.raises(PayloadInvalid, match="JSON"):
-        parse(b"{\"op\": 0, ", settings)
+        parse(b'{"op": 0, ', settings)
 
 
 def test_split_message_keeps_every_character_and_the_limit() -> None:
@@ -258,7 +264,9 @@ def test_cli_parse_discord(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     good = DOCS / "message__Example_Message__L167.json"
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"op": 0, "t": "MESSAGE_CREATE", "d": {"id": "1"}}))
-    code = main(["parse", "--data-dir", str(tmp_path), "discord", str(good), str(bad), str(SLASH_EXAMPLE)])
+    code = main(
+        ["parse", "--data-dir", str(tmp_path), "discord", str(good), str(bad), str(SLASH_EXAMPLE)]
+    )
     assert code == 0
     lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert lines[0]["envelope"]["text"] == "Supa Hot"
