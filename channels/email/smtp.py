@@ -179,7 +179,7 @@ class InboundHandler:
         content = envelope.original_content or b""
         if isinstance(content, str):
             content = content.encode("utf-8", "surrogateescape")
-        mail_from = envelope.mail_from or ""
+        mail_from = (envelope.mail_from or "").strip().strip("<>")
         data = f"Return-Path: <{mail_from}>\r\n".encode("utf-8", "replace") + content
         try:
             done = await self._accept(data)

@@ -84,9 +84,7 @@ class SmtpSink:
         msg = BytesParser(policy=policy.default).parsebytes(data)
         assert isinstance(msg, EmailMessage)
         login = session.auth_data.decode() if isinstance(session.auth_data, bytes) else None
-        got = Received(
-            envelope.mail_from or "", list(envelope.rcpt_tos), msg, data, login or None
-        )
+        got = Received(envelope.mail_from or "", list(envelope.rcpt_tos), msg, data, login or None)
         self.received.append(got)
         self.queue.put_nowait(got)
         return "250 2.0.0 OK"
@@ -103,7 +101,9 @@ class SmtpSink:
 
 
 @asynccontextmanager
-async def smtp_sink(user: str | None = None, password: str | None = None) -> AsyncIterator[SmtpSink]:
+async def smtp_sink(
+    user: str | None = None, password: str | None = None
+) -> AsyncIterator[SmtpSink]:
     """Serve an SMTP sink on 127.0.0.1, port 0, for the duration of the block."""
     sink = SmtpSink("127.0.0.1", 0, user, password)
     loop = asyncio.get_running_loop()

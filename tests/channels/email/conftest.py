@@ -62,16 +62,11 @@ def customer_mail(
 
 async def smtp_in(port: int, msg: EmailMessage, *, mail_from: str | None = None) -> str:
     """Send ``msg`` to the channel's inbound listener; the DATA answer ``"CODE text"``."""
+    sender = mail_from if mail_from is not None else str(msg["From"].addresses[0].addr_spec)
+    client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=10)
     try:
-        _, answer = await aiosmtplib.send(
-            msg,
-            hostname="127.0.0.1",
-            port=port,
-            sender=mail_from if mail_from is not None else str(msg["From"].addresses[0].addr_spec),
-            recipients=[SUPPORT],
-            start_tls=False,
-            timeout=10,
-        )
+        async with client:
+            _, answer = await client.sendmail(sender, [SUPPORT], msg.as_bytes())
     except aiosmtplib.SMTPResponseException as exc:
         return f"{exc.code} {exc.message}"
     return f"250 {answer}"
@@ -91,5 +86,8 @@ def delivery_of(got: Received) -> Delivery:
         for t in soup.select("[data-doc-id]")
     ]
     return Delivery(
-        text, citations, str(got.message["X-Switchboard-Kind"]), bare_id(got.message["In-Reply-To"])
+        text,
+        citations,
+        str(got.message["X-Switchboard-Kind"]),
+        bare_id(got.message["In-Reply-To"]),
     )

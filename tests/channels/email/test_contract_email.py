@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 import pytest_asyncio
 
 from bot.channel import Ignored, Parsed
+from bot.config import Settings
 from bot.envelope import SessionKey, channel_of
+from bot.errors import PayloadInvalid
 from channels.email.plugin import EmailChannel
 from channels.email.translate import email_session_key
 from channels.memory.pytest_plugin import HubFactory
-from tests.channels.contract import ChannelContract
+from tests.channels.contract import ChannelContract, ChannelHarness
 from tests.channels.email.conftest import (
     CUSTOMER,
     EMAILS,
@@ -61,6 +62,13 @@ class EmailHarness:
         return None  # e-mail has no buttons (actions become a line of text)
 
 
+def parse_or_error(data: bytes, name: str, settings: Settings) -> object:
+    try:
+        return EmailChannel.parse_payload(data, filename=name, settings=settings)
+    except PayloadInvalid as exc:
+        return exc
+
+
 class TestEmailContract(ChannelContract):
     @pytest_asyncio.fixture
     async def harness(
@@ -74,22 +82,16 @@ class TestEmailContract(ChannelContract):
         )
         yield EmailHarness(hub, sink)
 
-    def test_parse_recorded_payloads(self, harness: EmailHarness) -> None:
+    def test_parse_recorded_payloads(self, harness: ChannelHarness) -> None:
         """The contract's check, over the shared ``.eml`` corpus instead of JSON payloads."""
         files = sorted(EMAILS.rglob("*.eml"))
         assert len(files) > 50
         parsed = 0
         for path in files:
             data = path.read_bytes()
-            try:
-                result = EmailChannel.parse_payload(
-                    data, filename=path.name, settings=harness.hub.settings
-                )
-            except Exception as exc:  # only PayloadInvalid is allowed
-                from bot.errors import PayloadInvalid
-
-                assert isinstance(exc, PayloadInvalid), (path.name, exc)
-                assert str(exc)
+            result = parse_or_error(data, path.name, harness.hub.settings)
+            if isinstance(result, PayloadInvalid):  # the only error a parser may raise
+                assert str(result), path.name
                 continue
             assert isinstance(result, Parsed | Ignored), path.name
             if isinstance(result, Parsed):
@@ -97,7 +99,8 @@ class TestEmailContract(ChannelContract):
                 env = result.envelope
                 assert env.channel == "email"
                 assert channel_of(env.session_key) == "email"
-                assert env.event_id and env.text, path.name
+                assert env.event_id, path.name
+                assert env.text, path.name
                 again = EmailChannel.parse_payload(
                     data, filename=path.name, settings=harness.hub.settings
                 )
@@ -106,5 +109,3 @@ class TestEmailContract(ChannelContract):
             else:
                 assert result.reason
         assert parsed > 40
-
-
