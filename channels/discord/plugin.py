@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import dataclasses
 import hashlib
 import logging
 import re
@@ -370,8 +371,12 @@ class DiscordChannel:
         """Show typing for Discord sessions while the hub composes a reply (``typing`` events)."""
         async with hub.events.subscribe() as sub:
             async for event in sub:
-                if event.type == "typing" and channel_of(event.session_key) == CHANNEL:
+                if channel_of(event.session_key) != CHANNEL:
+                    continue
+                if event.type == "typing":
                     self._start_typing(event.session_key)
+                elif event.type == "message" and event.data.get("role") != "customer":
+                    self._stop_typing(event.session_key)
 
     def _start_typing(self, key: SessionKey) -> None:
         if key in self._typing and not self._typing[key].done():
@@ -623,6 +628,8 @@ class DiscordChannel:
         try:
             if here is not None:
                 thread_id = here.thread_id
+                # /support inside a thread makes it a support thread: no mention needed.
+                self._threads[thread_id] = dataclasses.replace(here, owned=True)
             else:
                 assert inter.channel_id is not None
                 created = await _converted(

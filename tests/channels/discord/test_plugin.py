@@ -355,3 +355,18 @@ async def test_stop_restores_the_discord_base_urls(
     assert fake_discord.base_url + "/api/v10" == discord.http.Route.BASE
     await hub.stop(timeout_s=1.0)
     assert (discord.http.Route.BASE, str(DiscordWebSocket.DEFAULT_GATEWAY)) == before
+
+
+async def test_support_command_in_a_direct_message_answers_there(
+    fake_discord: FakeDiscord, discord_hub: Hub
+) -> None:
+    await fake_discord.dispatch(
+        "INTERACTION_CREATE",
+        support_interaction("1390", question="do you ship abroad?", guild_id=None, channel_id=DM),
+    )
+    [callback] = await fake_discord.wait_for("POST", r"/interactions/1390/[^/]+/callback")
+    assert callback.json["type"] == 4  # channel message with source
+    assert "Ask your question here" in callback.json["data"]["content"]
+    [answer] = await fake_discord.wait_for("POST", rf"/channels/{DM}/messages")
+    assert answer.json["content"] == "Echo: do you ship abroad?"
+    assert not fake_discord.calls("POST", r"/channels/\d+/threads")
