@@ -70,7 +70,7 @@ def _wait_for_send(state: RetryCallState) -> float:
     exc = state.outcome.exception() if state.outcome else None
     if isinstance(exc, RateLimited):
         return max(0.0, exc.retry_after)
-    return float(wait_exponential_jitter(initial=0.5, max=10.0)(state))
+    return float(wait_exponential_jitter(multiplier=0.5, max=10.0)(state))
 
 
 class Hub:

@@ -238,3 +238,33 @@ async def test_delivery_is_idempotent(make_hub: Callable[..., object]) -> None:
     assert (await ch.pop_message(key)).text == "once"
     with pytest.raises(TimeoutError):
         await ch.pop_message(key, timeout_s=0.2)
+
+
+class DownOnceChannel(MemoryChannel):
+    """The platform is unreachable for the first send, then delivers."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.attempts = 0
+
+    async def send(self, out: OutboundMessage) -> None:
+        from bot.errors import ChannelUnavailable
+
+        self.attempts += 1
+        if self.attempts == 1:
+            raise ChannelUnavailable("connection refused")
+        await super().send(out)
+
+
+async def test_unreachable_platform_is_retried_with_backoff(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    ch = DownOnceChannel(settings)
+    hub = await build_hub(settings, agent=Agent(), channels=[ch], load_knowledge=False)
+    await hub.start()
+    try:
+        receipt = await ch.push_message("hi", event_id="d1")
+        out = await ch.pop_message(receipt.session_key, timeout_s=10.0)
+        assert out.text == "re: hi"
+        assert ch.attempts == 2
+    finally:
+        await hub.stop(timeout_s=1.0)
