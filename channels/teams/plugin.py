@@ -184,6 +184,7 @@ class TeamsChannel:
             doc,
             default_tenant=settings.teams_tenant_id,
             max_message_bytes=settings.max_message_bytes,
+            verified=False,
         )
 
     def routes(self) -> Sequence[web.RouteDef]:

@@ -305,7 +305,11 @@ def bot_was_added(activity: dict[str, Any]) -> bool:
 
 
 def to_result(
-    activity: dict[str, Any], *, default_tenant: str | None, max_message_bytes: int
+    activity: dict[str, Any],
+    *,
+    default_tenant: str | None,
+    max_message_bytes: int,
+    verified: bool = True,
 ) -> ParseResult:
     """An activity to an envelope (``message``) or an :class:`Ignored` with the reason.
 
@@ -313,6 +317,7 @@ def to_result(
         activity: the decoded activity.
         default_tenant: account of activities that carry no tenant.
         max_message_bytes: limit of the text in UTF-8 bytes.
+        verified: whether the activity's token was verified (the sender is then proven).
 
     Raises:
         PayloadInvalid: a message without ``id``, ``conversation.id`` or ``from.id``, or with
@@ -362,7 +367,7 @@ def to_result(
                 id=str(sender.get("aadObjectId") or sender_id),
                 name=name,
                 email=email,
-                verified=True,
+                verified=verified,
             ),
             text=text,
             attachments=attachments,
