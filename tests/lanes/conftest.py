@@ -1,38 +1,73 @@
 """The ``lane_factory`` fixture: every contract test runs once per lane backend.
 
-Adding a backend (hook for the Redis backend of a later issue):
-
-1. append ``pytest.param("redis", id="redis")`` to ``BACKENDS`` (the fixture starts a real
-   ``redis-server`` on a free loopback port; never skip when the server is missing);
-2. add a branch to :func:`build_queue`, e.g.
-   ``return RedisLaneQueue(config, url)`` with a fresh key prefix or database per test so tests
-   do not see each other's lanes.
+Backends: ``memory``; ``redis`` on a real ``redis-server`` and ``redis-cluster`` on a real
+3-master Redis Cluster, both started once per test session on free loopback ports (Debian's
+``redis-server``/``redis-tools``; a missing binary fails, never skips) and stopped by PID. Each
+test gets its own key prefix and the servers are flushed after it.
 
 The tests themselves never name a backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
+import redis
 
 from bot.lanes.base import LaneConfig, LaneFactory, LaneQueue
 from bot.lanes.memory import MemoryLaneQueue
+from tests.fakes.redis_server import RedisClusterProcs, RedisServer
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
-    # pytest.param("redis", id="redis", marks=pytest.mark.skipif(...)),  # see module docstring
+    pytest.param("redis", id="redis"),
+    pytest.param("redis-cluster", id="redis-cluster"),
 ]
 
 
-def build_queue(backend: str, config: LaneConfig) -> LaneQueue:
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One standalone ``redis-server`` for the whole test session."""
+    server = RedisServer.start(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcs]:
+    """One 3-master Redis Cluster for the whole test session."""
+    cluster = RedisClusterProcs.start(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+def flush(servers: list[RedisServer]) -> None:
+    """FLUSHALL every running server (primaries of a cluster included)."""
+    for server in servers:
+        if server.proc is not None:
+            with redis.Redis(host="127.0.0.1", port=server.port) as client:
+                client.flushall()
+
+
+def redis_url(request: pytest.FixtureRequest, backend: str) -> tuple[str, list[RedisServer]]:
+    """The URL of the session's server (or cluster) of ``backend`` and its processes."""
+    if backend == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return server.url, [server]
+    cluster: RedisClusterProcs = request.getfixturevalue("redis_cluster")
+    return cluster.url, cluster.nodes
+
+
+def build_queue(backend: str, config: LaneConfig, url: str = "", prefix: str = "sb") -> LaneQueue:
     """A new, unstarted lane queue of ``backend``."""
     if backend == "memory":
         return MemoryLaneQueue(config)
-    # if backend == "redis":
-    #     from bot.lanes.redis import RedisLaneQueue
-    #     return RedisLaneQueue(config, url)
+    if backend in ("redis", "redis-cluster"):
+        from bot.lanes.redis import RedisLaneQueue
+
+        return RedisLaneQueue(config, url, prefix=prefix)
     raise ValueError(f"unknown lane backend {backend!r}")
 
 
@@ -40,13 +75,16 @@ def build_queue(backend: str, config: LaneConfig) -> LaneQueue:
 async def lane_factory(request: pytest.FixtureRequest) -> AsyncIterator[LaneFactory]:
     """Builds lane queues of the parametrized backend; closes them after the test."""
     backend: str = request.param
+    url, servers = ("", []) if backend == "memory" else redis_url(request, backend)
+    prefix = f"t{uuid.uuid4().hex[:10]}"
     made: list[LaneQueue] = []
 
     def make(config: LaneConfig) -> LaneQueue:
-        queue = build_queue(backend, config)
+        queue = build_queue(backend, config, url, prefix)
         made.append(queue)
         return queue
 
     yield make
     for queue in made:
         await queue.close()
+    flush(servers)
