@@ -242,16 +242,18 @@ class DiscordChannel:
         self._install_raw_hooks(client)
         try:
             await client.login(token.get_secret_value())
-        except discord.LoginFailure as exc:
+            assert client.user is not None
+            self._bot_id = str(client.user.id)
+            if self.settings.discord_api_url:
+                await self._point_gateway(client)
+        except BaseException as exc:
             await self._close_client()
-            raise ConfigError(f"Discord rejected the bot token: {exc}") from exc
-        except (discord.HTTPException, aiohttp.ClientError, OSError) as exc:
-            await self._close_client()
-            raise ChannelUnavailable(f"cannot log in to Discord: {exc}") from exc
-        assert client.user is not None
-        self._bot_id = str(client.user.id)
-        if self.settings.discord_api_url:
-            await self._point_gateway(client)
+            self._restore_api()
+            if isinstance(exc, discord.LoginFailure):
+                raise ConfigError(f"Discord rejected the bot token: {exc}") from exc
+            if isinstance(exc, discord.HTTPException | aiohttp.ClientError | OSError):
+                raise ChannelUnavailable(f"cannot log in to Discord: {exc}") from exc
+            raise
         try:
             await tree.sync()
         except (discord.HTTPException, aiohttp.ClientError) as exc:
@@ -700,7 +702,6 @@ class DiscordChannel:
         try:
             _, url, _ = await client.http.get_bot_gateway()
         except discord.GatewayNotFound as exc:
-            await self._close_client()
             raise ChannelUnavailable(f"no gateway at {self.settings.discord_api_url}") from exc
         self._saved_gateway = DiscordWebSocket.DEFAULT_GATEWAY
         DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(url)

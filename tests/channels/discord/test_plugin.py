@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
 from bot.agent import AgentReply
 from bot.auth import add_agent
 from bot.envelope import TALK_TO_HUMAN, Citation, OutboundMessage, SessionKey, session_key
-from bot.errors import RateLimited
+from bot.errors import ConfigError, RateLimited
 from bot.store.base import Role, SessionMode
 from channels.discord.plugin import DiscordChannel
-from channels.memory.pytest_plugin import ScriptedAgent
+from channels.memory.pytest_plugin import ScriptedAgent, make_settings
 from tests.channels.discord.frames import (
     CHANNEL,
     CUSTOMER,
@@ -370,3 +371,23 @@ async def test_support_command_in_a_direct_message_answers_there(
     [answer] = await fake_discord.wait_for("POST", rf"/channels/{DM}/messages")
     assert answer.json["content"] == "Echo: do you ship abroad?"
     assert not fake_discord.calls("POST", r"/channels/\d+/threads")
+
+
+async def test_a_rejected_token_fails_start_with_a_config_error(
+    fake_discord: FakeDiscord, tmp_path: Path
+) -> None:
+    import discord.http
+
+    before = discord.http.Route.BASE
+    settings = make_settings(
+        tmp_path,
+        discord_bot_token="MTEwMA.wrong.token",
+        discord_api_url=fake_discord.base_url + "/api/v10",
+    )
+    channel = DiscordChannel(settings)
+    with pytest.raises(ConfigError, match="rejected the bot token"):
+        await channel.start(cast("Hub", object()))
+    assert before == discord.http.Route.BASE
+    [login] = fake_discord.calls("GET", "/users/@me")
+    assert login.headers["Authorization"] == "Bot MTEwMA.wrong.token"
+    await channel.stop()
