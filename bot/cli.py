@@ -23,8 +23,6 @@ from bot.errors import SwitchboardError
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-SAMPLE_DOCS = Path("docs")
-
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="state folder (./.switchboard)")
@@ -142,8 +140,9 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(settings.log_level, json_lines=settings.log_json)
     check_bind(settings.host, api_keys_configured=bool(settings.api_keys))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    sample = settings.sample_kb and not args.no_sample_kb and SAMPLE_DOCS.is_dir()
-    return _run(_serve_hub(settings, SAMPLE_DOCS if sample else None))
+    docs = settings.sample_kb_dir
+    sample = settings.sample_kb and not args.no_sample_kb and docs.is_dir()
+    return _run(_serve_hub(settings, docs if sample else None))
 
 
 async def _serve_hub(settings: Settings, sample_docs: Path | None) -> int:
@@ -154,8 +153,14 @@ async def _serve_hub(settings: Settings, sample_docs: Path | None) -> int:
     if sample_docs is not None and hub.retriever is not None:
         ingest = getattr(hub.retriever, "ingest", None)
         if ingest is not None:
-            report = await ingest([sample_docs])
-            print(f"knowledge base: {report}", file=sys.stderr)
+            # Citations of the sample docs link to the pages the hub serves at /docs/.
+            base = settings.public_url or f"http://{settings.host}:{settings.port}"
+            report = await ingest([sample_docs], base_url=base.rstrip("/") + "/docs/")
+            print(
+                f"knowledge base: {report.documents_added} added, "
+                f"{report.documents_updated} updated, {report.documents_unchanged} unchanged",
+                file=sys.stderr,
+            )
     await run_server(hub, settings.host, settings.port)
     return 0
 

@@ -124,6 +124,7 @@ class Settings(BaseSettings):
     max_citations: int = 3
     answer_min_score: float = 0.0
     sample_kb: bool = True
+    sample_kb_dir: Path = Path("docs")
 
     # --- channels: Slack (issue 4) -----------------------------------------------------------
     slack_signing_secret: SecretStr | None = None
@@ -164,6 +165,10 @@ class Settings(BaseSettings):
 
     # --- scale-out (issue 3) -----------------------------------------------------------------
     workers: int = 1
+    lane_lease_s: float = 10.0
+    # "auto": LLMAgent when llm_model is set, else the extractive agent. "scripted": a
+    # zero-latency fixed answer, for tests and `switchboard bench` only (never in production).
+    agent: str = "auto"
 
     # --- handoff ----------------------------------------------------------------------------
     handoff_on_no_answer: bool = True

@@ -279,6 +279,10 @@ def make_app(hub: Hub) -> web.Application:
     for channel in hub.channels.values():
         app.add_routes(channel.routes())
     _add_console(app, hub)
+    if settings.sample_kb and settings.sample_kb_dir.is_dir():
+        from bot.docs_site import docs_routes
+
+        app.add_routes(docs_routes(settings.sample_kb_dir))
     return app
 
 
