@@ -1,6 +1,6 @@
 """The ``switchboard`` command line.
 
-Commands: ``serve``, ``ingest``, ``chat``, ``kb eval``, ``parse``, ``agents add``,
+Commands: ``serve``, ``worker``, ``ingest``, ``chat``, ``kb eval``, ``parse``, ``agents add``,
 ``db upgrade``, ``bench``.
 Every command takes ``--data-dir`` and ``--config``; settings also come from ``SWITCHBOARD_*``
 environment variables (see :mod:`bot.config`).
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.config import Settings, load_settings
-from bot.errors import SwitchboardError
+from bot.errors import ConfigError, SwitchboardError
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
@@ -45,6 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-sample-kb", action="store_true", help="do not ingest the bundled docs/ at start"
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="lane consumers: 0 = ingress only (needs redis lanes), 1 = in this process "
+        "(default), N > 1 = this process plus N-1 `switchboard worker` processes",
+    )
+
+    p = sub.add_parser("worker", help="run lane consumers only (needs redis lanes)")
+    _common(p)
+    p.add_argument("--host", default=None, help="address of /healthz, /readyz, /metrics")
+    p.add_argument("--port", type=int, default=None)
 
     p = sub.add_parser("ingest", help="add documents to the knowledge base")
     _common(p)
@@ -90,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=1_000.0, help="messages/s of the latency run")
     p.add_argument("--idle-sessions", type=int, default=10_000)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--backend", choices=("memory", "redis"), default="memory", help="lane backend")
+    p.add_argument("--redis-url", default=None, help="a running Redis (--backend redis)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (--backend redis)")
     return parser
 
 
@@ -108,6 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "serve":
             return _serve(args)
+        if args.command == "worker":
+            return _worker(args)
         if args.command == "ingest":
             return asyncio.run(_ingest(args))
         if args.command == "chat":
@@ -121,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "db":
             return asyncio.run(_db_upgrade(args))
         if args.command == "bench":
+            if args.backend == "redis":
+                from bot.bench import run_redis_bench
+
+                return _run(run_redis_bench(args))
             from bot.bench import run_bench
 
             return _run(run_bench(args))
@@ -136,20 +157,29 @@ def _serve(args: argparse.Namespace) -> int:
     from bot.observability import configure_logging
     from bot.server import check_bind
 
-    settings = _settings(args, host=args.host, port=args.port)
+    settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
     configure_logging(settings.log_level, json_lines=settings.log_json)
     check_bind(settings.host, api_keys_configured=bool(settings.api_keys))
+    if settings.workers < 0:
+        raise ConfigError("--workers must be 0 or more")
+    if settings.workers != 1 and settings.lane_backend != "redis":
+        raise ConfigError(
+            f"--workers {settings.workers} needs shared lanes: "
+            "set SWITCHBOARD_LANE_BACKEND=redis and SWITCHBOARD_REDIS_URL"
+        )
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     docs = settings.sample_kb_dir
     sample = settings.sample_kb and not args.no_sample_kb and docs.is_dir()
-    return _run(_serve_hub(settings, docs if sample else None))
+    return _run(_serve_hub(settings, docs if sample else None, args))
 
 
-async def _serve_hub(settings: Settings, sample_docs: Path | None) -> int:
+async def _serve_hub(
+    settings: Settings, sample_docs: Path | None, args: argparse.Namespace
+) -> int:
     from bot.hub import build_hub
     from bot.server import run_server
 
-    hub = await build_hub(settings)
+    hub = await build_hub(settings, consume=settings.workers >= 1)
     if sample_docs is not None and hub.retriever is not None:
         ingest = getattr(hub.retriever, "ingest", None)
         if ingest is not None:
@@ -161,7 +191,48 @@ async def _serve_hub(settings: Settings, sample_docs: Path | None) -> int:
                 f"{report.documents_updated} updated, {report.documents_unchanged} unchanged",
                 file=sys.stderr,
             )
-    await run_server(hub, settings.host, settings.port)
+    children = [await _spawn_worker(args) for _ in range(settings.workers - 1)]
+    try:
+        await run_server(hub, settings.host, settings.port)
+    finally:
+        for child in children:
+            if child.returncode is None:
+                child.terminate()
+        for child in children:
+            await child.wait()
+    return 0
+
+
+async def _spawn_worker(args: argparse.Namespace) -> asyncio.subprocess.Process:
+    """Start ``switchboard worker`` as a child (same config and environment, free port)."""
+    cmd = [sys.executable, "-m", "bot.cli", "worker", "--host", "127.0.0.1", "--port", "0"]
+    if args.config is not None:
+        cmd += ["--config", str(args.config)]
+    if args.data_dir is not None:
+        cmd += ["--data-dir", str(args.data_dir)]
+    return await asyncio.create_subprocess_exec(*cmd)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from bot.observability import configure_logging
+
+    settings = _settings(args, host=args.host, port=args.port)
+    configure_logging(settings.log_level, json_lines=settings.log_json)
+    if settings.lane_backend != "redis":
+        raise ConfigError(
+            "switchboard worker needs shared lanes: "
+            "set SWITCHBOARD_LANE_BACKEND=redis and SWITCHBOARD_REDIS_URL"
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return _run(_worker_hub(settings))
+
+
+async def _worker_hub(settings: Settings) -> int:
+    from bot.hub import build_hub
+    from bot.worker import run_worker
+
+    hub = await build_hub(settings, consume=True, listen_events=False)
+    await run_worker(hub, settings.host, settings.port)
     return 0
 
 

@@ -4,6 +4,27 @@
 event_id)``, persist durably, publish, enqueue on the session's lane. Only after it returns may a
 channel acknowledge the platform. ``deliver`` is the one door out: store (idempotent), publish,
 send through the customer's own channel with retries.
+
+A hub either consumes its lanes (runs turns: ``switchboard serve`` and ``switchboard worker``)
+or only feeds them (``switchboard serve --workers 0``: ingress only; needs shared lanes).
+
+Recovery, nothing lost and nothing answered twice:
+
+- **One process, memory lanes**: :meth:`Hub.start` re-enqueues every stored message that is
+  not handled (``store.unhandled()``).
+- **Shared (Redis) lanes**, several ingress and worker processes: a message is *accepted*
+  (2xx to the platform) only once the store has it and ``lanes.enqueue`` returned (Redis has
+  it). After a successful enqueue the hub writes an *enqueued mark* (``EnqueueMarks``, in the
+  event publisher's pipeline, same Redis node as the lane). When the store has the message but
+  the enqueue failed (Redis down: 503) or the process died between the two, the platform
+  retries; the retry is a duplicate in the store, and the hub re-enqueues it **iff it has no
+  mark** before answering. A sweep (every ``RECOVERY_INTERVAL_S`` seconds, in consuming
+  processes, one at a time) re-enqueues stored unhandled messages that stayed unmarked over
+  two sweeps (Redis lost data, a platform that never retries), each under a claim so two
+  processes never both do it. Turns of a dead worker are resumed by the lanes (lease expiry).
+  Every answer carries the idempotency key ``answer:{event_id}`` (notices ``failure:...``),
+  so a message that reaches a lane twice (a mark lost with its writer) or a resumed turn never
+  answers twice: the store returns the earlier answer and nothing is sent again.
 """
 
 from __future__ import annotations
@@ -12,9 +33,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cachetools import TTLCache
+from redis.exceptions import RedisError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -34,7 +56,7 @@ from bot.envelope import (
     SessionKey,
     channel_of,
 )
-from bot.errors import ChannelUnavailable, Draining, RateLimited
+from bot.errors import BackendUnavailable, ChannelUnavailable, ConfigError, Draining, RateLimited
 from bot.events import EventBus, HubEvent
 from bot.handoff import Handoff
 from bot.lanes.base import LaneConfig, LaneQueue
@@ -43,6 +65,9 @@ from bot.retrieval import Passage, Retriever
 from bot.router import Router
 from bot.store.base import NewMessage, Role, Store, StoredMessage
 from bot.tools import TicketBackend
+
+if TYPE_CHECKING:
+    from bot.events_redis import EnqueueMarks
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +81,8 @@ _ROLE_OF_KIND = {
 
 SEND_MAX_ATTEMPTS = 6
 SEND_MAX_SECONDS = 60.0
+RECOVERY_INTERVAL_S = 30.0
+"""Seconds between recovery sweeps of processes consuming shared lanes."""
 
 
 class _NoKnowledge:
@@ -88,6 +115,9 @@ class Hub:
         channels: Sequence[ChannelPlugin] = (),
         metrics: Metrics | None = None,
         closeables: Sequence[Any] = (),
+        consume: bool = True,
+        events: EventBus | None = None,
+        marks: EnqueueMarks | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -97,7 +127,11 @@ class Hub:
         self.retriever = retriever
         self.channels: dict[str, ChannelPlugin] = {c.name: c for c in channels}
         self.metrics = metrics or Metrics()
-        self.events = EventBus()
+        self.consume = consume
+        """True when this process runs turns (starts the lanes' consumers)."""
+        self.events = events if events is not None else EventBus()
+        self.marks = marks
+        """Enqueued marks of shared lanes (None: memory lanes, recovery from the store)."""
         self.handoff = Handoff(
             settings, store, self.events, tickets, self.deliver, metrics=self.metrics
         )
@@ -110,20 +144,33 @@ class Hub:
         )
         self._ingested_at: dict[tuple[SessionKey, str], float] = {}
         self._no_knowledge = _NoKnowledge()
+        self._recovery: asyncio.Task[None] | None = None
+        self._suspects: set[tuple[str, str, str]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
-        """Start the lanes and channels, then re-enqueue what was accepted but not handled."""
-        await self.lanes.start(self.router.handle, self.router.on_overflow)
+        """Start the event feed, the lanes (when consuming) and channels, then recover.
+
+        Memory lanes: re-enqueue what was accepted but not handled. Shared lanes: start the
+        recovery sweep (consuming processes; see the module docstring).
+        """
+        start_events = getattr(self.events, "start", None)  # RedisEventBus: publisher/listener
+        if start_events is not None:
+            await start_events()
+        if self.consume:
+            await self.lanes.start(self.router.handle, self.router.on_overflow)
         for channel in self.channels.values():
             await channel.start(self)
-        recovered = await self.store.unhandled()
-        for msg in recovered:
-            await self.lanes.enqueue(msg, self.settings.queue_mode_for(msg.channel))
-        if recovered:
-            log.info("hub.recovered", extra={"messages": len(recovered)})
+        if self.marks is None:
+            recovered = await self.store.unhandled()
+            for msg in recovered:
+                await self.lanes.enqueue(msg, self.settings.queue_mode_for(msg.channel))
+            if recovered:
+                log.info("hub.recovered", extra={"messages": len(recovered)})
+        elif self.consume:
+            self._recovery = asyncio.create_task(self._recovery_loop(), name="hub.recovery")
         self.ready = True
-        log.info("hub.started", extra={"channels": sorted(self.channels)})
+        log.info("hub.started", extra={"channels": sorted(self.channels), "consume": self.consume})
 
     async def stop(self, timeout_s: float | None = None) -> None:
         """Drain gracefully, then close everything.
@@ -137,6 +184,10 @@ class Hub:
         self.ready = False
         self._draining = True
         timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.wait({self._recovery})
+            self._recovery = None
         left = await self.lanes.drain(timeout)
         log.info("hub.drained", extra={"kept_unhandled": len(left)})
         for channel in self.channels.values():
@@ -183,10 +234,22 @@ class Hub:
         stored = await self.store.append_inbound(msg)
         if stored is None:
             self.metrics.duplicates.labels(msg.channel).inc()
+            if self.marks is not None and not (await self._marked([msg]))[0]:
+                # Stored by an attempt whose enqueue failed (503) or whose process died
+                # before it: this retry puts it on its lane (or fails with 503 again).
+                await self._enqueue(msg)
+                log.info(
+                    "hub.requeued",
+                    extra={
+                        "session_key": msg.session_key,
+                        "event_id": msg.event_id,
+                        "channel": msg.channel,
+                    },
+                )
             self._seen[dkey] = (msg.session_key, None)
             return IngestReceipt(msg.event_id, msg.session_key, duplicate=True, seq=None)
-        self._seen[dkey] = (msg.session_key, stored.seq)
-        self._ingested_at[(msg.session_key, msg.event_id)] = time.monotonic()
+        if self.consume:
+            self._ingested_at[(msg.session_key, msg.event_id)] = time.monotonic()
         self.metrics.messages_in.labels(msg.channel).inc()
         self.events.publish(
             HubEvent(
@@ -194,14 +257,76 @@ class Hub:
             )
         )
         try:
-            await self.lanes.enqueue(msg, self.settings.queue_mode_for(msg.channel))
+            await self._enqueue(msg)
         except Draining:
+            if self.marks is not None:
+                raise  # 503: the platform's retry reaches another process (unmarked: requeued)
             # Stored as unhandled: the next start re-enqueues it. Accepted, not lost.
             log.info(
                 "hub.kept_for_restart",
                 extra={"session_key": msg.session_key, "event_id": msg.event_id},
             )
+        self._seen[dkey] = (msg.session_key, stored.seq)
         return IngestReceipt(msg.event_id, msg.session_key, duplicate=False, seq=stored.seq)
+
+    async def _enqueue(self, msg: InboundMessage) -> None:
+        """Put ``msg`` on its lane, then mark it enqueued (shared lanes)."""
+        await self.lanes.enqueue(msg, self.settings.queue_mode_for(msg.channel))
+        if self.marks is not None:
+            self.marks.mark(msg)
+
+    async def _marked(self, msgs: Sequence[InboundMessage]) -> list[bool]:
+        """Enqueued marks of ``msgs``; raises ``BackendUnavailable`` when Redis is away."""
+        assert self.marks is not None
+        try:
+            return await self.marks.marked(msgs)
+        except (OSError, RedisError) as exc:
+            raise BackendUnavailable(f"cannot read enqueued marks: {exc}") from exc
+
+    # --- recovery (shared lanes) --------------------------------------------------------------
+    async def _recovery_loop(self) -> None:
+        """Task boundary: run :meth:`recover_unmarked` every ``RECOVERY_INTERVAL_S`` seconds."""
+        while True:
+            try:
+                await self.recover_unmarked()
+            except (BackendUnavailable, Draining) as exc:
+                log.warning("hub.recovery_failed", extra={"error": repr(exc)})
+            except Exception:
+                log.exception("hub.recovery_failed")
+            await asyncio.sleep(RECOVERY_INTERVAL_S)
+
+    async def recover_unmarked(self) -> int:
+        """One recovery sweep of shared lanes; returns how many messages it re-enqueued.
+
+        Re-enqueues stored, unhandled messages that have no enqueued mark now and had none at
+        the previous sweep of this process (so an ingest between its store write and its
+        enqueue is never taken for lost).
+
+        Returns:
+            How many messages this sweep put back on their lanes.
+
+        Raises:
+            bot.errors.BackendUnavailable: when Redis or the store cannot be reached.
+        """
+        if self.marks is None:
+            return 0
+        msgs = await self.store.unhandled()
+        flags = await self._marked(msgs)
+        unmarked = [m for m, ok in zip(msgs, flags, strict=True) if not ok]
+        due = [m for m in unmarked if m.dedupe_key in self._suspects]
+        self._suspects = {m.dedupe_key for m in unmarked} - {m.dedupe_key for m in due}
+        done = 0
+        for msg in due:
+            try:
+                claimed = await self.marks.claim(msg, RECOVERY_INTERVAL_S * 2)
+            except (OSError, RedisError) as exc:
+                raise BackendUnavailable(f"cannot claim recovery: {exc}") from exc
+            if claimed:
+                await self._enqueue(msg)
+                done += 1
+        if done:
+            log.warning("hub.recovered", extra={"messages": done})
+        return done
 
     # --- egress -------------------------------------------------------------------------------
     async def deliver(self, out: OutboundMessage) -> StoredMessage:
@@ -321,6 +446,9 @@ async def build_hub(
     store: Store | None = None,
     lanes: LaneQueue | None = None,
     load_knowledge: bool = True,
+    consume: bool = True,
+    events: EventBus | None = None,
+    listen_events: bool = True,
 ) -> Hub:
     """Compose a hub from settings; every ``None`` argument takes the embedded default.
 
@@ -333,45 +461,89 @@ async def build_hub(
         tickets: the ticket backend; default the local SQL ticket store.
         channels: channel plugins; default every enabled plugin found by entry point.
         store: default ``SqlStore`` on ``settings.resolved_database_url``.
-        lanes: default the memory lane backend.
-        load_knowledge: open the local knowledge base when no retriever is given.
+        lanes: default by ``lane_backend``: ``memory``, or ``redis`` (``RedisLaneQueue`` on
+            ``redis_url``, leases of ``lane_lease_s`` seconds).
+        load_knowledge: open the local knowledge base when no retriever is given (skipped for
+            ``agent: scripted``). A local index locked by another process is opened as a
+            read-only snapshot copy (see :func:`bot.worker.open_knowledge`).
+        consume: run turns (False: ingress only; needs the ``redis`` lane backend).
+        events: the live event feed; default ``EventBus`` (memory lanes) or ``RedisEventBus``
+            on ``redis_url`` (redis lanes).
+        listen_events: with ``RedisEventBus``, receive other processes' events (processes
+            that serve live viewers); ``switchboard worker`` only publishes.
 
     Returns:
         A hub, not started (call ``await hub.start()``).
 
     Raises:
-        bot.errors.ConfigError: for an unknown lane backend.
+        bot.errors.ConfigError: for an unknown lane backend or agent, a missing
+            ``redis_url``, or ``consume=False`` with memory lanes.
     """
-    from bot.errors import ConfigError
-
     closeables: list[Any] = []
+    if settings.agent not in ("auto", "scripted"):
+        raise ConfigError(f"unknown agent {settings.agent!r} (auto or scripted)")
+    if settings.lane_backend not in ("memory", "redis"):
+        raise ConfigError(f"unknown lane backend {settings.lane_backend!r} (memory or redis)")
+    if settings.lane_backend == "redis" and not settings.redis_url and lanes is None:
+        raise ConfigError("lane_backend redis needs SWITCHBOARD_REDIS_URL")
+    if not consume and settings.lane_backend == "memory" and lanes is None:
+        raise ConfigError(
+            "an ingress-only process (--workers 0) needs shared lanes: "
+            "set SWITCHBOARD_LANE_BACKEND=redis and SWITCHBOARD_REDIS_URL"
+        )
     if store is None:
         from bot.store import open_store
 
         store = await open_store(settings)
+    lane_config = LaneConfig(
+        max_concurrent_turns=settings.max_concurrent_turns,
+        lane_cap=settings.lane_cap,
+        debounce_ms=settings.debounce_ms,
+        lane_idle_s=settings.lane_idle_s,
+    )
     if lanes is None:
-        if settings.lane_backend != "memory":
-            raise ConfigError(f"unknown lane backend {settings.lane_backend!r}")
-        from bot.lanes.memory import MemoryLaneQueue
+        if settings.lane_backend == "redis":
+            from bot.lanes.redis import RedisLaneQueue
 
-        lanes = MemoryLaneQueue(
-            LaneConfig(
-                max_concurrent_turns=settings.max_concurrent_turns,
-                lane_cap=settings.lane_cap,
-                debounce_ms=settings.debounce_ms,
-                lane_idle_s=settings.lane_idle_s,
-            )
-        )
+            assert settings.redis_url is not None
+            lanes = RedisLaneQueue(lane_config, settings.redis_url, lease_s=settings.lane_lease_s)
+        else:
+            from bot.lanes.memory import MemoryLaneQueue
+
+            lanes = MemoryLaneQueue(lane_config)
+    marks = None
+    session_keys = getattr(lanes, "session_keys", None)  # RedisLaneQueue: shared lanes
+    if session_keys is not None:
+        from bot.events_redis import EnqueueMarks, RedisEventBus
+
+        if events is None:
+            url = settings.redis_url
+            if url is None:
+                raise ConfigError("shared lanes need SWITCHBOARD_REDIS_URL for the event feed")
+            events = RedisEventBus(url, listen=listen_events)
+        if isinstance(events, RedisEventBus):
+            closeables.append(events)
+
+            def tag_of(key: SessionKey) -> str:
+                return str(session_keys(key)[0]).rsplit(":", 1)[0]
+
+            marks = EnqueueMarks(events, tag_of, settings.dedupe_ttl_s)
     if tickets is None:
         from plugins.ticketing.local import LocalTicketBackend
 
         tickets = LocalTicketBackend.for_store(store)
-    if retriever is None and load_knowledge:
-        from knowledge import KnowledgeBase
+    if retriever is None and load_knowledge and settings.agent == "auto":
+        from bot.worker import open_knowledge
 
-        kb = await KnowledgeBase.open(settings)
+        kb, snapshot = await open_knowledge(settings)
         retriever = kb
         closeables.append(kb)
+        if snapshot is not None:
+            closeables.append(snapshot)
+    if agent is None and settings.agent == "scripted":
+        from bot.bench import ScriptedAgent
+
+        agent = ScriptedAgent()
     if agent is None:
         from bot.agent import ExtractiveAgent, LLMAgent, load_tools
 
@@ -399,6 +571,9 @@ async def build_hub(
         retriever=retriever,
         channels=channels,
         closeables=closeables,
+        consume=consume,
+        events=events,
+        marks=marks,
     )
 
 
