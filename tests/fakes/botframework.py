@@ -156,7 +156,7 @@ class FakeBotFramework:
         makes an unsigned token."""
         headers = {"kid": kid or self.kid, "typ": "JWT"}
         if algorithm == "none":
-            return jwt.encode(claims, None, algorithm="none", headers=headers)
+            return jwt.encode(claims, "", algorithm="none", headers=headers)
         return jwt.encode(
             claims, key or rsa_key("bot-framework"), algorithm=algorithm, headers=headers
         )
