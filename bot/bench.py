@@ -280,3 +280,240 @@ async def run_bench(args: argparse.Namespace) -> int:
     if not args.data_dir:
         shutil.rmtree(base, ignore_errors=True)
     return 0
+
+
+# --- scaled out: Redis lanes, worker processes ---------------------------------------------
+_ROUND_TRIP_COMMANDS = ("evalsha", "eval", "publish", "set", "exists")
+
+
+async def _commandstats(client: Any) -> dict[str, int]:
+    stats = await client.info("commandstats")
+    return {
+        name.removeprefix("cmdstat_"): int(v.get("calls", 0))
+        for name, v in stats.items()
+        if isinstance(v, dict)
+    }
+
+
+@dataclass
+class RedisBenchReport:
+    """The figures of ``switchboard bench --backend redis``."""
+
+    workers: int
+    messages: int
+    sessions: int
+    throughput_msgs_per_s: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    redis_commands_per_msg: float
+    script_calls_per_msg: float
+    publish_per_msg: float
+    round_trips_per_msg_upper_bound: float
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawn_workers(
+    n: int, settings: Settings, base: Path, redis_url: str
+) -> list[tuple[Any, int]]:
+    import os
+    import subprocess
+    import sys
+
+    procs = []
+    env = dict(os.environ)
+    env.update(
+        {
+            "SWITCHBOARD_LANE_BACKEND": "redis",
+            "SWITCHBOARD_REDIS_URL": redis_url,
+            "SWITCHBOARD_DATABASE_URL": settings.resolved_database_url,
+            "SWITCHBOARD_AGENT": "scripted",
+            "SWITCHBOARD_QUEUE_MODE": "followup",
+            "SWITCHBOARD_MAX_CONCURRENT_TURNS": str(settings.max_concurrent_turns),
+            "SWITCHBOARD_LANE_CAP": str(settings.lane_cap),
+            "SWITCHBOARD_SAMPLE_KB": "false",
+            "SWITCHBOARD_LOG_LEVEL": "ERROR",  # hub.no_channel warnings: no bench channel
+        }
+    )
+    for i in range(n):
+        port = _free_port()
+        d = base / f"worker{i}"
+        d.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "bot.cli",
+            "worker",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(d),
+        ]
+        procs.append((subprocess.Popen(cmd, env=env), port))
+    return procs
+
+
+async def _wait_ready(ports: Sequence[int], timeout_s: float = 60.0) -> None:
+    import aiohttp
+
+    deadline = time.monotonic() + timeout_s
+    async with aiohttp.ClientSession() as http:
+        for port in ports:
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                        if r.status == 200:
+                            break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"worker on port {port} did not become ready")
+                await asyncio.sleep(0.1)
+
+
+async def run_redis_bench(args: argparse.Namespace) -> int:
+    """``switchboard bench --backend redis --workers N --redis-url URL``.
+
+    This process is the ingress (``consume=False``, the in-process door ``hub.ingest``); N
+    ``switchboard worker`` processes with the scripted agent run the turns. Needs a Redis
+    started by the user (``--redis-url``; the bench writes lanes under the ``sb`` prefix, use a
+    dedicated server) and a shared store (``SWITCHBOARD_DATABASE_URL``, PostgreSQL). Latency is
+    ingest → the answer's event reaching this process through the Redis event feed (what a
+    live viewer sees). Redis figures are ``INFO commandstats`` deltas over the run.
+    """
+    from bot.errors import ConfigError
+    from bot.hub import build_hub
+    from bot.lanes.redis import connect
+
+    if not args.redis_url:
+        raise ConfigError("--backend redis needs --redis-url (a Redis you started)")
+    base = Path(args.data_dir) if args.data_dir else Path(tempfile.mkdtemp(prefix="sb-bench-"))
+    base.mkdir(parents=True, exist_ok=True)
+    settings = load_settings(
+        args.config,
+        data_dir=base,
+        lane_backend="redis",
+        redis_url=args.redis_url,
+        agent="scripted",
+        queue_mode=QueueMode.FOLLOWUP,
+        max_concurrent_turns=256,
+        lane_cap=100_000,
+        log_level="WARNING",
+    )
+    if not settings.database_url or settings.database_url.startswith("sqlite"):
+        raise ConfigError("--backend redis needs a shared store: set SWITCHBOARD_DATABASE_URL")
+    import logging
+
+    logging.getLogger().setLevel(logging.WARNING)
+    hub = await build_hub(settings, consume=False, channels=[], load_knowledge=False)
+    workers = _spawn_workers(args.workers, settings, base, args.redis_url)
+    client = connect(args.redis_url)
+    try:
+        await _wait_ready([p for _, p in workers])
+        await hub.start()
+        run = f"{int(time.time())}"
+        msgs = [
+            InboundMessage(
+                event_id=f"r{run}-{i}",
+                channel="bench",  # workers have no such channel: answers are stored, not sent
+                account="bench",
+                session_key=session_key("bench", "bench", dm_peer=f"r{run}-s{i % args.sessions}"),
+                sender=Participant(id=f"s{i % args.sessions}"),
+                text="How do I reset my password?",
+            )
+            for i in range(args.messages)
+        ]
+        pending: dict[str, list[float]] = {}
+        latencies: list[float] = []
+        done = asyncio.Event()
+
+        async def watch() -> None:
+            async with hub.events.subscribe(None, maxsize=1_000_000) as sub:
+                ready.set()
+                async for event in sub:
+                    if event.type != "message" or event.data.get("role") != "bot":
+                        continue
+                    times = pending.get(event.session_key)
+                    if times:
+                        latencies.append((time.monotonic() - times.pop(0)) * 1000.0)
+                        if len(latencies) == len(msgs):
+                            done.set()
+
+        ready = asyncio.Event()
+        watcher = asyncio.create_task(watch())
+        await ready.wait()
+        # Below the lane client's connection pool (redis-py's default: 100 connections).
+        sem = asyncio.Semaphore(64)
+
+        async def send(m: InboundMessage) -> None:
+            async with sem:
+                pending.setdefault(m.session_key, []).append(time.monotonic())
+                await hub.ingest(m)
+
+        before = await _commandstats(client)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(send(m) for m in msgs))
+        # Completion is read from the store: pub/sub events are hints a lagging viewer may miss.
+        import sqlalchemy as sa
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        assert settings.database_url is not None
+        engine = create_async_engine(settings.database_url, pool_size=1)
+        count = sa.text("SELECT count(*) FROM messages WHERE role = 'bot' AND session_key LIKE :p")
+        deadline = time.monotonic() + max(60.0, args.messages / 50)
+        while not done.is_set() and time.monotonic() < deadline:
+            async with engine.connect() as conn:
+                answered = int(await conn.scalar(count, {"p": f"bench:bench:dm:r{run}-%"}) or 0)
+            if answered >= len(msgs):
+                break
+            await asyncio.sleep(0.05)
+        else:
+            if not done.is_set():
+                raise TimeoutError("not every message was answered in time")
+        elapsed = time.perf_counter() - t0
+        await engine.dispose()
+        await asyncio.sleep(0.2)  # the last releases
+        after = await _commandstats(client)
+        watcher.cancel()
+        n = len(msgs)
+        delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+        delta.pop("info", None)
+        lat = sorted(latencies) or [float("nan")]
+        report = RedisBenchReport(
+            workers=args.workers,
+            messages=n,
+            sessions=args.sessions,
+            throughput_msgs_per_s=round(n / elapsed, 1),
+            latency_p50_ms=round(statistics.median(lat), 2),
+            latency_p99_ms=round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2),
+            redis_commands_per_msg=round(sum(delta.values()) / n, 2),
+            script_calls_per_msg=round((delta.get("evalsha", 0) + delta.get("eval", 0)) / n, 2),
+            publish_per_msg=round(delta.get("publish", 0) / n, 2),
+            round_trips_per_msg_upper_bound=round(
+                sum(delta.get(c, 0) for c in _ROUND_TRIP_COMMANDS) / n, 2
+            ),
+        )
+    finally:
+        await hub.stop()
+        await client.aclose()
+        for proc, _ in workers:
+            proc.terminate()
+        for proc, _ in workers:
+            proc.wait(timeout=30)
+    if args.json:
+        print(json.dumps(asdict(report)))
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"switchboard bench (redis lanes, {args.workers} worker processes)")
+        table.add_column("figure")
+        table.add_column("value", justify="right")
+        for key, value in asdict(report).items():
+            table.add_row(key, str(value))
+        Console().print(table)
+    return 0
