@@ -196,6 +196,8 @@ class RedisLaneQueue:
             earlier; the poll also reaps leases of dead workers).
         batch_window_s: seconds the global loop waits after being woken to gather more
             pushes and releases into one round trip (and to start turns in batches).
+        local_turns: turns this process runs at once (default ``max_concurrent_turns``);
+            set it to the cap divided by the number of workers to spread turns over workers.
 
     Raises:
         ValueError: for an invalid config or URL.
@@ -211,6 +213,7 @@ class RedisLaneQueue:
         lease_s: float = 10.0,
         poll_s: float = 1.0,
         batch_window_s: float = 0.001,
+        local_turns: int | None = None,
     ) -> None:
         if config.max_concurrent_turns < 1 or config.lane_cap < 1:
             raise ValueError("max_concurrent_turns and lane_cap must be at least 1")
@@ -259,6 +262,7 @@ class RedisLaneQueue:
         self._send_queued = self._send_lanes = self._send_ready = 0  # ... and in flight
         self._flushed = asyncio.Event()
         self._coalesce_s = batch_window_s
+        self._local_turns = local_turns or config.max_concurrent_turns
         self._loop_task: asyncio.Task[None] | None = None
         self._snapshot = (0, 0, 0, 0)  # version, queued, lanes, ready
         self._free_slots = config.max_concurrent_turns  # free global slots, latest claim
@@ -459,6 +463,9 @@ class RedisLaneQueue:
         self._ensure_loop()
         self._wake.set()
 
+    def _has_ops(self) -> bool:
+        return bool(self._ops or self._pend_queued or self._pend_lanes)
+
     def _ensure_loop(self) -> None:
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.get_running_loop().create_task(
@@ -477,7 +484,7 @@ class RedisLaneQueue:
         loop = asyncio.get_running_loop()
         while True:
             consuming = self._handler is not None and not self._draining
-            if not self._ops and not self._wake.is_set():
+            if not self._has_ops() and not self._wake.is_set():
                 self._flushed.set()
                 deadline = None
                 if consuming:
@@ -493,8 +500,8 @@ class RedisLaneQueue:
                 await asyncio.sleep(self._coalesce_s)  # gather more operations per round trip
             self._wake.clear()
             consuming = self._handler is not None and not self._draining
-            full = len(self._running) >= self._config.max_concurrent_turns
-            if not self._ops and (not consuming or full):
+            full = len(self._running) >= self._local_turns
+            if not self._has_ops() and (not consuming or full):
                 continue
             self._flushed.clear()
             ops, self._ops = self._ops, []
@@ -531,8 +538,9 @@ class RedisLaneQueue:
     async def _step(self, ops: list[tuple[str, str, int]], dq: int, dl: int, claim: bool) -> None:
         """One ``G_STEP`` round trip: apply ``ops``, claim what the cap allows, start turns."""
         cap = self._config.max_concurrent_turns
-        channel = "" if claim else self.channel  # a consumer claims its own pushes
-        args: list[str | int] = [dq, dl, cap if claim else 0, self._lease_ms, cap, channel]
+        claims = max(self._local_turns - len(self._running), 0) if claim else 0
+        args: list[str | int] = [dq, dl, claims, self._lease_ms, cap, self.channel]
+        args.append(0 if claim else 1)  # a consumer claims its own pushes: no wake-up needed
         for op, session, delay in ops:
             args += [op, session, delay]
         res = await self._scripts["G_STEP"](keys=self._gkeys, args=args)
@@ -543,8 +551,8 @@ class RedisLaneQueue:
         self._next_due = None if next_ms < 0 else loop.time() + next_ms / 1000.0
         pairs = res[6:]
         if pairs:
-            claims = zip(pairs[::2], pairs[1::2], strict=True)
-            self._launch([(SessionKey(str(s)), str(t)) for s, t in claims])
+            got = zip(pairs[::2], pairs[1::2], strict=True)
+            self._launch([(SessionKey(str(s)), str(t)) for s, t in got])
 
     def _launch(self, claims: list[tuple[SessionKey, str]]) -> None:
         """Start the turns of one claim batch.
@@ -880,12 +888,13 @@ class RedisLaneQueue:
         if not sessions:
             return []
 
-        async def lrange(session: SessionKey) -> list[str]:
-            entries = await self._redis.lrange(self.session_keys(session)[0], 0, -1)
-            return [str(e) for e in entries]
-
+        lists: list[list[Any]] = []
         try:
-            lists = await asyncio.gather(*(lrange(s) for s in sessions))
+            for i in range(0, len(sessions), 256):
+                pipe = self._redis.pipeline(transaction=False)
+                for session in sessions[i : i + 256]:
+                    pipe.lrange(self.session_keys(session)[0], 0, -1)
+                lists += await pipe.execute()
         except _UNAVAILABLE as exc:
             logger.warning("lane.redis_unavailable", extra={"error": repr(exc)})
             return []

@@ -224,13 +224,14 @@ local snap = redis.call('HMGET', KEYS[4], 'queued', 'lanes')
 G_STEP: Final = (
     _NOW
     + """
--- ARGV: queued_delta, lanes_delta, max_claims, lease_ms, cap, channel ('' none), then
+-- ARGV: queued_delta, lanes_delta, max_claims, lease_ms, cap, wake channel, publish pushes
+--       ('1'/'0'), then
 --       operations in order, three arguments each: op, session, delay_ms; op 'p' push a
 --       session that became ready (publish on channel), 'r' release its slot and push it,
 --       'd' release and delay it by delay_ms, 'n' release only.
 local ready, delayed, slots, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local published = false
-for i = 7, #ARGV, 3 do
+for i = 8, #ARGV, 3 do
   local op, s = ARGV[i], ARGV[i + 1]
   if op ~= 'p' then redis.call('ZREM', slots, s) end
   if op == 'p' or op == 'r' then
@@ -238,7 +239,7 @@ for i = 7, #ARGV, 3 do
     if not redis.call('ZSCORE', ready, s) then
       redis.call('ZADD', ready, redis.call('HINCRBY', stats, 'seq', 1), s)
     end
-    if op == 'p' and ARGV[6] ~= '' and not published then
+    if op == 'p' and ARGV[7] == '1' and not published then
       redis.call('PUBLISH', ARGV[6], 'r')
       published = true
     end
@@ -274,6 +275,10 @@ while n > 0 do
     out[#out + 1] = redis.call('HINCRBY', stats, 'fence', 1)
     n = n - 1
   end
+end
+-- Work left and slots free: wake the other workers.
+if not published and n > 0 and redis.call('ZCARD', ready) > 0 then
+  redis.call('PUBLISH', ARGV[6], 'r')
 end
 local nxt = -1
 local d = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
