@@ -1220,7 +1220,14 @@ class SqlStore:
             for event_id in r.event_ids
         ]
         if handled:
-            conn.execute(_MARK_HANDLED, handled)
+            if self._raw_sqlite:
+                _sqlite_executemany(
+                    conn,
+                    _SQLITE_MARK_HANDLED,
+                    [(h["b_session_key"], h["b_event_id"]) for h in handled],
+                )
+            else:
+                conn.execute(_MARK_HANDLED, handled)
         for i, req in enumerate(batch):
             if isinstance(req, _Call):
                 try:
@@ -1429,9 +1436,19 @@ class SqlStore:
         if with_customer:
             conn.execute(_UPDATE_CONV_CUSTOMER, with_customer)
         if seq_only:
-            conn.execute(_UPDATE_CONV_SEQ, seq_only)
+            if self._raw_sqlite:
+                _sqlite_executemany(
+                    conn,
+                    _SQLITE_UPDATE_CONV_SEQ,
+                    [(p["b_last_seq"], _sqlite_stamp(now), p["b_session_key"]) for p in seq_only],
+                )
+            else:
+                conn.execute(_UPDATE_CONV_SEQ, seq_only)
         if rows:
-            conn.execute(_INSERT_MESSAGES, rows)
+            if self._raw_sqlite:
+                _sqlite_executemany(conn, _SQLITE_INSERT_MESSAGE, [_sqlite_row(r) for r in rows])
+            else:
+                conn.execute(_INSERT_MESSAGES, rows)
         result.sessions = states
 
 
@@ -1451,6 +1468,70 @@ def _new_conversation(msg: InboundMessage, customer: Participant, now: datetime)
         "updated_at": now,
         "meta": {},
     }
+
+
+# --- SQLite hot-path writes ------------------------------------------------------------------
+# The three statements every message costs, run straight through pysqlite with the values
+# converted as the column types would (UtcDateTime, JsonType, Boolean): SQLAlchemy's per-row
+# parameter processing cost more than SQLite's own work here. Same connection, same
+# transaction; the PostgreSQL path keeps the SQLAlchemy statements above.
+_MESSAGE_COLUMN_NAMES: Final = tuple(c.name for c in messages.columns)
+_SQLITE_INSERT_MESSAGE: Final = (
+    f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMN_NAMES)}) "
+    f"VALUES ({', '.join('?' for _ in _MESSAGE_COLUMN_NAMES)})"
+)
+_SQLITE_UPDATE_CONV_SEQ: Final = (
+    "UPDATE conversations SET last_seq = ?, updated_at = ? WHERE session_key = ?"
+)
+_SQLITE_MARK_HANDLED: Final = (
+    "UPDATE messages SET handled = 1 WHERE session_key = ? AND event_id = ? "
+    f"AND role = '{Role.CUSTOMER.value}'"
+)
+_JSON_COLUMNS: Final = frozenset({"citations", "inbound"})
+_BOOL_COLUMNS: Final = frozenset({"internal", "handled"})
+
+
+def _sqlite_stamp(value: datetime) -> str:
+    """A timestamp as :class:`UtcDateTime` stores it on SQLite (fixed-width ISO, UTC)."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_row(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A message row dict as the positional SQLite values of ``_SQLITE_INSERT_MESSAGE``."""
+    out: list[Any] = []
+    for name in _MESSAGE_COLUMN_NAMES:
+        value = row[name]
+        if value is None:
+            out.append(None)
+        elif name in _JSON_COLUMNS:
+            out.append(json_dumps(value))
+        elif name in _BOOL_COLUMNS:
+            out.append(1 if value else 0)
+        elif isinstance(value, datetime):
+            out.append(_sqlite_stamp(value))
+        else:
+            out.append(value)
+    return tuple(out)
+
+
+def _sqlite_executemany(conn: sa.Connection, sql: str, params: list[tuple[Any, ...]]) -> None:
+    """``executemany`` on the pysqlite connection under ``conn`` (inside its transaction).
+
+    Raises:
+        sqlalchemy.exc.IntegrityError: a unique index refused a row (as SQLAlchemy would).
+        sqlalchemy.exc.OperationalError: SQLite could not run it (e.g. the database is busy).
+    """
+    import sqlite3
+
+    if not conn.in_transaction():
+        conn.begin()  # so the caller's conn.commit() commits what the driver wrote
+    driver = conn.connection.driver_connection
+    try:
+        driver.executemany(sql, params)  # type: ignore[union-attr]
+    except sqlite3.IntegrityError as exc:
+        raise IntegrityError(sql, params, exc) from exc
+    except sqlite3.OperationalError as exc:
+        raise OperationalError(sql, params, exc) from exc
 
 
 def _inbound_row(msg: InboundMessage, seq: int, now: datetime) -> dict[str, Any]:
