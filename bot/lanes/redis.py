@@ -131,6 +131,12 @@ def _session_tag(prefix: str, session: str) -> str:
     return f"{prefix}:{session}"
 
 
+POOL_MAX_CONNECTIONS: Final = 64
+"""Connections per process to a single Redis server."""
+POOL_WAIT_S: Final = 5.0
+"""Seconds a command waits for a free pooled connection before failing."""
+
+
 def connect(url: str, *, retries: int = 3) -> _Client:
     """A redis-py asyncio client for ``url`` (see the module docstring for the forms).
 
@@ -150,9 +156,16 @@ def connect(url: str, *, retries: int = 3) -> _Client:
     scheme, sep, rest = url.partition("://")
     cluster = scheme.endswith("+cluster") or "," in url
     if not cluster:
-        client: aioredis.Redis = aioredis.Redis.from_url(
-            url, retry_on_error=[RedisConnectionError, RedisTimeoutError], **common
+        # A blocking pool: a burst of concurrent enqueues waits for a free connection (up to
+        # POOL_WAIT_S seconds) instead of failing with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=POOL_MAX_CONNECTIONS,
+            timeout=POOL_WAIT_S,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            **common,
         )
+        client: aioredis.Redis = aioredis.Redis.from_pool(pool)
         return client
     if not sep:
         scheme, rest = "redis", url
