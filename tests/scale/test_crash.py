@@ -13,7 +13,7 @@ import asyncio
 
 import pytest
 
-from tests.scale.cluster import Deployment, RestDriver
+from tests.scale.cluster import Deployment, Proc, RestDriver
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -22,7 +22,7 @@ PER_CONVERSATION = 10
 TOTAL = CONVERSATIONS * PER_CONVERSATION
 
 
-async def _start(dep: Deployment) -> tuple[RestDriver, list[object]]:
+async def _start(dep: Deployment) -> tuple[RestDriver, list[Proc]]:
     await dep.create_schema()
     ingress = dep.start("ingress", "serve", "--workers", "0", "--no-sample-kb")
     workers = [dep.start(f"worker{i}", "worker") for i in range(2)]
@@ -38,7 +38,7 @@ async def test_worker_sigkill_loses_duplicates_and_reorders_nothing(
     reached = await deployment.wait_replies(TOTAL // 4, timeout_s=40)
     assert reached >= TOTAL // 4, "workers answered too little before the crash"
     assert not sending.done(), "the crash must happen while messages still arrive"
-    workers[0].kill()  # type: ignore[attr-defined]
+    workers[0].kill()
     await sending
     assert await deployment.wait_replies(TOTAL, timeout_s=40) == TOTAL
     await asyncio.sleep(0.5)  # a duplicate answer would land now
