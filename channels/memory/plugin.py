@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.channel import HubAPI, Ignored, IngestReceipt, Parsed, ParseResult
 from bot.config import Settings
@@ -30,7 +30,7 @@ from bot.envelope import (
     SessionKey,
     session_key,
 )
-from bot.errors import PayloadInvalid
+from bot.payload import parse_json_model
 
 ACCOUNT = "default"
 
@@ -118,12 +118,7 @@ class MemoryChannel:
         Raises:
             PayloadInvalid: malformed JSON or a schema violation (``field`` names it).
         """
-        try:
-            payload = MemoryPayload.model_validate_json(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"]) or None
-            raise PayloadInvalid(f"{loc or 'body'}: {err['msg']}", field=loc) from exc
+        payload = parse_json_model(MemoryPayload, data)
         if not payload.text and payload.action is None:
             return Ignored("empty message")
         event_id = payload.event_id or hashlib.sha256(data).hexdigest()[:32]

@@ -13,14 +13,14 @@ generated from these models):
 from __future__ import annotations
 
 import hashlib
-import json
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.envelope import InboundMessage, Participant, SessionKey, session_key
-from bot.errors import PayloadInvalid, PayloadTooLarge
+from bot.errors import PayloadInvalid
+from bot.payload import check_text_bytes, parse_json_model
 from bot.store.base import StoredMessage
 
 CHANNEL = "rest"
@@ -134,23 +134,8 @@ def parse_post(data: bytes, *, max_message_bytes: int) -> PostMessage:
             dotted path, e.g. ``user.id``), status 400.
         PayloadTooLarge: ``text`` exceeds ``max_message_bytes`` (status 413, field ``text``).
     """
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadInvalid(f"malformed JSON: {exc}") from exc
-    try:
-        body = PostMessage.model_validate(doc)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or None
-        raise PayloadInvalid(f"{loc or 'body'}: {err['msg']}", field=loc) from exc
-    size = len(body.text.encode("utf-8"))
-    if size > max_message_bytes:
-        raise PayloadTooLarge(
-            f"text is {size} bytes; the limit is {max_message_bytes}",
-            limit_bytes=max_message_bytes,
-            field="text",
-        )
+    body = parse_json_model(PostMessage, data)
+    check_text_bytes(body.text, max_message_bytes)
     return body
 
 

@@ -21,14 +21,14 @@ Hub → client:
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from bot.envelope import InboundMessage, OutboundMessage, Participant, SessionKey, session_key
-from bot.errors import PayloadInvalid, PayloadTooLarge
+from bot.errors import PayloadInvalid
+from bot.payload import check_text_bytes, parse_json_model
 from bot.store.base import StoredMessage
 
 CHANNEL = "webchat"
@@ -80,27 +80,12 @@ def parse_frame(
         PayloadTooLarge: text over ``max_message_bytes`` UTF-8 bytes.
     """
     raw_bytes = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        doc = json.loads(raw_bytes)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadInvalid(f"malformed JSON: {exc}") from exc
-    try:
-        frame = InboundFrame.model_validate(doc)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        loc = ".".join(str(p) for p in err["loc"]) or None
-        raise PayloadInvalid(f"{loc or 'frame'}: {err['msg']}", field=loc) from exc
+    frame = parse_json_model(InboundFrame, raw_bytes, what="frame")
     if frame.type == "message" and not frame.text.strip():
         raise PayloadInvalid("text must not be empty", field="text")
     if frame.type == "action" and frame.action is None:
         raise PayloadInvalid("action is required", field="action")
-    size = len(frame.text.encode("utf-8"))
-    if size > max_message_bytes:
-        raise PayloadTooLarge(
-            f"text is {size} bytes; the limit is {max_message_bytes}",
-            limit_bytes=max_message_bytes,
-            field="text",
-        )
+    check_text_bytes(frame.text, max_message_bytes)
     text = frame.text if frame.type == "message" else (frame.label or "")
     msg = InboundMessage(
         event_id=frame.event_id or hashlib.sha256(raw_bytes).hexdigest()[:32],
@@ -111,7 +96,7 @@ def parse_frame(
         text=text,
         action=frame.action if frame.type == "action" else None,
         is_direct=True,
-        raw=doc if isinstance(doc, dict) else {},
+        raw=frame.model_dump(mode="json", exclude_none=True),
     )
     return frame, msg
 

@@ -1,0 +1,57 @@
+"""Validating JSON bodies against pydantic models, with errors that name the field.
+
+Every channel that takes JSON it defines itself (REST, web chat, memory) answers a bad body the
+same way: malformed JSON or a schema violation is :class:`~bot.errors.PayloadInvalid` (HTTP 400)
+naming the dotted field, and text over the configured size is
+:class:`~bot.errors.PayloadTooLarge` (HTTP 413).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from bot.errors import PayloadInvalid, PayloadTooLarge
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def parse_json_model(model: type[ModelT], data: bytes, *, what: str = "body") -> ModelT:
+    """Decode ``data`` (UTF-8 JSON, RFC 8259) and validate it as ``model``.
+
+    Args:
+        model: the pydantic model of the body.
+        data: the raw bytes.
+        what: how error messages call the body when no field can be named.
+
+    Raises:
+        PayloadInvalid: malformed JSON (``field`` None) or a schema violation (``field`` is the
+            dotted path of the first error, e.g. ``user.id``).
+    """
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadInvalid(f"malformed JSON: {exc}") from exc
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"]) or None
+        raise PayloadInvalid(f"{loc or what}: {err['msg']}", field=loc) from exc
+
+
+def check_text_bytes(text: str, limit_bytes: int, *, field: str = "text") -> None:
+    """Refuse ``text`` longer than ``limit_bytes`` once encoded as UTF-8.
+
+    Raises:
+        PayloadTooLarge: over the limit (HTTP 413), naming ``field``.
+    """
+    size = len(text.encode("utf-8"))
+    if size > limit_bytes:
+        raise PayloadTooLarge(
+            f"{field} is {size} bytes; the limit is {limit_bytes}",
+            limit_bytes=limit_bytes,
+            field=field,
+        )
