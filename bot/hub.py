@@ -333,7 +333,7 @@ class Hub:
         """Store an outbound message, publish it, and send it through its channel.
 
         Sending retries ``ChannelUnavailable`` with exponential backoff and honours
-        ``RateLimited.retry_after`` (at most ``SEND_MAX_ATTEMPTS`` attempts within
+        ``RateLimited.retry_after`` (after the first attempt, at most ``SEND_MAX_ATTEMPTS`` within
         ``SEND_MAX_SECONDS`` seconds). A send that still fails is logged and counted; the
         message stays stored and visible in the conversation history.
 
@@ -380,19 +380,20 @@ class Hub:
         return stored
 
     async def _send(self, channel: ChannelPlugin, out: OutboundMessage) -> None:
+        """Send once; on a retryable failure enter the retry loop; log and count a final one."""
         try:
-            await channel.send(out)
-        except (ChannelUnavailable, RateLimited) as exc:
-            log.warning(
-                "hub.send_retrying",
-                extra={
-                    "session_key": out.session_key,
-                    "channel": channel.name,
-                    "error": repr(exc),
-                },
-            )
-            await self._send_with_retries(channel, out, first_error=exc)
-            return
+            try:
+                await channel.send(out)
+            except (ChannelUnavailable, RateLimited) as exc:
+                log.warning(
+                    "hub.send_retrying",
+                    extra={
+                        "session_key": out.session_key,
+                        "channel": channel.name,
+                        "error": repr(exc),
+                    },
+                )
+                await self._send_with_retries(channel, out, first_error=exc)
         except Exception:
             self.metrics.send_failures.labels(channel.name).inc()
             log.exception(
@@ -405,26 +406,21 @@ class Hub:
     async def _send_with_retries(
         self, channel: ChannelPlugin, out: OutboundMessage, first_error: Exception
     ) -> None:
-        """Retry a failed send: ``RateLimited.retry_after`` or exponential backoff."""
+        """Retry a failed send: ``RateLimited.retry_after`` or exponential backoff.
+
+        Raises:
+            Exception: the last error when every retry failed.
+        """
         if isinstance(first_error, RateLimited):
             await asyncio.sleep(max(0.0, first_error.retry_after))
-        try:
-            async for attempt in AsyncRetrying(
-                retry=retry_if_exception_type((ChannelUnavailable, RateLimited)),
-                wait=_wait_for_send,
-                stop=stop_after_attempt(SEND_MAX_ATTEMPTS) | stop_after_delay(SEND_MAX_SECONDS),
-                reraise=True,
-            ):
-                with attempt:
-                    await channel.send(out)
-        except Exception:
-            self.metrics.send_failures.labels(channel.name).inc()
-            log.exception(
-                "hub.send_failed",
-                extra={"session_key": out.session_key, "channel": channel.name},
-            )
-            return
-        self.metrics.messages_out.labels(channel.name, str(out.kind)).inc()
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((ChannelUnavailable, RateLimited)),
+            wait=_wait_for_send,
+            stop=stop_after_attempt(SEND_MAX_ATTEMPTS) | stop_after_delay(SEND_MAX_SECONDS),
+            reraise=True,
+        ):
+            with attempt:
+                await channel.send(out)
 
     def publish_typing(self, key: SessionKey) -> None:
         """Tell live viewers (web chat, console) that the bot is composing a reply."""
@@ -575,12 +571,3 @@ async def build_hub(
         events=events,
         marks=marks,
     )
-
-
-async def run_forever(hub: Hub, stop: asyncio.Event) -> None:
-    """Start ``hub``, wait for ``stop``, then drain (used by ``switchboard worker``-style runs)."""
-    await hub.start()
-    try:
-        await stop.wait()
-    finally:
-        await hub.stop()
