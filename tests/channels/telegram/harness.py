@@ -92,6 +92,10 @@ class TelegramHarness:
         headers = {SECRET_HEADER: secret} if secret is not None else {}
         return await self.client.post(self.webhook_path, json=update, headers=headers)
 
+    def platform_event_id(self, event_id: str) -> str:
+        """The event id the hub stores for a contract event id (the update_id)."""
+        return str(self.update_id(event_id))
+
     def update_id(self, event_id: str) -> int:
         """The update_id standing for a contract event id (stable per event id)."""
         if event_id not in self._update_ids:
