@@ -79,6 +79,13 @@ CHECKPOINT_INTERVAL_S: Final = 1.0
 """SQLite: how often (while writing) a passive WAL checkpoint runs on its own thread."""
 
 SQLITE_BUSY_TIMEOUT_MS: Final = 5000
+
+SERVER_POOL_SIZE: Final = 16
+"""Connections a process keeps to a database server (PostgreSQL): no overflow beyond it.
+
+Readers wait for a free connection rather than open a short-lived one: with SQLAlchemy's
+default (5 kept + 10 overflow) a few hundred concurrent turns opened and closed a connection
+per read (a TCP and TLS negotiation each), which cost more CPU than the queries."""
 """How long a SQLite connection waits for another writer's lock before failing."""
 
 
@@ -264,7 +271,16 @@ def make_engine(url: str) -> AsyncEngine:
     Returns:
         The engine (callers dispose of it).
     """
-    engine = create_async_engine(url, json_serializer=json_dumps)
+    if sa.make_url(url).get_backend_name() == "sqlite":
+        engine = create_async_engine(url, json_serializer=json_dumps)
+    else:
+        engine = create_async_engine(
+            url,
+            json_serializer=json_dumps,
+            pool_size=SERVER_POOL_SIZE,
+            max_overflow=0,
+            pool_timeout=60.0,
+        )
     if engine.dialect.name == "sqlite":
         sa.event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     return engine
