@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -110,4 +110,42 @@ class ChannelPlugin(Protocol):
         Raises:
             bot.errors.RateLimited: the platform asked to wait ``retry_after`` seconds.
             bot.errors.ChannelUnavailable: the platform is unreachable; retry later.
+        """
+
+
+@runtime_checkable
+class StreamingChannel(Protocol):
+    """A channel that can show an answer while it is written, by editing one message.
+
+    Optional capability of a :class:`ChannelPlugin` (checked with ``isinstance``). The router
+    streams only ``answer`` messages, never notices, handoffs or human agents' replies. Every
+    call carries the answer's ``idempotency_key`` (``answer:{event_id}``): it names the one
+    platform message of that answer. The caller never has two calls of one key in flight.
+
+    The final :meth:`ChannelPlugin.send` of an ``OutboundMessage`` with the same key turns the
+    streamed message into the final answer (full rendering: citations, buttons) instead of
+    posting a new one; a final answer the platform must split edits the first part and posts
+    the others. After that final send, :meth:`stream` calls with the key change nothing.
+    """
+
+    async def stream(self, out: OutboundMessage) -> None:
+        """Show ``out.text`` (the answer so far, CommonMark) as a partial answer.
+
+        The first call of a key posts a message; later calls edit it.
+
+        Raises:
+            bot.errors.RateLimited: the platform asked to wait ``retry_after`` seconds.
+            bot.errors.ChannelUnavailable: the platform is unreachable.
+            bot.errors.SwitchboardError: the platform refused the edit.
+            ValueError: ``out.idempotency_key`` is None.
+        """
+
+    async def discard_stream(self, out: OutboundMessage) -> None:
+        """Remove the partial message of ``out.idempotency_key`` (no final answer will come).
+
+        Does nothing when nothing was streamed under that key or its final answer was sent.
+
+        Raises:
+            bot.errors.RateLimited, bot.errors.ChannelUnavailable, bot.errors.SwitchboardError:
+                as :meth:`stream`.
         """

@@ -105,7 +105,10 @@ class Settings(BaseSettings):
     llm_timeout_s: float = 30.0
     llm_max_retries: int = 1
     llm_temperature: float = 0.2
+    # Stream answers on channels that can edit a message (bot.channel.StreamingChannel), at
+    # most one edit per stream_interval_s seconds (Slack's chat.update is Tier 3, ~50/min).
     llm_stream: bool = True
+    stream_interval_s: float = 1.0
     llm_context_window_tokens: int = 8192
     llm_max_answer_tokens: int = 800
     agent_max_tool_rounds: int = 4

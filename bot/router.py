@@ -4,6 +4,15 @@ Per turn: look up the session mode; while a human owns the session (``queued``/`
 stays silent (the customer's messages are already stored and shown in the console); a customer
 who asks for a person is escalated; otherwise the support agent answers, and its escalations,
 failures and timeouts go to the human queue with an honest notice to the customer.
+
+Streaming: when ``settings.llm_stream`` is on and the session's channel is a
+:class:`~bot.channel.StreamingChannel`, the agent's partial answer is shown through an
+:class:`~bot.streaming.AnswerStream` (throttled edits of one message, keyed by the answer's
+idempotency key ``answer:{event_id}``). The stream is closed before the final answer goes out
+through :meth:`Hub.deliver <bot.hub.Hub.deliver>` (the one send path, with its retries), which
+edits the streamed message into the final answer. A turn that ends without answer text
+(escalation, failure, interrupt) removes its partial message. Notices, handoff messages and
+human agents' replies are never streamed.
 """
 
 from __future__ import annotations
@@ -14,11 +23,20 @@ import time
 from typing import TYPE_CHECKING
 
 from bot.agent import AgentReply, TurnInput
+from bot.channel import StreamingChannel
 from bot.config import QueueMode
-from bot.envelope import TALK_TO_HUMAN, InboundMessage, OutboundKind, OutboundMessage, SessionKey
+from bot.envelope import (
+    TALK_TO_HUMAN,
+    InboundMessage,
+    OutboundKind,
+    OutboundMessage,
+    SessionKey,
+    channel_of,
+)
 from bot.handoff import wants_human
 from bot.lanes.base import Turn
 from bot.store.base import Role, SessionMode, StoredMessage
+from bot.streaming import AnswerStream
 from bot.tools import ToolContext
 
 if TYPE_CHECKING:
@@ -41,6 +59,7 @@ class Router:
 
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
+        self._cleanups: set[asyncio.Task[None]] = set()
 
     async def handle(self, turn: Turn) -> None:
         """Run one turn; never raises except ``CancelledError`` (interrupt mode).
@@ -129,28 +148,51 @@ class Router:
             max_citations=hub.settings.max_citations,
         )
         hub.publish_typing(key)
-        async with asyncio.timeout(hub.settings.turn_timeout_s):
-            reply: AgentReply = await hub.agent.respond(
-                TurnInput(
-                    session_key=key,
-                    channel=last.channel,
-                    customer=last.sender,
-                    messages=messages,
-                    overflow=turn.overflow,
-                    history=history,
-                    tools=ctx,
+        template = OutboundMessage(
+            session_key=key,
+            text="",
+            reply_to=last.event_id,
+            kind=OutboundKind.ANSWER,
+            idempotency_key=f"answer:{last.event_id}",
+        )
+        stream = self._answer_stream(template)
+        try:
+            async with asyncio.timeout(hub.settings.turn_timeout_s):
+                reply: AgentReply = await hub.agent.respond(
+                    TurnInput(
+                        session_key=key,
+                        channel=last.channel,
+                        customer=last.sender,
+                        messages=messages,
+                        overflow=turn.overflow,
+                        history=history,
+                        tools=ctx,
+                        stream=None if stream is None else stream.push,
+                    )
                 )
-            )
+        except asyncio.CancelledError:
+            if stream is not None:  # interrupted: clean up without delaying the cancellation
+                task = asyncio.create_task(stream.discard(), name="router.stream_discard")
+                self._cleanups.add(task)
+                task.add_done_callback(self._cleanups.discard)
+            raise
+        except Exception:
+            if stream is not None:
+                await stream.discard()
+            raise
+        if stream is not None:
+            if reply.text:
+                await stream.close()  # the final answer below must be the last edit
+            else:
+                await stream.discard()
         if reply.text:
             await hub.deliver(
-                OutboundMessage(
-                    session_key=key,
-                    text=reply.text,
-                    citations=tuple(reply.citations[: hub.settings.max_citations]),
-                    actions=tuple(reply.actions),
-                    reply_to=last.event_id,
-                    kind=OutboundKind.ANSWER,
-                    idempotency_key=f"answer:{last.event_id}",
+                template.model_copy(
+                    update={
+                        "text": reply.text,
+                        "citations": tuple(reply.citations[: hub.settings.max_citations]),
+                        "actions": tuple(reply.actions),
+                    }
                 )
             )
         if reply.escalate and not escalated:
@@ -158,6 +200,16 @@ class Router:
                 return True
             await self._escalate(key, reply.escalate)
         return not (reply.escalate or escalated)
+
+    def _answer_stream(self, template: OutboundMessage) -> AnswerStream | None:
+        """A stream for this answer, or None (streaming off, or the channel cannot edit)."""
+        settings = self.hub.settings
+        if not settings.llm_stream:
+            return None
+        channel = self.hub.channels.get(channel_of(template.session_key))
+        if not isinstance(channel, StreamingChannel):
+            return None
+        return AnswerStream(channel, template, interval_s=settings.stream_interval_s)
 
     async def _escalate(self, key: SessionKey, reason: str) -> None:
         await self.hub.handoff.escalate(key, reason)
