@@ -60,6 +60,9 @@ class HubAPI(Protocol):
     settings: Settings
     store: Store
     events: EventBus
+    receives: bool
+    """True when this process takes platform traffic (webhooks, listeners, pull receivers);
+    False in ``switchboard worker``, which uses its channels only to send."""
 
     async def ingest(self, msg: InboundMessage) -> IngestReceipt:
         """Deduplicate, persist and enqueue a customer message.
@@ -99,7 +102,12 @@ class ChannelPlugin(Protocol):
         """HTTP routes this channel serves (webhooks, widget assets); may be empty."""
 
     async def start(self, hub: HubAPI) -> None:
-        """Connect (gateways, IMAP...) and begin feeding ``hub.ingest``."""
+        """Connect what sending needs; begin feeding ``hub.ingest`` if pushed to.
+
+        Runs in every process, workers included. A listener the platform connects to (an SMTP
+        server) starts only when ``hub.receives``. A receiver that fetches inbound traffic
+        itself is not started here but by :meth:`PullReceiver.start_receiving`.
+        """
 
     async def stop(self) -> None:
         """Disconnect; called during graceful shutdown."""
@@ -148,4 +156,38 @@ class StreamingChannel(Protocol):
         Raises:
             bot.errors.RateLimited, bot.errors.ChannelUnavailable, bot.errors.SwitchboardError:
                 as :meth:`stream`.
+        """
+
+
+@runtime_checkable
+class PullReceiver(Protocol):
+    """A channel that fetches its inbound traffic itself (polling, IMAP, gateway, Socket Mode).
+
+    The platform does not call us, so two processes fetching would compete or duplicate.
+
+    The hub calls :meth:`ChannelPlugin.start` in every process, then, only in a process that
+    receives (not ``switchboard worker``), :meth:`start_receiving`: directly with memory lanes
+    (one process), under a Redis leader lease per ``(channel, receiver_account())`` with shared
+    lanes, so one process at a time fetches (:mod:`bot.leader`). :meth:`stop_receiving` is
+    called when the lease is lost and first at shutdown, before the hub drains; the receiver
+    may be started again afterwards.
+    """
+
+    def receiver_account(self) -> str | None:
+        """The account whose traffic this plugin fetches (bot, mailbox, app): the lease name.
+
+        None when it fetches nothing in this configuration (e.g. Telegram by webhook).
+        """
+
+    async def start_receiving(self) -> None:
+        """Begin fetching and feeding ``hub.ingest`` (called after :meth:`ChannelPlugin.start`).
+
+        Raises:
+            bot.errors.ChannelUnavailable: the platform cannot be reached (retried later).
+        """
+
+    async def stop_receiving(self) -> None:
+        """Stop fetching; ingest what was already fetched and cannot be fetched again; idempotent.
+
+        Sending keeps working until :meth:`ChannelPlugin.stop`.
         """

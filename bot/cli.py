@@ -231,7 +231,7 @@ async def _worker_hub(settings: Settings) -> int:
     from bot.hub import build_hub
     from bot.worker import run_worker
 
-    hub = await build_hub(settings, consume=True, listen_events=False)
+    hub = await build_hub(settings, consume=True, listen_events=False, receive=False)
     await run_worker(hub, settings.host, settings.port)
     return 0
 

@@ -169,6 +169,9 @@ class Settings(BaseSettings):
     # --- scale-out (issue 3) -----------------------------------------------------------------
     workers: int = 1
     lane_lease_s: float = 10.0
+    # Seconds a process holds the Redis lease on a pull receiver (Telegram polling, IMAP,
+    # Discord gateway, Slack Socket Mode) without renewing it: the takeover time after a crash.
+    receiver_lease_s: float = 15.0
     # "auto": LLMAgent when llm_model is set, else the extractive agent. "scripted": a
     # zero-latency fixed answer, for tests and `switchboard bench` only (never in production).
     agent: str = "auto"

@@ -60,6 +60,7 @@ from bot.errors import BackendUnavailable, ChannelUnavailable, ConfigError, Drai
 from bot.events import EventBus, HubEvent
 from bot.handoff import Handoff
 from bot.lanes.base import LaneConfig, LaneQueue
+from bot.leader import PullReceivers
 from bot.observability import Metrics
 from bot.retrieval import Passage, Retriever
 from bot.router import Router
@@ -118,6 +119,8 @@ class Hub:
         consume: bool = True,
         events: EventBus | None = None,
         marks: EnqueueMarks | None = None,
+        receive: bool = True,
+        lease_client: Any = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -129,6 +132,12 @@ class Hub:
         self.metrics = metrics or Metrics()
         self.consume = consume
         """True when this process runs turns (starts the lanes' consumers)."""
+        self.receives = receive
+        """True when this process takes platform traffic (not ``switchboard worker``)."""
+        self.receivers = PullReceivers(
+            self.channels.values(), client=lease_client, lease_s=settings.receiver_lease_s
+        )
+        """Pull receivers, under Redis leases when ``lease_client`` is given (bot.leader)."""
         self.events = events if events is not None else EventBus()
         self.marks = marks
         """Enqueued marks of shared lanes (None: memory lanes, recovery from the store)."""
@@ -138,6 +147,7 @@ class Hub:
         self.router = Router(self)
         self.ready = False
         self._draining = False
+        self._stopping = False
         self._closeables = list(closeables)
         self._seen: TTLCache[tuple[str, str, str], tuple[SessionKey, int | None]] = TTLCache(
             maxsize=settings.dedupe_max_entries, ttl=settings.dedupe_ttl_s
@@ -161,6 +171,8 @@ class Hub:
             await self.lanes.start(self.router.handle, self.router.on_overflow)
         for channel in self.channels.values():
             await channel.start(self)
+        if self.receives:
+            await self.receivers.start()
         if self.marks is None:
             recovered = await self.store.unhandled()
             for msg in recovered:
@@ -175,13 +187,16 @@ class Hub:
     async def stop(self, timeout_s: float | None = None) -> None:
         """Drain gracefully, then close everything.
 
-        Refuses new messages, lets running turns finish (bounded by ``timeout_s``, default
-        ``settings.drain_timeout_s`` seconds) and keeps what is queued: it stays stored as
-        unhandled and is re-enqueued at the next start.
+        Stops the pull receivers first (what they fetched is ingested: a Discord gateway
+        never redelivers), then refuses new messages, lets running turns finish (bounded by
+        ``timeout_s``, default ``settings.drain_timeout_s`` seconds) and keeps what is queued:
+        it stays stored as unhandled and is re-enqueued at the next start.
         """
-        if self._draining:
+        if self._stopping:
             return
+        self._stopping = True
         self.ready = False
+        await self.receivers.stop()
         self._draining = True
         timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
         if self._recovery is not None:
@@ -445,6 +460,7 @@ async def build_hub(
     consume: bool = True,
     events: EventBus | None = None,
     listen_events: bool = True,
+    receive: bool = True,
 ) -> Hub:
     """Compose a hub from settings; every ``None`` argument takes the embedded default.
 
@@ -467,6 +483,8 @@ async def build_hub(
             on ``redis_url`` (redis lanes).
         listen_events: with ``RedisEventBus``, receive other processes' events (processes
             that serve live viewers); ``switchboard worker`` only publishes.
+        receive: take platform traffic: run pull receivers (under Redis leases with shared
+            lanes, :mod:`bot.leader`) and listeners; False for ``switchboard worker``.
 
     Returns:
         A hub, not started (call ``await hub.start()``).
@@ -508,8 +526,10 @@ async def build_hub(
 
             lanes = MemoryLaneQueue(lane_config)
     marks = None
+    lease_client = None
     session_keys = getattr(lanes, "session_keys", None)  # RedisLaneQueue: shared lanes
     if session_keys is not None:
+        lease_client = getattr(lanes, "client", None)
         from bot.events_redis import EnqueueMarks, RedisEventBus
 
         if events is None:
@@ -570,4 +590,6 @@ async def build_hub(
         consume=consume,
         events=events,
         marks=marks,
+        receive=receive,
+        lease_client=lease_client,
     )

@@ -137,6 +137,10 @@ async def run_worker(
 ) -> None:
     """Start ``hub`` (consuming), serve health and metrics until SIGTERM/SIGINT, then drain.
 
+    A worker's channels only send: whatever ``hub.receives`` was, it is set False before the
+    start, so no pull receiver (Telegram polling, IMAP, Discord gateway, Slack Socket Mode) or
+    listener runs here; ingress processes run them (see :mod:`bot.leader`).
+
     Args:
         hub: a built hub with ``consume=True``, not started.
         host: address of the health/metrics listener (port 0 picks a free port).
@@ -155,6 +159,7 @@ async def run_worker(
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
     runner = web.AppRunner(make_worker_app(hub), access_log=None, handle_signals=False)
+    hub.receives = False
     await hub.start()
     try:
         await runner.setup()
