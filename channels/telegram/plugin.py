@@ -306,7 +306,10 @@ class TelegramChannel:
         return [web.post("/telegram/{bot_name}", self._webhook)]
 
     async def start(self, hub: HubAPI) -> None:
-        """Connect: ``getMe``, rebuild the migration map, then webhook or polling.
+        """Connect: ``getMe``, rebuild the migration map, register the webhook if configured.
+
+        Long polling is a pull receiver: it runs from :meth:`start_receiving`, in one process
+        at a time (:mod:`bot.leader`); ``setWebhook`` is called only when ``hub.receives``.
 
         Raises:
             ConfigError: no bot token.
@@ -319,11 +322,7 @@ class TelegramChannel:
         self._bot_id = bot.bot.id
         self._bot_username = bot.bot.username or self.settings.telegram_bot_name
         await self._load_migrations(hub)
-        if self.settings.telegram_polling:
-            await delete_webhook(self.settings, bot)
-            self._poller = Poller(bot, self._handle_batch)
-            self._poller.start()
-        elif self.settings.public_url:
+        if not self.settings.telegram_polling and self.settings.public_url and hub.receives:
             await set_webhook(self.settings, bot)
         self._typing_task = asyncio.create_task(self._forward_typing(hub), name="telegram-typing")
         log.info(
@@ -335,10 +334,33 @@ class TelegramChannel:
             },
         )
 
+    def receiver_account(self) -> str | None:
+        """The bot's name when long polling (one poller per bot token), else None."""
+        return self.settings.telegram_bot_name if self.settings.telegram_polling else None
+
+    async def start_receiving(self) -> None:
+        """Long polling: ``deleteWebhook``, then the ``getUpdates`` loop.
+
+        Raises:
+            ChannelUnavailable: Telegram cannot be reached.
+        """
+        if self._bot is None or self._poller is not None:
+            return
+        await delete_webhook(self.settings, self._bot)
+        self._poller = Poller(self._bot, self._handle_batch)
+        self._poller.start()
+        log.info("telegram.polling", extra={"channel": CHANNEL, "bot": self._bot_username})
+
+    async def stop_receiving(self) -> None:
+        """Stop polling; a batch not yet ingested stays unconfirmed (Telegram sends it again)."""
+        poller, self._poller = self._poller, None
+        if poller is not None:
+            await poller.stop()
+            log.info("telegram.polling_stopped", extra={"channel": CHANNEL})
+
     async def stop(self) -> None:
         """Stop polling, ingest pending albums, close the HTTP client."""
-        if self._poller is not None:
-            await self._poller.stop()
+        await self.stop_receiving()
         await self._albums.close()
         if self._typing_task is not None:
             self._typing_task.cancel()

@@ -14,6 +14,7 @@ Telegram asks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 
 HANDLER_RETRY_S = 1.0
 """Seconds to wait before fetching a batch again after its handler failed."""
+STOP_GRACE_S = 10.0
+"""Seconds :meth:`Poller.stop` lets a batch being handled finish before cancelling it."""
 
 BatchHandler = Callable[[Sequence[Update]], Awaitable[None]]
 
@@ -66,6 +69,8 @@ class Poller:
         self.timeout_s = timeout_s
         self.offset: int | None = None
         self._task: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._backoff = wait_exponential_jitter(multiplier=0.5, max=30.0)
 
     def start(self) -> None:
@@ -73,18 +78,26 @@ class Poller:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="telegram-poller")
 
-    async def stop(self) -> None:
-        """Cancel the loop (a running long poll is abandoned; its batch is not confirmed)."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+    async def stop(self, grace_s: float = STOP_GRACE_S) -> None:
+        """Stop the loop; a batch being handled may finish first (up to ``grace_s`` seconds).
+
+        Then the task is cancelled: a running long poll is abandoned and its batch is not
+        confirmed, so Telegram sends it again to the next poller.
+        """
+        task, self._task = self._task, None
+        if task is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
             batch = await self._fetch()
             if not batch:
                 continue
+            self._idle.clear()
             try:
                 await self._handle(batch)
             except asyncio.CancelledError:
@@ -96,6 +109,8 @@ class Poller:
                 )
                 await asyncio.sleep(HANDLER_RETRY_S)
                 continue
+            finally:
+                self._idle.set()
             self.offset = batch[-1].update_id + 1
 
     async def _fetch(self) -> tuple[Update, ...]:
