@@ -264,6 +264,7 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0,
   end
 end
 local out = {}
+local busy = {}
 local free = tonumber(ARGV[5]) - redis.call('ZCARD', slots)
 local n = math.min(tonumber(ARGV[3]), free)
 while n > 0 do
@@ -274,8 +275,14 @@ while n > 0 do
     out[#out + 1] = p[1]
     out[#out + 1] = redis.call('HINCRBY', stats, 'fence', 1)
     n = n - 1
+  else
+    -- Still running: its worker's release may be in flight (a turn ended, then a message came).
+    -- Keep it ready, at its place, for the step after that release.
+    busy[#busy + 1] = p[2]
+    busy[#busy + 1] = p[1]
   end
 end
+if #busy > 0 then redis.call('ZADD', ready, unpack(busy)) end
 -- Work left and slots free: wake the other workers.
 if not published and n > 0 and redis.call('ZCARD', ready) > 0 then
   redis.call('PUBLISH', ARGV[6], 'r')
