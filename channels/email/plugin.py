@@ -119,22 +119,14 @@ class EmailChannel:
         return self.settings.email_max_attachment_bytes * 4 // 3 + MIME_OVERHEAD_BYTES
 
     async def start(self, hub: HubAPI) -> None:
-        """Start the IMAP reader and/or the inbound SMTP listener."""
+        """Start the inbound SMTP listener when ``hub.receives`` (not in workers).
+
+        The IMAP reader is a pull receiver: :meth:`start_receiving`, one process at a time.
+        """
         self._hub = hub
         if self._smtp_out is None:
             log.warning("email.no_outbound", extra={"channel": self.name})
-        if self._imap_url is not None:
-            self.imap = ImapReader(
-                self._imap_url,
-                UidState(self._data_dir() / f"imap-{self._imap_url.mailbox}.json"),
-                self._deliver_imap,
-                self._reject_imap,
-                max_message_bytes=self.max_message_bytes,
-                idle_timeout_s=self.imap_idle_timeout_s,
-                backoff_initial_s=self.imap_backoff_initial_s,
-            )
-            self._imap_task = asyncio.create_task(self.imap.run(), name="email-imap")
-        if self.settings.email_smtp_listen:
+        if self.settings.email_smtp_listen and hub.receives:
             host, port = parse_listen(self.settings.email_smtp_listen)
             self._server = await start_listener(
                 InboundHandler(self.address, self.accept),
@@ -149,18 +141,42 @@ class EmailChannel:
                 extra={"channel": self.name, "host": host, "port": self.smtp_listen_port},
             )
 
-    async def stop(self) -> None:
-        """Stop reading mail (IMAP logout, SMTP listener closed)."""
+    def receiver_account(self) -> str | None:
+        """``user@host/MAILBOX`` of the IMAP mailbox read, or None without IMAP."""
+        url = self._imap_url
+        return None if url is None else f"{url.user}@{url.host}/{url.mailbox}"
+
+    async def start_receiving(self) -> None:
+        """Start the IMAP reader (a task that reconnects by itself; :attr:`imap`)."""
+        if self._imap_url is None or self._imap_task is not None:
+            return
+        self.imap = ImapReader(
+            self._imap_url,
+            UidState(self._data_dir() / f"imap-{self._imap_url.mailbox}.json"),
+            self._deliver_imap,
+            self._reject_imap,
+            max_message_bytes=self.max_message_bytes,
+            idle_timeout_s=self.imap_idle_timeout_s,
+            backoff_initial_s=self.imap_backoff_initial_s,
+        )
+        self._imap_task = asyncio.create_task(self.imap.run(), name="email-imap")
+
+    async def stop_receiving(self) -> None:
+        """Stop the IMAP reader (logout; a message being ingested finishes, up to 5 s)."""
         if self.imap is not None:
             await self.imap.stop()
-        if self._imap_task is not None:
+        task, self._imap_task = self._imap_task, None
+        if task is not None:
             try:
-                await asyncio.wait_for(asyncio.shield(self._imap_task), 5.0)
+                await asyncio.wait_for(asyncio.shield(task), 5.0)
             except TimeoutError:
-                self._imap_task.cancel()
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await self._imap_task
-            self._imap_task = None
+                    await task
+
+    async def stop(self) -> None:
+        """Stop reading mail (IMAP logout, SMTP listener closed)."""
+        await self.stop_receiving()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
