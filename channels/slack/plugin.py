@@ -232,7 +232,9 @@ class SlackChannel:
         ]
 
     async def start(self, hub: HubAPI) -> None:
-        """Build the bolt app, open the installation store, connect Socket Mode if configured.
+        """Build the bolt app and open the installation store.
+
+        Socket Mode is a pull receiver: :meth:`start_receiving`, one process at a time.
 
         Raises:
             ConfigError: the configuration cannot work (no signing secret for HTTP...).
@@ -286,22 +288,41 @@ class SlackChannel:
 
             self.desk = SlackDesk(self, hub, settings.slack_agents_channel)
             await self.desk.start()
-        if settings.slack_app_token is not None:
-            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
-            self._socket = AsyncSocketModeHandler(
-                self.app,
-                app_token=settings.slack_app_token.get_secret_value(),
-                web_client=AsyncWebClient(base_url=api_url(settings), session=self._http),
-            )
-            await self._socket.connect_async()
-            log.info("slack.socket_mode_connected", extra={"channel": self.name})
+    def receiver_account(self) -> str | None:
+        """With Socket Mode, the app id of the app-level token (``xapp-1-{APP}-...``)."""
+        token = self.settings.slack_app_token
+        if token is None:
+            return None
+        parts = token.get_secret_value().split("-")
+        if len(parts) > 2 and parts[0] == "xapp":
+            return parts[2]
+        return hashlib.sha256(token.get_secret_value().encode()).hexdigest()[:16]
+
+    async def start_receiving(self) -> None:
+        """Connect Socket Mode (when an app token is set): one process at a time."""
+        token = self.settings.slack_app_token
+        if token is None or self._socket is not None or self.app is None:
+            return
+        from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+        self._socket = AsyncSocketModeHandler(
+            self.app,
+            app_token=token.get_secret_value(),
+            web_client=AsyncWebClient(base_url=api_url(self.settings), session=self._http),
+        )
+        await self._socket.connect_async()
+        log.info("slack.socket_mode_connected", extra={"channel": self.name})
+
+    async def stop_receiving(self) -> None:
+        """Close Socket Mode; an envelope not acked yet is redelivered by Slack."""
+        socket, self._socket = self._socket, None
+        if socket is not None:
+            await socket.close_async()
 
     async def stop(self) -> None:
         """Close Socket Mode, the desk, the HTTP session and an engine of our own."""
-        if self._socket is not None:
-            await self._socket.close_async()
-            self._socket = None
+        await self.stop_receiving()
         if self.desk is not None:
             await self.desk.stop()
         if self._http is not None:
