@@ -26,6 +26,25 @@ it is set in :meth:`DiscordChannel.start` and restored in :meth:`DiscordChannel.
 process talks to one Discord API. With an API URL set, the gateway URL is the one that API's
 ``GET /gateway/bot`` names (``DiscordWebSocket.DEFAULT_GATEWAY``, also process-wide).
 
+Receiving (a pull receiver, :class:`bot.channel.PullReceiver`): :meth:`DiscordChannel.start`
+only logs in over REST (every process, workers included, can send); the gateway is connected
+by :meth:`~DiscordChannel.start_receiving`, in one process at a time (:mod:`bot.leader`). The
+gateway never redelivers a message, so nothing it delivered may be refused:
+
+- Shutdown stops intake first. :meth:`~DiscordChannel.stop_receiving` closes the gateway
+  WebSocket (REST stays up, so running turns still send their replies), then waits until the
+  inbox worker has ingested every message already received; the hub calls it before it
+  starts draining (and refusing). This was chosen over buffering refused messages on disk
+  for the next start: nothing is left to recover, and a lease handover to another process
+  loses nothing either.
+- A gateway message the hub cannot store now (``BackendUnavailable``: store or Redis down) is
+  retried in order, with backoff, for up to :data:`INGEST_RETRY_S` seconds before it is
+  logged as lost (``discord.ingest_lost``). A refused button press or ``/support`` is answered
+  with an ephemeral "send that again" instead (the customer can retry).
+
+Messages Discord sends while no process is connected (between a crash and the lease
+takeover) are not replayed by Discord; a graceful handover releases the lease at once.
+
 Raw gateway JSON (not discord.py objects) goes through :mod:`channels.discord.translate`, the
 same pure functions ``switchboard parse discord FILE`` runs.
 """
@@ -51,6 +70,12 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route as _HttpRoute
 from discord.webhook.async_ import Route as _WebhookRoute  # type: ignore[attr-defined]
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from bot.channel import HubAPI, Ignored, Parsed, ParseResult
 from bot.config import Settings
@@ -110,6 +135,8 @@ WELCOME = (
 )
 WELCOME_DM = "Hi! Ask your question here and I'll help, or press a button to reach a person."
 BUSY = "We are restarting right now; please send that again in a minute."
+INGEST_RETRY_S = 120.0
+"""Seconds a gateway message the hub cannot store now is retried before it is logged lost."""
 
 
 def intents() -> discord.Intents:
@@ -217,7 +244,9 @@ class DiscordChannel:
         return []
 
     async def start(self, hub: HubAPI) -> None:
-        """Log in (``GET /users/@me``), sync ``/support``, then connect the gateway.
+        """Log in (``GET /users/@me``) and sync ``/support``; REST sends work from here on.
+
+        The gateway is connected by :meth:`start_receiving` (one process at a time).
 
         Raises:
             ConfigError: the bot token is missing or Discord rejects it.
@@ -262,11 +291,50 @@ class DiscordChannel:
             )
         self._worker = asyncio.create_task(self._consume(), name="discord-inbox")
         self._typing_watch = asyncio.create_task(self._watch_typing(hub), name="discord-typing")
-        self._gateway_task = asyncio.create_task(self._run_gateway(client), name="discord-gateway")
         log.info("discord.started", extra={"channel": CHANNEL, "bot_id": self._bot_id})
 
+    def receiver_account(self) -> str | None:
+        """The bot's user id (from the token): one gateway session per bot."""
+        token = self.settings.discord_bot_token
+        return bot_id_from_token(token.get_secret_value()) if token is not None else None
+
+    async def start_receiving(self) -> None:
+        """Connect the gateway (discord.py reconnects and resumes by itself)."""
+        client = self._client
+        if client is None or client.is_closed() or self._gateway_task is not None:
+            return
+        self._gateway_task = asyncio.create_task(self._run_gateway(client), name="discord-gateway")
+        log.info("discord.receiving", extra={"channel": CHANNEL, "bot_id": self._bot_id})
+
+    async def stop_receiving(self) -> None:
+        """Close the gateway only, then ingest what it already delivered (see the docstring).
+
+        Waits for the inbox for at most ``drain_timeout_s`` seconds (a store that stays down);
+        what is left then is ingested later by the inbox worker, until :meth:`stop`.
+        """
+        task, self._gateway_task = self._gateway_task, None
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        client = self._client
+        ws = client.ws if client is not None else None
+        if ws is not None:
+            with contextlib.suppress(OSError, aiohttp.ClientError, ConnectionError):
+                await ws.close(code=1000)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._inbox.join(), self.settings.drain_timeout_s)
+        if self._inbox.qsize():
+            log.error(
+                "discord.inbox_not_ingested",
+                extra={"channel": CHANNEL, "messages": self._inbox.qsize()},
+            )
+        log.info("discord.receiving_stopped", extra={"channel": CHANNEL})
+
     async def stop(self) -> None:
-        """Close the gateway and HTTP session, stop workers, restore the API base URL."""
+        """Stop receiving, close the HTTP session, stop workers, restore the API base URL."""
+        await self.stop_receiving()
         for task in (self._typing_watch, self._worker, *self._typing.values()):
             if task is not None:
                 task.cancel()
@@ -453,6 +521,8 @@ class DiscordChannel:
                     "discord.message_failed",
                     extra={"channel": CHANNEL, "event_id": str(data.get("id"))},
                 )
+            finally:
+                self._inbox.task_done()
 
     async def _handle_message(self, data: dict[str, Any]) -> None:
         try:
@@ -480,7 +550,7 @@ class DiscordChannel:
             if not await self._open_thread_from(msg.channel_id, msg.id, env):
                 return
             self._threads[msg.id] = ThreadContext(msg.guild_id, msg.channel_id, msg.id, True)
-        await self._ingest(env)
+        await self._ingest(env, retry_s=INGEST_RETRY_S)
 
     async def _open_thread_from(
         self, channel_id: str, message_id: str, env: InboundMessage
@@ -536,14 +606,28 @@ class DiscordChannel:
         self._threads[channel_id] = ctx
         return ctx
 
-    async def _ingest(self, env: InboundMessage) -> bool:
-        """Hand a message to the hub; False when the hub refused it (draining, store down)."""
+    async def _ingest(self, env: InboundMessage, *, retry_s: float = 0.0) -> bool:
+        """Hand a message to the hub; False when the hub refused it (draining, store down).
+
+        Args:
+            env: the message.
+            retry_s: seconds to keep retrying ``BackendUnavailable`` (exponential backoff up
+                to 5 s); 0 refuses at once.
+        """
         hub = self._require_hub()
         try:
-            receipt = await hub.ingest(env)
+            async for attempt in AsyncRetrying(
+                retry=retry_if_exception_type(BackendUnavailable),
+                wait=wait_exponential_jitter(multiplier=0.1, max=5.0),
+                stop=stop_after_delay(retry_s),
+                reraise=True,
+            ):
+                with attempt:
+                    receipt = await hub.ingest(env)
         except (Draining, BackendUnavailable) as exc:
-            log.warning(
-                "discord.ingest_refused",
+            log.log(
+                logging.ERROR if retry_s else logging.WARNING,
+                "discord.ingest_lost" if retry_s else "discord.ingest_refused",
                 extra={
                     "session_key": env.session_key,
                     "event_id": env.event_id,
