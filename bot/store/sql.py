@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import itertools
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -594,6 +595,28 @@ _SELECT_RECENT: Final = (
 _SELECT_CONVERSATION: Final = sa.select(conversations).where(
     conversations.c.session_key == sa.bindparam("b_session_key")
 )
+_KEYS_ARRAY: Final = postgresql.ARRAY(sa.String)
+_SELECT_CONVERSATIONS_ANY: Final = sa.select(conversations).where(
+    conversations.c.session_key == sa.any_(sa.bindparam("b_keys", type_=_KEYS_ARRAY))
+)
+"""Conversation rows of many sessions on PostgreSQL: ``= ANY($1)`` keeps one SQL text (one
+prepared statement) whatever the number of keys, where an expanded ``IN`` list makes one per
+length."""
+_LOCK_CONVERSATIONS_ANY: Final = (
+    sa.select(conversations.c.session_key, conversations.c.last_seq)
+    .where(conversations.c.session_key == sa.any_(sa.bindparam("b_keys", type_=_KEYS_ARRAY)))
+    .order_by(conversations.c.session_key)
+    .with_for_update()
+)
+"""Lock the conversation rows of a write batch, in key order (writers never deadlock), and read
+their ``last_seq`` under the lock."""
+_MAX_SEQ_ANY: Final = (
+    sa.select(messages.c.session_key, sa.func.max(messages.c.seq))
+    .where(messages.c.session_key == sa.any_(sa.bindparam("b_keys", type_=_KEYS_ARRAY)))
+    .group_by(messages.c.session_key)
+)
+CONVERSATION_READ_BATCH: Final = 500
+"""Most sessions one coalesced conversation read asks for (server databases)."""
 
 
 class _SqliteQuery:
@@ -706,6 +729,9 @@ class SqlStore:
         # Conversation rows, kept only where this process is the one writer (SQLite) and reads
         # and writes run on the loop's thread, so a cached row is never older than the file.
         self._convs: LRUCache[SessionKey, Conversation] = LRUCache(SESSION_CACHE_SIZE)
+        # Server databases: conversation lookups waiting for the next coalesced query.
+        self._conv_reads: dict[SessionKey, list[asyncio.Future[Conversation | None]]] = {}
+        self._conv_reader: asyncio.Task[None] | None = None
         self._dedupe: TTLCache[tuple[str, str, str], bool] = TTLCache(
             maxsize=max(1, settings.dedupe_max_entries), ttl=settings.dedupe_ttl_s
         )
@@ -1020,7 +1046,36 @@ class SqlStore:
             row = conn.execute(_SELECT_CONVERSATION, params).one_or_none()
             return _conversation(row) if row is not None else None
 
-        return await self._read(run)
+        if self._raw_sqlite:
+            return await self._read(run)
+        # Server database: concurrent lookups (every turn asks for its session's mode) share one
+        # query; lookups made while it runs form the next one.
+        fut: asyncio.Future[Conversation | None] = asyncio.get_running_loop().create_future()
+        self._conv_reads.setdefault(session_key, []).append(fut)
+        if self._conv_reader is None or self._conv_reader.done():
+            self._conv_reader = asyncio.create_task(
+                self._read_conversations(), name="store-conversation-reads"
+            )
+        return await fut
+
+    async def _read_conversations(self) -> None:
+        """Serve queued :meth:`conversation` lookups, up to ``CONVERSATION_READ_BATCH`` a query."""
+        while self._conv_reads:
+            keys = list(itertools.islice(self._conv_reads, CONVERSATION_READ_BATCH))
+            waiting = {k: self._conv_reads.pop(k) for k in keys}
+            try:
+                rows = await self._read(functools.partial(_select_conversations, keys))
+            except Exception as exc:  # every waiter gets the error (BackendUnavailable...)
+                for futs in waiting.values():
+                    for f in futs:
+                        if not f.done():
+                            f.set_exception(exc)
+                continue
+            found = {row.session_key: _conversation(row) for row in rows}
+            for key, futs in waiting.items():
+                for f in futs:
+                    if not f.done():
+                        f.set_result(found.get(key))
 
     async def conversations(
         self, *, modes: Sequence[SessionMode] | None = None, limit: int = 200
@@ -1305,22 +1360,16 @@ class SqlStore:
             # Several processes write one server database (ingress and workers): the cache may be
             # stale. Lock the sessions' conversation rows, in key order so writers never
             # deadlock, then read max(seq) under the lock (READ COMMITTED: a fresh snapshot).
-            missing = sorted(keys)
-            convs = set(
-                conn.execute(
-                    sa.select(c.session_key)
-                    .where(c.session_key.in_(missing))
-                    .order_by(c.session_key)
-                    .with_for_update()
-                ).scalars()
-            )
-            for key, last_seq in conn.execute(
-                sa.select(m.session_key, sa.func.max(m.seq))
-                .where(m.session_key.in_(missing))
-                .group_by(m.session_key)
-            ):
-                states[key] = _SessionState(last_seq, key in convs)
-            return {k: states.get(k) or _SessionState(0, k in convs) for k in keys}
+            # A conversation row's last_seq is its session's max(seq) (every write batch updates
+            # both); sessions without a row (bot-only histories) read max(seq).
+            for key, last_seq in conn.execute(_LOCK_CONVERSATIONS_ANY, {"b_keys": sorted(keys)}):
+                states[key] = _SessionState(last_seq, True)
+            bare = [k for k in keys if k not in states]
+            if bare:
+                found = {r[0]: r[1] for r in conn.execute(_MAX_SEQ_ANY, {"b_keys": bare})}
+                for key in bare:
+                    states[key] = _SessionState(found.get(key) or 0, False)
+            return states
         for key in keys:
             cached = self._sessions.get(key)
             if cached is None:
@@ -1466,6 +1515,10 @@ class SqlStore:
             else:
                 conn.execute(_INSERT_MESSAGES, rows)
         result.sessions = states
+
+
+def _select_conversations(keys: list[SessionKey], conn: sa.Connection) -> Sequence[sa.Row[Any]]:
+    return conn.execute(_SELECT_CONVERSATIONS_ANY, {"b_keys": keys}).all()
 
 
 def _new_conversation(msg: InboundMessage, customer: Participant, now: datetime) -> dict[str, Any]:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+import sqlalchemy as sa
+
+from bot.config import Settings
 from bot.envelope import InboundMessage, Participant, SessionKey, session_key
+from bot.errors import BackendUnavailable
+from bot.store import open_store
 from bot.store.base import NewMessage, Role, SessionMode
 from bot.store.sql import SqlStore
 
@@ -71,3 +77,50 @@ async def test_conversation_reflects_every_write_at_once(store: SqlStore) -> Non
     meta = await store.conversation(KEY)
     assert meta is not None
     assert meta.meta == {"teams_ref": {"id": "x"}}
+
+
+async def test_concurrent_conversation_lookups_each_get_their_own_row(store: SqlStore) -> None:
+    """Hundreds of turns ask for their session's mode at once (PostgreSQL coalesces them)."""
+    keys = [session_key("rest", "default", chat=f"c{i}") for i in range(300)]
+    for i, key in enumerate(keys[:200]):  # the last 100 never wrote
+        msg = _msg(i).model_copy(update={"session_key": key, "event_id": f"k{i}"})
+        assert await store.append_inbound(msg) is not None
+    await store.set_mode(keys[7], SessionMode.HUMAN, reason="agent_claim")
+
+    statements: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if "FROM conversations" in statement:
+            statements.append(statement)
+
+    sa.event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        lookups = keys + keys[:50]  # some sessions asked for twice in the same instant
+        convs = await asyncio.gather(*(store.conversation(k) for k in lookups))
+    finally:
+        sa.event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
+
+    for key, conv in zip(lookups, convs, strict=True):
+        if key in keys[200:]:
+            assert conv is None
+        else:
+            assert conv is not None
+            assert conv.session_key == key
+            assert conv.last_seq == 1
+    assert convs[7] is not None
+    assert convs[7].mode == SessionMode.HUMAN
+    assert convs[8] is not None
+    assert convs[8].mode == SessionMode.BOT
+    if store.engine.dialect.name == "postgresql":
+        # One query per coalesced batch, not one per lookup.
+        assert 1 <= len(statements) <= 5
+
+
+async def test_conversation_lookups_fail_cleanly_when_the_store_is_closed(
+    settings: Settings,
+) -> None:
+    store = await open_store(settings)
+    await store.append_inbound(_msg(1))
+    await store.close()
+    with pytest.raises(BackendUnavailable):
+        await store.conversation(KEY)
