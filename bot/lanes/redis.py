@@ -30,6 +30,7 @@ Keys (``P`` is the ``prefix``), every multi-key operation being one Lua script o
     {P}:delayed       zset   sessions in a collect quiet window (due ms)  (global slot)
     {P}:slots         zset   running turns across all workers (lease ms)  (global slot)
     {P}:stats         hash   counters: queued, lanes, seq, fence, ver     (global slot)
+    {P}:held          set    sessions ready again once their slot is freed (global slot)
 
 Pub/sub channel ``P:wake`` (JSON) wakes workers when work became ready, asks a worker to
 cancel a turn (``interrupt`` from another process) and offers overflow notices to workers.
@@ -124,6 +125,11 @@ class _Running:
         return len(self.turn.all_messages) if self.turn is not None else 0
 
 
+def _named(session: str) -> str:
+    """The session key when its hash tag is a digest (stored for the sweeper), else ``""``."""
+    return session if "{" in session or "}" in session else ""
+
+
 def _session_tag(prefix: str, session: str) -> str:
     """The hash tag of a session's keys; a digest when the key itself holds braces."""
     if "{" in session or "}" in session:
@@ -186,13 +192,55 @@ def connect(url: str, *, retries: int = 3) -> _Client:
         nodes.append(ClusterNode(host or hostport, int(port) if host else 6379))
     if not nodes:
         raise ValueError(f"no cluster node in {url!r}")
-    return RedisCluster(
+    return _ClusterClient(
         startup_nodes=nodes,
         username=username,
         password=password,
         ssl=scheme.startswith("rediss"),
         **common,
     )
+
+
+class _ClusterClient(RedisCluster):
+    """redis-py's asyncio ``RedisCluster``, safe under hundreds of concurrent callers.
+
+    Two guards around every command:
+
+    - **Initialized first.** A command issued while the client has no slot map (before the
+      first use, or after it reset itself on an error) is routed by a default policy to some
+      node and answered ``MOVED``; every ``reinitialize_steps`` (5) ``MOVED`` answers the
+      client calls ``aclose()``, which closes the connections other tasks are using, and they
+      fail with ``AttributeError: 'NoneType' object has no attribute 'writelines'``
+      (redis-py 8.1; see redis/redis-py#4322 on the ``MOVED``/``aclose`` path). So each
+      command first awaits ``initialize()`` (free once initialized; callers queue on its
+      lock while it runs).
+    - **Bounded in flight.** At most ``POOL_MAX_CONNECTIONS`` commands run at once; the others
+      wait up to ``POOL_WAIT_S`` seconds (the per-node pool raises ``MaxConnectionsError`` at
+      once when it is exhausted, unlike the blocking pool of the single-server client).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_flight = asyncio.Semaphore(POOL_MAX_CONNECTIONS)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        """Run one command once the slot map is known, within the in-flight bound.
+
+        Raises:
+            redis.exceptions.ConnectionError: when no slot frees within ``POOL_WAIT_S``, or
+                as ``RedisCluster.execute_command`` does.
+        """
+        if self._initialize:
+            await self.initialize()
+        try:
+            async with asyncio.timeout(POOL_WAIT_S):
+                await self._in_flight.acquire()
+        except TimeoutError:
+            raise RedisConnectionError("no free cluster connection") from None
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._in_flight.release()
 
 
 class RedisLaneQueue:
@@ -211,6 +259,12 @@ class RedisLaneQueue:
             pushes and releases into one round trip (and to start turns in batches).
         local_turns: turns this process runs at once (default ``max_concurrent_turns``);
             set it to the cap divided by the number of workers to spread turns over workers.
+        sweep_s: seconds between two rounds of the consumer's sweeper, which puts back in the
+            ready zset sessions whose hash says ready but that no global structure holds (left
+            by a crash between a session script and the global step).
+        sweep_batch: session hashes one sweeper round looks at (``SCAN COUNT`` per node).
+        sweep_age_s: seconds a session must have been ready (or its lease expired) before the
+            sweeper considers it lost.
 
     Raises:
         ValueError: for an invalid config or URL.
@@ -227,6 +281,9 @@ class RedisLaneQueue:
         poll_s: float = 1.0,
         batch_window_s: float = 0.001,
         local_turns: int | None = None,
+        sweep_s: float = 5.0,
+        sweep_batch: int = 200,
+        sweep_age_s: float = 2.0,
     ) -> None:
         if config.max_concurrent_turns < 1 or config.lane_cap < 1:
             raise ValueError("max_concurrent_turns and lane_cap must be at least 1")
@@ -234,6 +291,8 @@ class RedisLaneQueue:
             raise ValueError("debounce_ms and lane_idle_s must not be negative")
         if lease_s <= 0 or poll_s <= 0 or batch_window_s < 0:
             raise ValueError("lease_s and poll_s must be positive, batch_window_s not negative")
+        if sweep_s <= 0 or sweep_batch < 1 or sweep_age_s < 0:
+            raise ValueError("sweep_s and sweep_batch must be positive, sweep_age_s not negative")
         if "{" in prefix or "}" in prefix:
             raise ValueError("prefix must not contain braces")
         self._config = config
@@ -257,10 +316,12 @@ class RedisLaneQueue:
                 "S_NOTICE",
                 "G_STEP",
                 "G_HEARTBEAT",
+                "S_STUCK",
+                "G_SWEEP",
             )
         }
         g = "{" + prefix + "}"
-        self._gkeys = [f"{g}:ready", f"{g}:delayed", f"{g}:slots", f"{g}:stats"]
+        self._gkeys = [f"{g}:ready", f"{g}:delayed", f"{g}:slots", f"{g}:stats", f"{g}:held"]
         self.channel = f"{prefix}:wake"
         self._handler: TurnHandler | None = None
         self._on_overflow: OverflowHandler | None = None
@@ -283,6 +344,12 @@ class RedisLaneQueue:
         self._closed = False
         self._hb_task: asyncio.Task[None] | None = None
         self._sub_task: asyncio.Task[None] | None = None
+        self._sweep_task: asyncio.Task[None] | None = None
+        self._sweep_s = sweep_s
+        self._sweep_batch = sweep_batch
+        self._sweep_age_ms = int(sweep_age_s * 1000)
+        self.swept = 0
+        """Sessions the sweeper put back in the ready zset (each one is logged)."""
         self._backoff = ExponentialBackoff(cap=5.0, base=0.05)
 
     # --- keys ---------------------------------------------------------------------------------
@@ -294,7 +361,7 @@ class RedisLaneQueue:
 
     @property
     def global_keys(self) -> list[str]:
-        """The global keys ``[ready, delayed, slots, stats]`` (one hash slot)."""
+        """The global keys ``[ready, delayed, slots, stats, held]`` (one hash slot)."""
         return list(self._gkeys)
 
     @property
@@ -325,6 +392,7 @@ class RedisLaneQueue:
         self._sub_task = loop.create_task(self._subscriber(), name="lane.redis.subscriber")
         self._ensure_loop()
         self._hb_task = loop.create_task(self._heartbeats(), name="lane.redis.heartbeat")
+        self._sweep_task = loop.create_task(self._sweeper(), name="lane.redis.sweeper")
         self._wake.set()
 
     async def enqueue(self, msg: InboundMessage, mode: QueueMode) -> int:
@@ -356,7 +424,7 @@ class RedisLaneQueue:
         try:
             action, pending, new_ep, new_lane, owner, token = await self._scripts["S_ENQUEUE"](
                 keys=self.session_keys(session),
-                args=[entry, _MODE_LETTER[mode], self._config.lane_cap],
+                args=[entry, _MODE_LETTER[mode], self._config.lane_cap, _named(session)],
             )
             self._touch(session)
         except _UNAVAILABLE as exc:
@@ -418,9 +486,9 @@ class RedisLaneQueue:
             self._wake.set()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._flushed.wait(), max(timeout_s, _CANCEL_GRACE_S))
-        for bg in (self._loop_task, self._hb_task, self._sub_task):
+        for bg in (self._loop_task, self._hb_task, self._sub_task, self._sweep_task):
             await self._stop_task(bg)
-        self._loop_task = self._hb_task = self._sub_task = None
+        self._loop_task = self._hb_task = self._sub_task = self._sweep_task = None
         unhandled = await self._unhandled()
         logger.info(
             "lane.drained", extra={"unhandled": len(unhandled), "cancelled_turns": cancelled}
@@ -522,41 +590,50 @@ class RedisLaneQueue:
             self._pend_queued = self._pend_lanes = self._pend_ready = 0
             self._send_queued, self._send_lanes, self._send_ready = dq, dl, dr
             try:
-                await self._step(ops, dq, dl, claim=consuming)
-            except _UNAVAILABLE as exc:
-                # Keep the batch (in order, before newer operations) and try again.
+                res = await self._scripts["G_STEP"](
+                    keys=self._gkeys, args=self._step_args(ops, dq, dl, claim=consuming)
+                )
+            except Exception as exc:  # task boundary: no operation is ever dropped
+                # Keep the batch (in order, before newer operations) and try again. Every
+                # operation is safe to apply twice, should the script have run after all.
                 self._ops[:0] = ops
                 self._pend_queued += dq
                 self._pend_lanes += dl
                 self._pend_ready += dr
                 failures += 1
                 delay = self._backoff.compute(failures)
-                logger.warning(
-                    "lane.redis_unavailable",
-                    extra={"worker": self.worker_id, "retry_in_s": delay, "error": repr(exc)},
-                )
+                extra = {"worker": self.worker_id, "retry_in_s": delay, "error": repr(exc)}
+                if _unavailable(exc):
+                    logger.warning("lane.redis_unavailable", extra=extra)
+                else:
+                    logger.exception("lane.global_step_failed", extra=extra)
                 await asyncio.sleep(delay)
                 self._wake.set()
-                continue
-            except Exception:
-                logger.exception("lane.global_step_failed", extra={"worker": self.worker_id})
-                await asyncio.sleep(self._backoff.compute(1))
                 continue
             finally:
                 self._send_queued = self._send_lanes = self._send_ready = 0
             if failures:
                 logger.info("lane.redis_reconnected", extra={"worker": self.worker_id})
                 failures = 0
+            try:
+                self._stepped(res)
+            except Exception:  # task boundary: unclaimed slots expire and are reaped
+                logger.exception("lane.global_step_failed", extra={"worker": self.worker_id})
 
-    async def _step(self, ops: list[tuple[str, str, int]], dq: int, dl: int, claim: bool) -> None:
-        """One ``G_STEP`` round trip: apply ``ops``, claim what the cap allows, start turns."""
+    def _step_args(
+        self, ops: list[tuple[str, str, int]], dq: int, dl: int, claim: bool
+    ) -> list[str | int]:
+        """The ``G_STEP`` arguments: apply ``ops``, claim what the cap allows."""
         cap = self._config.max_concurrent_turns
         claims = max(self._local_turns - len(self._running), 0) if claim else 0
         args: list[str | int] = [dq, dl, claims, self._lease_ms, cap, self.channel]
         args.append(0 if claim else 1)  # a consumer claims its own pushes: no wake-up needed
         for op, session, delay in ops:
             args += [op, session, delay]
-        res = await self._scripts["G_STEP"](keys=self._gkeys, args=args)
+        return args
+
+    def _stepped(self, res: list[Any]) -> None:
+        """Take the reply of one ``G_STEP``: counters, next due time, start claimed turns."""
         self._take_snapshot(res[:4])
         next_ms = int(res[4])
         self._free_slots = int(res[5])
@@ -776,6 +853,107 @@ class RedisLaneQueue:
             except Exception:
                 logger.exception("lane.heartbeat_failed", extra={"worker": self.worker_id})
 
+    async def _sweeper(self) -> None:
+        """Task boundary: every ``sweep_s`` seconds, one bounded sweep round (see ``sweep``)."""
+        cursors: dict[str, int] = {}
+        failures = 0
+        while True:
+            await asyncio.sleep(self._sweep_s if not failures else self._backoff.compute(failures))
+            try:
+                cursors, _ = await self.sweep(cursors)
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                cursors = {}
+                if _unavailable(exc):
+                    logger.warning(
+                        "lane.sweep_failed", extra={"worker": self.worker_id, "error": repr(exc)}
+                    )
+                else:
+                    logger.exception("lane.sweep_failed", extra={"worker": self.worker_id})
+
+    async def sweep(self, cursors: dict[str, int] | None = None) -> tuple[dict[str, int], int]:
+        """One sweeper round: re-add lost sessions to the ready zset.
+
+        ``SCAN`` (one call per node, ``COUNT sweep_batch``) continues from ``cursors`` over
+        the session hashes; ``S_STUCK`` (one script per session, atomic on its slot) picks those
+        with messages that have been ready or in a quiet window for ``sweep_age_s`` or whose
+        lease expired that long ago; ``G_SWEEP`` re-adds those that no global structure
+        (ready, delayed, slots, held) holds. A session re-added by mistake costs one empty
+        claim, never a duplicate turn (``S_BEGIN`` decides from the session's own state).
+
+        Args:
+            cursors: the ``SCAN`` cursor per node name of the previous round (``{}``: start).
+
+        Returns:
+            The cursors to continue from (``{}`` once every node was scanned through) and the
+            number of sessions re-added.
+
+        Raises:
+            redis.exceptions.RedisError, OSError: when Redis cannot be reached.
+        """
+        pattern = "{" + self._prefix + ":*}:h"
+        count = self._sweep_batch
+        keys: list[Any] = []
+        nxt: dict[str, int] = {}
+        if isinstance(self._redis, RedisCluster):
+            cluster = self._redis
+            # The cluster client answers SCAN with ({node name: cursor}, keys).
+            got: Any
+            if not cursors:
+                got, keys = await cluster.scan(0, match=pattern, count=count)
+                nxt = {str(k): int(v) for k, v in got.items()}
+            for name, cursor in (cursors or {}).items():
+                node = cluster.get_node(node_name=name)
+                if node is None:
+                    continue
+                got, found = await cluster.scan(
+                    cursor, match=pattern, count=count, target_nodes=node
+                )
+                keys += found
+                nxt[name] = int(got[name])
+        else:
+            cursor, keys = await self._redis.scan(
+                (cursors or {}).get("", 0), match=pattern, count=count
+            )
+            nxt = {"": int(cursor)}
+        nxt = {k: v for k, v in nxt.items() if v != 0}
+        tags = [str(k)[: -len(":h")] for k in keys]
+        if not tags:
+            return nxt, 0
+        results = await asyncio.gather(
+            *(
+                self._scripts["S_STUCK"](keys=[f"{tag}:q", f"{tag}:h"], args=[self._sweep_age_ms])
+                for tag in tags
+            ),
+            return_exceptions=True,
+        )
+        lead = len(self._prefix) + 2  # "{P:"
+        sessions: list[str] = []
+        for tag, res in zip(tags, results, strict=True):
+            if isinstance(res, BaseException):
+                if _unavailable(res):
+                    raise res
+                continue  # not a lane hash (a key that only looks like one)
+            if int(res[0]) != 1:
+                continue
+            named = str(res[2])
+            session = named or tag[lead:-1]
+            if not named and session.startswith("#"):
+                continue  # a digest tag without its name (written by an older version)
+            sessions.append(session)
+        if not sessions:
+            return nxt, 0
+        added = await self._scripts["G_SWEEP"](keys=self._gkeys, args=[self.channel, *sessions])
+        for session in added:
+            logger.warning(
+                "lane.swept", extra={"session_key": str(session), "worker": self.worker_id}
+            )
+        self.swept += len(added)
+        if added:
+            self._wake.set()
+        return nxt, len(added)
+
     async def _subscriber(self) -> None:
         """Listen on the wake channel; reconnect with exponential backoff."""
         failures = 0
@@ -923,7 +1101,8 @@ class RedisLaneQueue:
     async def _die(self) -> None:
         """Tests only: stop like a killed process (no ack, no yield, no heartbeat)."""
         self._draining = True
-        pending = {t for t in (self._loop_task, self._hb_task, self._sub_task) if t}
+        tasks = (self._loop_task, self._hb_task, self._sub_task, self._sweep_task)
+        pending = {t for t in tasks if t}
         pending |= {r.task for r in self._running.values() if r.task is not None}
         for task in pending:
             task.cancel()

@@ -2,9 +2,11 @@
 
 Each script touches the keys of exactly one hash slot, so it runs unchanged on Redis Cluster:
 ``S_*`` scripts the two keys of one session (``KEYS[1]`` its message list, ``KEYS[2]`` its
-state hash), ``G_*`` scripts the four global keys (``KEYS[1]`` ready zset, ``KEYS[2]`` delayed
-zset, ``KEYS[3]`` slots zset, ``KEYS[4]`` stats hash). Times come from the server's ``TIME``
-(milliseconds), so workers on hosts with skewed clocks agree on lease expiry.
+state hash), ``G_*`` scripts the five global keys (``KEYS[1]`` ready zset, ``KEYS[2]`` delayed
+zset, ``KEYS[3]`` slots zset, ``KEYS[4]`` stats hash, ``KEYS[5]`` held set: sessions that
+became ready while their slot was still held, pushed to ready when that slot is released).
+Times come from the server's ``TIME`` (milliseconds), so workers on hosts with skewed clocks
+agree on lease expiry.
 
 Session list entries are ``<mode><json>``: one mode letter (``c`` collect, ``f`` followup,
 ``i`` interrupt) followed by the message's JSON. Session hash fields:
@@ -19,6 +21,8 @@ Session list entries are ``<mode><json>``: one mode letter (``c`` collect, ``f``
 - ``fold``: waiting entries (after the running turn's) folded into the next turn's overflow;
   ``ep``/``ntc``: an overflow episode is open / its notice was taken.
 - ``quiet``: server ms of the last message or turn end (the ``collect`` quiet window).
+- ``sk``: the session key, kept only when the key's hash tag is a digest (the sweeper needs
+  the name to put the session back in the ready zset).
 """
 
 from __future__ import annotations
@@ -34,11 +38,12 @@ local now = tonumber(_t[1]) * 1000 + math.floor(tonumber(_t[2]) / 1000)
 S_ENQUEUE: Final = (
     _NOW
     + """
--- ARGV: entry, mode letter, lane_cap
+-- ARGV: entry, mode letter, lane_cap, session key ('' unless the hash tag is a digest)
 local q, h = KEYS[1], KEYS[2]
 local st = redis.call('HGET', h, 'st')
 local newlane = 0
 if (not st) or st == 'I' then newlane = 1; st = 'I' end
+if newlane == 1 and ARGV[4] ~= nil and ARGV[4] ~= '' then redis.call('HSET', h, 'sk', ARGV[4]) end
 local len = redis.call('RPUSH', q, ARGV[1])
 local f = redis.call('HMGET', h, 'run', 'fold', 'int', 'ep', 'own', 'tok', 'car')
 local run = tonumber(f[1]) or 0
@@ -229,12 +234,21 @@ G_STEP: Final = (
 --       operations in order, three arguments each: op, session, delay_ms; op 'p' push a
 --       session that became ready (publish on channel), 'r' release its slot and push it,
 --       'd' release and delay it by delay_ms, 'n' release only.
-local ready, delayed, slots, stats = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- A session that becomes ready while its slot is still held (its turn is ending in another
+-- process; or a claim pops it while it runs) waits in the held set and is pushed when that
+-- slot is released, whatever the release says: the release's view of the session may
+-- predate the push. It does not sit in the ready zset meanwhile (no claim pops it again).
+local ready, delayed, slots, stats, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local published = false
 for i = 8, #ARGV, 3 do
   local op, s = ARGV[i], ARGV[i + 1]
-  if op ~= 'p' then redis.call('ZREM', slots, s) end
-  if op == 'p' or op == 'r' then
+  if op ~= 'p' then
+    redis.call('ZREM', slots, s)
+    if redis.call('SREM', held, s) == 1 then op = 'r' end
+  end
+  if op == 'p' and redis.call('ZSCORE', slots, s) then
+    redis.call('SADD', held, s)
+  elseif op == 'p' or op == 'r' then
     redis.call('ZREM', delayed, s)
     if not redis.call('ZSCORE', ready, s) then
       redis.call('ZADD', ready, redis.call('HINCRBY', stats, 'seq', 1), s)
@@ -254,6 +268,7 @@ if ARGV[2] ~= '0' then redis.call('HINCRBY', stats, 'lanes', ARGV[2]) end
 -- Leases that expired (dead workers): their sessions are resumed first.
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', slots, '-inf', '(' .. now)) do
   redis.call('ZREM', slots, m)
+  redis.call('SREM', held, m)
   redis.call('ZADD', ready, 0, m)
 end
 -- Quiet windows that ended.
@@ -264,25 +279,21 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0,
   end
 end
 local out = {}
-local busy = {}
 local free = tonumber(ARGV[5]) - redis.call('ZCARD', slots)
 local n = math.min(tonumber(ARGV[3]), free)
 while n > 0 do
   local p = redis.call('ZPOPMIN', ready)
   if #p == 0 then break end
-  if not redis.call('ZSCORE', slots, p[1]) then
+  if redis.call('ZSCORE', slots, p[1]) then
+    -- Still running (its release may be in flight): ready again when its slot is released.
+    redis.call('SADD', held, p[1])
+  else
     redis.call('ZADD', slots, now + tonumber(ARGV[4]), p[1])
     out[#out + 1] = p[1]
     out[#out + 1] = redis.call('HINCRBY', stats, 'fence', 1)
     n = n - 1
-  else
-    -- Still running: its worker's release may be in flight (a turn ended, then a message came).
-    -- Keep it ready, at its place, for the step after that release.
-    busy[#busy + 1] = p[2]
-    busy[#busy + 1] = p[1]
   end
 end
-if #busy > 0 then redis.call('ZADD', ready, unpack(busy)) end
 -- Work left and slots free: wake the other workers.
 if not published and n > 0 and redis.call('ZCARD', ready) > 0 then
   redis.call('PUBLISH', ARGV[6], 'r')
@@ -305,7 +316,8 @@ return res
 """
 )
 """Apply a batch of pushes (sessions that became ready) and releases (slots of ended turns,
-with their sessions' next step) in order and the counter deltas, reap expired leases, move due
+with their sessions' next step) in order and the counter deltas (a push meeting a held slot
+waits in the held set for that slot's release), reap expired leases, move due
 quiet windows to ready, then claim up to ``max_claims`` ready sessions under the global cap.
 Returns ``{version, queued, lanes, ready, next_ms, free_slots, session, token, ...}``; next_ms
 is when a quiet window ends or a lease may expire (-1: nothing pending); free_slots counts slots
@@ -322,3 +334,44 @@ return 0
 """
 )
 """Extend the global slot leases of the given sessions (only those still held)."""
+
+S_STUCK: Final = (
+    _NOW
+    + """
+-- ARGV: min_age_ms
+local q, h = KEYS[1], KEYS[2]
+local f = redis.call('HMGET', h, 'st', 'quiet', 'exp', 'sk')
+local st = f[1]
+if st ~= 'R' and st ~= 'D' and st ~= 'A' then return {0} end
+if redis.call('LLEN', q) == 0 then return {0} end
+local age = tonumber(ARGV[1])
+if st == 'A' then
+  if (tonumber(f[3]) or 0) + age > now then return {0} end
+elseif (tonumber(f[2]) or 0) + age > now then
+  return {0}
+end
+return {1, st, f[4] or ''}
+"""
+)
+"""Whether a session may be lost to the global slot: it has messages and has been ready
+(``R``) or in a quiet window (``D``) for at least ``min_age_ms``, or its lease expired at least
+that long ago (``A``). Returns ``{0}`` or ``{1, state, session key or ''}``; the sweeper then
+asks ``G_SWEEP`` to re-add it if no global structure holds it."""
+
+G_SWEEP: Final = """
+-- ARGV: wake channel, sessions...
+local ready, delayed, slots, stats, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local out = {}
+for i = 2, #ARGV do
+  local s = ARGV[i]
+  if not (redis.call('ZSCORE', ready, s) or redis.call('ZSCORE', delayed, s)
+      or redis.call('ZSCORE', slots, s) or redis.call('SISMEMBER', held, s) == 1) then
+    redis.call('ZADD', ready, redis.call('HINCRBY', stats, 'seq', 1), s)
+    out[#out + 1] = s
+  end
+end
+if #out > 0 then redis.call('PUBLISH', ARGV[1], 'r') end
+return out
+"""
+"""Re-add to the ready zset those of the given sessions that no global structure holds (ready,
+delayed, slots, held). Returns the sessions re-added; wakes the workers when there are any."""

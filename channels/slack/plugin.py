@@ -15,6 +15,17 @@ and posts with ``chat.postMessage`` into the customer's DM or thread; a 429 beco
 :class:`~bot.errors.RateLimited` with Slack's ``Retry-After`` so the hub waits and retries,
 resuming a split message after the parts already posted.
 
+Streamed answers (:class:`~bot.channel.StreamingChannel`): :meth:`SlackChannel.stream` posts the
+partial answer once (``chat.postMessage``) and then edits that message (``chat.update``); the
+final :meth:`SlackChannel.send` of the same idempotency key edits it into the final answer
+(citations and buttons included) and posts only the further parts of a long answer. The
+idempotency key → message ``ts`` mapping is kept in a bounded in-process cache and in the
+conversation's meta (``slack_stream``: the session's latest streamed answer), so a turn resumed
+by another process (a dead worker's lease taken over) edits the same message instead of posting
+a second one. Only a process that dies between posting the partial message and writing that
+meta leaves an orphan partial message behind. After a 429 on ``chat.update`` partial edits of
+the workspace pause for ``Retry-After``; final answers keep the hub's retries.
+
 The agents' channel (``slack_agents_channel``) is :mod:`channels.slack.desk`. The OAuth install
 flow is served at ``/slack/install`` and ``/slack/oauth_redirect`` when ``slack_client_id`` and
 ``slack_client_secret`` are set (:mod:`channels.slack.oauth`).
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
@@ -57,7 +69,7 @@ from bot.errors import (
 )
 from channels.slack import translate
 from channels.slack.oauth import BOT_SCOPES, ResolverAuthorize, TokenResolver, parse_bot_tokens
-from channels.slack.render import build_messages
+from channels.slack.render import SlackMessage, build_messages, build_partial
 from channels.slack.verify import verify_request
 
 log = logging.getLogger(__name__)
@@ -72,6 +84,10 @@ OAUTH_STATE_TTL_S = 600
 DEFAULT_RETRY_AFTER_S = 1.0
 META_KEY = "slack"
 """Conversation meta key holding the reply address (:class:`SlackAddress` as a dict)."""
+STREAM_META_KEY = "slack_stream"
+"""Conversation meta key holding the session's latest streamed answer (:class:`_Streamed`)."""
+_MESSAGE_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+"""``chat.update`` errors after which the final answer is posted as a new message."""
 
 
 class SlackApiFailed(SwitchboardError):
@@ -179,11 +195,36 @@ def _bolt_to_aiohttp(resp: BoltResponse) -> web.Response:
     return out
 
 
+@dataclass(slots=True)
+class _Streamed:
+    """The Slack message of one streamed answer.
+
+    Attributes:
+        key: the answer's idempotency key.
+        channel: the conversation id Slack answered ``chat.postMessage`` with (``D...`` even
+            when the post named a user).
+        ts: the message's timestamp (its id).
+        final: True once the final answer was sent into it (later partial edits are ignored).
+        shown: the partial text last sent (an unchanged rendering is not sent again).
+    """
+
+    key: str
+    channel: str
+    ts: str
+    final: bool = False
+    shown: str = ""
+
+    def as_meta(self) -> dict[str, Any]:
+        return {"key": self.key, "channel": self.channel, "ts": self.ts, "final": self.final}
+
+
 class SlackChannel:
     """The Slack channel plugin (``slack``): see the module docstring.
 
     Public API beyond :class:`~bot.channel.ChannelPlugin`: :attr:`app` (the bolt ``AsyncApp``
-    once started), :meth:`fetch_attachment`, :meth:`update_message`, :attr:`desk`.
+    once started), :meth:`stream` and :meth:`discard_stream`
+    (:class:`~bot.channel.StreamingChannel`), :meth:`fetch_attachment`, :meth:`update_message`,
+    :attr:`desk`.
     """
 
     name: ClassVar[str] = "slack"
@@ -201,6 +242,8 @@ class SlackChannel:
         self._socket: Any = None
         self._addresses: LRUCache[SessionKey, SlackAddress] = LRUCache(50_000)
         self._progress: LRUCache[str, int] = LRUCache(10_000)
+        self._streams: LRUCache[str, _Streamed] = LRUCache(10_000)
+        self._stream_paused_until: dict[str, float] = {}
 
     # --- plugin protocol ------------------------------------------------------------------------
     @classmethod
@@ -337,7 +380,10 @@ class SlackChannel:
 
         ``typing`` is not sent (Slack has no typing indicator for bots in conversations). A
         message longer than a section block is posted as several messages; when a part fails
-        the hub retries and the parts already posted are not posted again.
+        the hub retries and the parts already posted are not posted again. When the answer was
+        streamed (:meth:`stream`, same idempotency key), its first part edits the streamed
+        message (``chat.update``) instead of being posted; a streamed message that is gone
+        (deleted, too old to edit) is replaced by a new post.
 
         Raises:
             RateLimited: Slack answered 429 (``retry_after`` from ``Retry-After``).
@@ -355,8 +401,17 @@ class SlackChannel:
             out.idempotency_key or hashlib.sha256(out.model_dump_json().encode()).hexdigest()
         )
         done = self._progress.get(progress_key, 0)
+        streamed = self._streams.get(out.idempotency_key) if out.idempotency_key else None
         for i in range(done, len(messages)):
             message = messages[i]
+            if i == 0 and streamed is not None:
+                edited = await self._finish_stream(
+                    client, token, streamed, message, out.session_key
+                )
+                await self._save_stream(out.session_key, streamed)  # final: no partial edits
+                if edited:
+                    self._progress[progress_key] = 1
+                    continue
             await call_api(
                 "chat.postMessage",
                 client.chat_postMessage,
@@ -372,15 +427,191 @@ class SlackChannel:
             self._progress[progress_key] = i + 1
         log.info(
             "slack.sent",
-            extra={"channel": self.name, "session_key": out.session_key, "parts": len(messages)},
+            extra={
+                "channel": self.name,
+                "session_key": out.session_key,
+                "parts": len(messages),
+                "streamed": streamed is not None,
+            },
         )
+
+    # --- streaming (bot.channel.StreamingChannel) ---------------------------------------------
+    async def stream(self, out: OutboundMessage) -> None:
+        """Show a partial answer: post it once, then edit that message (``chat.update``).
+
+        The message shows the first part of the text so far and a "writing…" note
+        (:func:`channels.slack.render.build_partial`). Does nothing once the final answer of
+        the key was sent, or when the rendering did not change. After a 429 every partial edit
+        of the workspace is refused locally (``RateLimited``) until ``Retry-After`` passed.
+
+        Raises:
+            ValueError: ``out.idempotency_key`` is None.
+            RateLimited: Slack answered 429, or an earlier 429's wait is not over.
+            ChannelUnavailable: Slack is unreachable or failing (5xx).
+            SlackApiFailed: Slack refused the call.
+            ConfigError: no bot token for the session's workspace.
+        """
+        key = out.idempotency_key
+        if key is None:
+            raise ValueError("a streamed message needs an idempotency_key")
+        streamed = await self._stream_of(out.session_key, key)
+        if streamed is not None and streamed.final:
+            return
+        message = build_partial(out)
+        if streamed is not None and streamed.shown == message.text:
+            return
+        client, resolver = self._require_client()
+        address = await self.address_of(out.session_key)
+        paused = self._stream_paused_until.get(address.team, 0.0) - time.monotonic()
+        if paused > 0:
+            raise RateLimited("Slack partial edits are paused", retry_after=paused)
+        token = await resolver.bot_token(team_id=address.team, enterprise_id=address.enterprise)
+        try:
+            if streamed is None:
+                resp = await call_api(
+                    "chat.postMessage",
+                    client.chat_postMessage,
+                    token=token,
+                    channel=address.channel,
+                    thread_ts=address.thread_ts,
+                    text=message.text,
+                    blocks=message.blocks,
+                    metadata=message.metadata,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
+                streamed = _Streamed(
+                    key=key, channel=str(resp.get("channel") or address.channel), ts=resp["ts"]
+                )
+                streamed.shown = message.text
+                self._streams[key] = streamed
+                await self._save_stream(out.session_key, streamed)
+            else:
+                await call_api(
+                    "chat.update",
+                    client.chat_update,
+                    token=token,
+                    channel=streamed.channel,
+                    ts=streamed.ts,
+                    text=message.text,
+                    blocks=message.blocks,
+                    metadata=message.metadata,
+                )
+                streamed.shown = message.text
+        except RateLimited as exc:
+            self._stream_paused_until[address.team] = time.monotonic() + exc.retry_after
+            raise
+
+    async def discard_stream(self, out: OutboundMessage) -> None:
+        """Delete the partial message of ``out.idempotency_key`` (``chat.delete``).
+
+        Does nothing when nothing was streamed under the key or its final answer was sent; a
+        message already gone counts as deleted.
+
+        Raises:
+            RateLimited, ChannelUnavailable, SlackApiFailed: as :meth:`stream`.
+        """
+        key = out.idempotency_key
+        if key is None:
+            return
+        streamed = await self._stream_of(out.session_key, key)
+        if streamed is None or streamed.final:
+            return
+        client, resolver = self._require_client()
+        address = await self.address_of(out.session_key)
+        token = await resolver.bot_token(team_id=address.team, enterprise_id=address.enterprise)
+        try:
+            await call_api(
+                "chat.delete",
+                client.chat_delete,
+                token=token,
+                channel=streamed.channel,
+                ts=streamed.ts,
+            )
+        except SlackApiFailed as exc:
+            if exc.error != "message_not_found":
+                raise
+        self._streams.pop(key, None)
+        await self._forget_stream(out.session_key)
+        log.info(
+            "slack.stream_discarded",
+            extra={"channel": self.name, "session_key": out.session_key, "idempotency_key": key},
+        )
+
+    async def _finish_stream(
+        self,
+        client: AsyncWebClient,
+        token: str,
+        streamed: _Streamed,
+        message: SlackMessage,
+        session_key: SessionKey,
+    ) -> bool:
+        """Edit a streamed message into the final answer's first part; False when it is gone."""
+        streamed.final = True  # from now on partial edits of this key change nothing
+        try:
+            await call_api(
+                "chat.update",
+                client.chat_update,
+                token=token,
+                channel=streamed.channel,
+                ts=streamed.ts,
+                text=message.text,
+                blocks=message.blocks,
+                metadata=message.metadata,
+            )
+        except SlackApiFailed as exc:
+            if exc.error not in _MESSAGE_GONE:
+                raise
+            log.warning(
+                "slack.stream_gone",
+                extra={"channel": self.name, "session_key": session_key, "error": exc.error},
+            )
+            return False
+        return True
+
+    async def _stream_of(self, session_key: SessionKey, key: str) -> _Streamed | None:
+        """The streamed message of ``key``: cached, else from the conversation's meta."""
+        streamed = self._streams.get(key)
+        if streamed is not None or self._hub is None:
+            return streamed
+        conv = await self._hub.store.conversation(session_key)
+        stored = conv.meta.get(STREAM_META_KEY) if conv is not None else None
+        if not isinstance(stored, dict) or stored.get("key") != key:
+            return None
+        try:
+            streamed = _Streamed(
+                key=key,
+                channel=str(stored["channel"]),
+                ts=str(stored["ts"]),
+                final=bool(stored.get("final")),
+            )
+        except KeyError:
+            return None
+        self._streams[key] = streamed
+        return streamed
+
+    async def _save_stream(self, session_key: SessionKey, streamed: _Streamed) -> None:
+        if self._hub is None:
+            return
+        try:
+            await self._hub.store.set_meta(session_key, STREAM_META_KEY, streamed.as_meta())
+        except SwitchboardError:
+            log.warning("slack.meta_failed", exc_info=True, extra={"session_key": session_key})
+
+    async def _forget_stream(self, session_key: SessionKey) -> None:
+        if self._hub is None:
+            return
+        try:
+            await self._hub.store.set_meta(session_key, STREAM_META_KEY, None)
+        except SwitchboardError:
+            log.warning("slack.meta_failed", exc_info=True, extra={"session_key": session_key})
 
     # --- public helpers -------------------------------------------------------------------------
     async def update_message(self, session_key: SessionKey, ts: str, markdown: str) -> None:
         """Replace the text of a message the bot posted (``chat.update``).
 
-        The building block for streamed answers: post once, then update the same message as
-        more text arrives (the hub does not stream to channels yet).
+        The hub streams answers with :meth:`stream`; this is for other edits of a known
+        message.
 
         Raises:
             RateLimited, ChannelUnavailable, SlackApiFailed: as :meth:`send`.

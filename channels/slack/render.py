@@ -28,6 +28,9 @@ BUTTON_LABEL_LIMIT = 75
 BUTTON_VALUE_LIMIT = 2000
 METADATA_EVENT_TYPE = "switchboard_reply"
 """``metadata.event_type`` of every message the channel posts (Slack message metadata)."""
+STREAMING_BLOCK_ID = "switchboard.streaming"
+"""``block_id`` of the context block that marks an answer still being written."""
+STREAMING_NOTE = "_writing…_"
 
 _MD = MarkdownIt("commonmark").enable("strikethrough")
 _FENCE = "```"
@@ -250,3 +253,41 @@ def build_messages(out: OutboundMessage) -> list[SlackMessage]:
             )
         )
     return messages
+
+
+def build_partial(out: OutboundMessage) -> SlackMessage:
+    """The Slack message that shows an answer still being written (a streamed answer).
+
+    The text so far is rendered like :func:`build_messages` renders it, but only its first part
+    is shown (the part the final answer will edit; the others are posted with the final
+    answer), followed by a ``context`` block (``block_id`` :data:`STREAMING_BLOCK_ID`) saying
+    the answer is being written. No citations and no buttons: they come with the final answer.
+    The metadata payload carries ``partial: true``.
+    """
+    body = to_mrkdwn(out.text)
+    first = split_mrkdwn(body)[0] if body else ""
+    blocks: list[dict[str, Any]] = []
+    if first:
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": first}})
+    blocks.append(
+        {
+            "type": "context",
+            "block_id": STREAMING_BLOCK_ID,
+            "elements": [{"type": "mrkdwn", "text": STREAMING_NOTE}],
+        }
+    )
+    payload: dict[str, Any] = {
+        "session_key": str(out.session_key),
+        "kind": str(out.kind),
+        "reply_to": out.reply_to,
+        "idempotency_key": out.idempotency_key,
+        "partial": True,
+    }
+    return SlackMessage(
+        text=first or " ",
+        blocks=blocks,
+        metadata={
+            "event_type": METADATA_EVENT_TYPE,
+            "event_payload": {k: v for k, v in payload.items() if v is not None},
+        },
+    )

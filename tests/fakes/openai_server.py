@@ -45,6 +45,7 @@ class Scripted:
         delay_s: seconds to wait before answering (to trigger client timeouts).
         model: only requests for this model (without provider prefix) take this reply.
         times: how many requests it answers; None answers forever.
+        chunk_delay_s: seconds between two streamed content deltas (a slow model).
     """
 
     text: str | None = None
@@ -53,6 +54,7 @@ class Scripted:
     delay_s: float = 0.0
     model: str | None = None
     times: int | None = 1
+    chunk_delay_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -91,9 +93,12 @@ class FakeOpenAI:
         delay_s: float = 0.0,
         model: str | None = None,
         times: int | None = 1,
+        chunk_delay_s: float = 0.0,
     ) -> None:
         """Queue a reply (see :class:`Scripted` for the fields)."""
-        self._script.append(Scripted(text, tool_calls, status, delay_s, model, times))
+        self._script.append(
+            Scripted(text, tool_calls, status, delay_s, model, times, chunk_delay_s)
+        )
 
     def models(self) -> list[str]:
         """The ``model`` field of each recorded request, in order."""
@@ -206,7 +211,7 @@ class FakeOpenAI:
         text = item.text or ""
         for start in range(0, len(text), 7):  # several small deltas
             await send({"content": text[start : start + 7]})
-            await asyncio.sleep(0)
+            await asyncio.sleep(item.chunk_delay_s)
         for index, call in enumerate(calls):
             args: str = call["function"]["arguments"]
             head = {

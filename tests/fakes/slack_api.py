@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +24,12 @@ from aiohttp import WSMsgType, web
 
 @dataclass
 class ApiCall:
-    """One recorded Web API call."""
+    """One recorded Web API call (``at``: ``time.monotonic()`` when it was answered)."""
 
     method: str
     token: str | None
     args: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
 
     @property
     def channel(self) -> str | None:
@@ -79,6 +82,8 @@ class FakeSlackApi:
     calls: list[ApiCall] = field(default_factory=list)
     socket_acks: list[dict[str, Any]] = field(default_factory=list)
     failures: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    refusals: dict[str, list[str]] = field(default_factory=dict)
+    delays: dict[str, list[float]] = field(default_factory=dict)
     url: str = ""
 
     def __post_init__(self) -> None:
@@ -119,6 +124,14 @@ class FakeSlackApi:
         """Answer the next call of ``method`` with ``status`` (429 carries ``Retry-After``)."""
         self.failures.setdefault(method, []).append((status, retry_after))
 
+    def refuse_next(self, method: str, error: str) -> None:
+        """Answer the next call of ``method`` with HTTP 200 ``{"ok": false, "error": error}``."""
+        self.refusals.setdefault(method, []).append(error)
+
+    def delay_next(self, method: str, seconds: float) -> None:
+        """Hold the next call of ``method`` for ``seconds`` before answering (and recording)."""
+        self.delays.setdefault(method, []).append(seconds)
+
     def of(self, method: str, channel: str | None = None) -> list[ApiCall]:
         return [
             c
@@ -138,6 +151,11 @@ class FakeSlackApi:
             await asyncio.wait_for(self._changed.wait_for(enough), timeout_s)
         return self.of(method, channel)
 
+    async def wait_until(self, predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
+        """Wait until ``predicate()`` holds; it is checked after every recorded call."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(predicate), timeout_s)
+
     # --- HTTP -----------------------------------------------------------------------------------
     async def _api(self, request: web.Request) -> web.Response:
         method = request.match_info["method"]
@@ -150,6 +168,12 @@ class FakeSlackApi:
             args.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
         auth = request.headers.get("Authorization", "")
         token = auth.removeprefix("Bearer ").strip() or args.pop("token", None)
+        delays = self.delays.get(method)
+        if delays:
+            await asyncio.sleep(delays.pop(0))
+        refusals = self.refusals.get(method)
+        if refusals:
+            return web.json_response({"ok": False, "error": refusals.pop(0)})
         queued = self.failures.get(method)
         if queued:
             status, retry_after = queued.pop(0)

@@ -8,7 +8,10 @@ Follows the wire format of https://core.telegram.org/bots/api#making-requests: m
 
 Implemented: ``getMe``, ``sendMessage``, ``sendChatAction``, ``answerCallbackQuery``,
 ``setWebhook``, ``deleteWebhook``, ``getUpdates`` (long poll honouring ``offset`` and
-``timeout``), ``getFile``. Every call is recorded in :attr:`FakeTelegramAPI.calls`. Scripted
+``timeout``; a second concurrent ``getUpdates`` ends the open one with 409 ``Conflict:
+terminated by other getUpdates request``, as Telegram does, counted in
+:attr:`FakeTelegramAPI.conflicts`; :attr:`FakeTelegramAPI.max_concurrent_polls`), ``getFile``.
+Every call is recorded in :attr:`FakeTelegramAPI.calls`. Scripted
 failures: :meth:`fail_next` (429 with ``parameters.retry_after``, or any error), and
 :attr:`FakeTelegramAPI.migrated` makes ``sendMessage`` to an old group id answer 400 with
 ``parameters.migrate_to_chat_id`` as Telegram does after an upgrade to a supergroup.
@@ -72,6 +75,9 @@ class FakeTelegramAPI:
         migrated: old group chat id → supergroup id (sendMessage to the old id fails).
         files: ``file_id`` → content served through ``getFile``.
         webhook: the URL and secret last set with ``setWebhook`` (None after deleteWebhook).
+        conflicts: ``getUpdates`` calls ended with 409 by a concurrent one.
+        max_concurrent_polls: the most ``getUpdates`` calls open at once.
+        delivered: update ids returned by ``getUpdates``, in order (repeats included).
         url: ``http://127.0.0.1:PORT`` once started (the ``telegram_api_url`` setting).
     """
 
@@ -86,6 +92,12 @@ class FakeTelegramAPI:
         self.files: dict[str, bytes] = {}
         self.webhook: dict[str, Any] | None = None
         self.confirmed_offset: int | None = None
+        self.conflicts = 0
+        self.max_concurrent_polls = 0
+        self.delivered: list[int] = []
+        self._polls: dict[int, tuple[web.Request, bool]] = {}
+        """Open getUpdates calls: poll number -> (request, terminated by a newer one)."""
+        self._poll_numbers = itertools.count(1)
         self._updates: list[dict[str, Any]] = []
         self._failures: dict[str, list[_Failure]] = {}
         self._message_ids = itertools.count(5000)
@@ -211,7 +223,7 @@ class FakeTelegramAPI:
             f = failures.pop(0)
             return _error(f.status, f.description, f.parameters)
         if method == "getUpdates":
-            return await self._get_updates(params)
+            return await self._get_updates(params, request)
         handler = {
             "getMe": lambda p: self._me(),
             "sendMessage": self._send_message,
@@ -278,7 +290,7 @@ class FakeTelegramAPI:
             "file_path": f"documents/{file_id}.bin",
         }
 
-    async def _get_updates(self, p: dict[str, Any]) -> web.Response:
+    async def _get_updates(self, p: dict[str, Any], request: web.Request) -> web.Response:
         offset = p.get("offset")
         timeout = float(p.get("timeout") or 0)
         if isinstance(offset, int):
@@ -286,12 +298,33 @@ class FakeTelegramAPI:
             self._updates = [u for u in self._updates if u["update_id"] >= offset]
 
         async with self._changed:
+            # A poll whose client went away (a stopped poller) is no competitor.
+            self._polls = {n: v for n, v in self._polls.items() if _connected(v[0])}
+            for number, (other, _) in self._polls.items():
+                self._polls[number] = (other, True)
+            me = next(self._poll_numbers)
+            self._polls[me] = (request, False)
+            self.max_concurrent_polls = max(self.max_concurrent_polls, len(self._polls))
+            self._changed.notify_all()
             try:
                 async with asyncio.timeout(timeout):
-                    await self._changed.wait_for(lambda: bool(self._updates) or self._closing)
+                    await self._changed.wait_for(
+                        lambda: bool(self._updates) or self._closing or self._polls[me][1]
+                    )
             except TimeoutError:
                 pass
+            finally:
+                _, terminated = self._polls.pop(me)
+            if terminated:
+                if _connected(request):
+                    self.conflicts += 1
+                return _error(
+                    409,
+                    "Conflict: terminated by other getUpdates request; "
+                    "make sure that only one bot instance is running",
+                )
             batch = list(self._updates[: int(p.get("limit") or 100)])
+            self.delivered.extend(u["update_id"] for u in batch)
         return web.json_response({"ok": True, "result": batch})
 
     async def _file(self, request: web.Request) -> web.Response:
@@ -302,6 +335,12 @@ class FakeTelegramAPI:
         if file_id not in self.files:
             return web.Response(status=404)
         return web.Response(body=self.files[file_id])
+
+
+def _connected(request: web.Request) -> bool:
+    """True while the client of ``request`` is still connected."""
+    transport = request.transport
+    return transport is not None and not transport.is_closing()
 
 
 class _ApiError(Exception):
