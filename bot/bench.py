@@ -20,11 +20,12 @@ import ctypes
 import ctypes.util
 import gc
 import json
+import os
 import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -295,9 +296,45 @@ async def _commandstats(client: Any) -> dict[str, int]:
     }
 
 
+def _cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU seconds used so far by the processes ``pids`` (gone ones count 0)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+    return total
+
+
+async def _component_pids(client: Any, database_url: str) -> dict[str, list[int]]:
+    """Process ids of the Redis server and of every PostgreSQL process (server on this host).
+
+    Redis reports its ``process_id`` (``INFO server``); PostgreSQL lists its backends and
+    background processes in ``pg_stat_activity``.
+    """
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    info = await client.info("server")
+    engine = create_async_engine(database_url, pool_size=1)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(sa.text("SELECT pid FROM pg_stat_activity"))
+            pg = [int(r[0]) for r in rows]
+    finally:
+        await engine.dispose()
+    return {"redis": [int(info["process_id"])], "postgres": pg}
+
+
 @dataclass
 class RedisBenchReport:
-    """The figures of ``switchboard bench --backend redis``."""
+    """The figures of ``switchboard bench --backend redis``.
+
+    ``cpu_ms_per_msg`` is CPU time (user + system, milliseconds) per message of each component
+    over the timed run: ``ingress`` (this process), ``workers`` (all worker processes),
+    ``redis`` (the server) and ``postgres`` (its processes; the database must be on this host
+    for the figure to mean anything).
+    """
 
     workers: int
     messages: int
@@ -309,6 +346,7 @@ class RedisBenchReport:
     script_calls_per_msg: float
     publish_per_msg: float
     round_trips_per_msg_upper_bound: float
+    cpu_ms_per_msg: dict[str, float]
 
 
 def _free_port() -> int:
@@ -322,7 +360,6 @@ def _free_port() -> int:
 def _spawn_workers(
     n: int, settings: Settings, base: Path, redis_url: str
 ) -> list[tuple[Any, int]]:
-    import os
     import subprocess
     import sys
 
@@ -454,6 +491,11 @@ async def run_redis_bench(args: argparse.Namespace) -> int:
                 pending.setdefault(m.session_key, []).append(time.monotonic())
                 await hub.ingest(m)
 
+        assert settings.database_url is not None
+        pids = await _component_pids(client, settings.database_url)
+        pids["ingress"] = [os.getpid()]
+        pids["workers"] = [proc.pid for proc, _ in workers]
+        cpu_before = {name: _cpu_seconds(p) for name, p in pids.items()}
         before = await _commandstats(client)
         t0 = time.perf_counter()
         await asyncio.gather(*(send(m) for m in msgs))
@@ -475,6 +517,10 @@ async def run_redis_bench(args: argparse.Namespace) -> int:
             if not done.is_set():
                 raise TimeoutError("not every message was answered in time")
         elapsed = time.perf_counter() - t0
+        cpu_ms = {
+            name: round((_cpu_seconds(p) - cpu_before[name]) * 1000.0 / len(msgs), 3)
+            for name, p in pids.items()
+        }
         await engine.dispose()
         await asyncio.sleep(0.2)  # the last releases
         after = await _commandstats(client)
@@ -496,6 +542,7 @@ async def run_redis_bench(args: argparse.Namespace) -> int:
             round_trips_per_msg_upper_bound=round(
                 sum(delta.get(c, 0) for c in _ROUND_TRIP_COMMANDS) / n, 2
             ),
+            cpu_ms_per_msg=cpu_ms,
         )
     finally:
         await hub.stop()
