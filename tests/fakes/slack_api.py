@@ -24,12 +24,14 @@ from aiohttp import WSMsgType, web
 
 @dataclass
 class ApiCall:
-    """One recorded Web API call (``at``: ``time.monotonic()`` when it was answered)."""
+    """One recorded Web API call: its answer in ``result``, ``at`` the ``time.monotonic()``
+    when it was answered."""
 
     method: str
     token: str | None
     args: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
+    result: dict[str, Any] = field(default_factory=dict)
 
     @property
     def channel(self) -> str | None:
@@ -183,7 +185,7 @@ class FakeSlackApi:
         answer = self._answer(method, token, args)
         if answer.get("ok"):
             async with self._changed:
-                self.calls.append(ApiCall(method, token, args))
+                self.calls.append(ApiCall(method, token, args, result=answer))
                 self._changed.notify_all()
         return web.json_response(answer)
 
