@@ -68,6 +68,7 @@ class Poller:
         self._handle = handle
         self.timeout_s = timeout_s
         self.offset: int | None = None
+        self._sent_offset: int | None = None
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -82,7 +83,9 @@ class Poller:
         """Stop the loop; a batch being handled may finish first (up to ``grace_s`` seconds).
 
         Then the task is cancelled: a running long poll is abandoned and its batch is not
-        confirmed, so Telegram sends it again to the next poller.
+        confirmed, so Telegram sends it again to the next poller. Batches already handled are
+        confirmed with a last ``getUpdates(offset, timeout=0)``, so a poller taking over does
+        not fetch them again (if that call fails, it does, and the hub's dedupe drops them).
         """
         task, self._task = self._task, None
         if task is None:
@@ -91,6 +94,15 @@ class Poller:
             await asyncio.wait_for(self._idle.wait(), grace_s)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        if self.offset is not None and self.offset != self._sent_offset:
+            try:
+                async with asyncio.timeout(5.0):
+                    await self._bot.get_updates(offset=self.offset, timeout=0, limit=1)
+                self._sent_offset = self.offset
+            except (TelegramError, TimeoutError) as exc:
+                log.warning(
+                    "telegram.confirm_failed", extra={"channel": "telegram", "error": repr(exc)}
+                )
 
     async def _run(self) -> None:
         while True:
@@ -122,6 +134,7 @@ class Poller:
             reraise=True,
         ):
             with attempt:
+                self._sent_offset = self.offset
                 return await self._bot.get_updates(
                     offset=self.offset,
                     timeout=int(self.timeout_s),
