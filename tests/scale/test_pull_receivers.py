@@ -208,3 +208,29 @@ async def test_a_worker_never_polls_but_sends(
     assert sent.params["text"] == "from a worker"
     stop.set()
     await running
+
+
+async def test_without_shared_lanes_two_pollers_conflict(
+    tmp_path: Path, telegram_api: FakeTelegramAPI
+) -> None:
+    """What the leases prevent: two single-process hubs on one bot both poll (409s)."""
+    hubs = []
+    for name in ("x", "y"):
+        settings = make_settings(
+            tmp_path / name, **telegram_settings(telegram_api, telegram_polling=True)
+        )
+        settings.data_dir.mkdir(parents=True)
+        hub = await build_hub(
+            settings,
+            agent=ScriptedAgent(),
+            channels=[TelegramChannel(settings)],
+            load_knowledge=False,
+        )
+        await hub.start()
+        hubs.append(hub)
+    try:
+        await wait_until(lambda: telegram_api.conflicts >= 2, 5)
+        assert telegram_api.max_concurrent_polls == 2
+    finally:
+        for hub in hubs:
+            await hub.stop(timeout_s=1.0)
