@@ -294,3 +294,21 @@ async def test_a_resumed_stream_edits_the_same_message_even_in_another_process(
     assert updates[-1].section_text == "The whole answer."
     assert not has_block(updates[-1], STREAMING_BLOCK_ID)
     assert slack_api.of("chat.delete") == []
+
+
+async def test_a_streamed_message_deleted_meanwhile_gets_the_final_answer_posted_anew(
+    streaming_hub: StreamingHub, llm: FakeOpenAI, slack_api: FakeSlackApi
+) -> None:
+    _, client = await streaming_hub(stream_interval_s=60.0)  # only the first post streams
+    llm.reply(ANSWER, chunk_delay_s=0.005)
+    await ask(client, "How do I connect Slack?", "EvStream8")
+    await slack_api.wait_for("chat.postMessage")
+    slack_api.refuse_next("chat.update", "message_not_found")  # someone deleted it
+
+    final = await final_answer(slack_api)
+
+    partial, again = slack_api.of("chat.postMessage")
+    assert has_block(partial, STREAMING_BLOCK_ID)
+    assert again is final
+    assert final.section_text == to_mrkdwn(FINAL)
+    assert slack_api.of("chat.update") == []
