@@ -220,7 +220,7 @@ class Hub:
 
     @property
     def draining(self) -> bool:
-        """True once :meth:`stop` began."""
+        """True once :meth:`stop` refuses messages (after the pull receivers stopped)."""
         return self._draining
 
     @property
