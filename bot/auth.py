@@ -33,11 +33,12 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from limits import RateLimitItemPerMinute
-from limits.aio.storage import MemoryStorage
+from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from bot.config import Settings
 from bot.errors import Forbidden, PayloadInvalid, RateLimited, Unauthorized
+from bot.rate_limits import counted
 from bot.store.base import AgentAccount, Store
 
 log = logging.getLogger(__name__)
@@ -186,10 +187,23 @@ class LoginLimiter:
         per_name: failed attempts allowed per name in ``window_minutes``.
         per_address: failed attempts allowed per client address in ``window_minutes``.
         window_minutes: window length in minutes.
+        storage: where the counters live (:func:`bot.rate_limits.counter_storage`: Redis when
+            lanes are shared, so every ingress sees the same failures); process memory when
+            None.
+
+    Raises (from its methods):
+        bot.errors.BackendUnavailable: the counters' storage cannot be reached.
     """
 
-    def __init__(self, *, per_name: int = 5, per_address: int = 20, window_minutes: int = 5):
-        self._storage = MemoryStorage()
+    def __init__(
+        self,
+        *,
+        per_name: int = 5,
+        per_address: int = 20,
+        window_minutes: int = 5,
+        storage: Storage | None = None,
+    ):
+        self._storage = storage if storage is not None else MemoryStorage()
         self._limiter = MovingWindowRateLimiter(self._storage)
         self._name_item = RateLimitItemPerMinute(per_name, window_minutes)
         self._addr_item = RateLimitItemPerMinute(per_address, window_minutes)
@@ -202,19 +216,19 @@ class LoginLimiter:
             RateLimited: too many failures; ``retry_after`` is when the oldest one expires.
         """
         for item, ident in ((self._name_item, name.casefold()), (self._addr_item, address)):
-            if not await self._limiter.test(item, "login", ident):
-                stats = await self._limiter.get_window_stats(item, "login", ident)
+            if not await counted(self._limiter.test(item, "login", ident)):
+                stats = await counted(self._limiter.get_window_stats(item, "login", ident))
                 retry = max(1.0, stats.reset_time - time.time())
                 raise RateLimited("too many failed logins; try again later", retry_after=retry)
 
     async def failed(self, name: str, address: str) -> None:
         """Count one failed attempt."""
-        await self._limiter.hit(self._name_item, "login", name.casefold())
-        await self._limiter.hit(self._addr_item, "login", address)
+        await counted(self._limiter.hit(self._name_item, "login", name.casefold()))
+        await counted(self._limiter.hit(self._addr_item, "login", address))
 
     async def succeeded(self, name: str) -> None:
         """Forget the name's failures after a successful login."""
-        await self._limiter.clear(self._name_item, "login", name.casefold())
+        await counted(self._limiter.clear(self._name_item, "login", name.casefold()))
 
 
 # --- console sessions ---------------------------------------------------------------------------

@@ -23,12 +23,12 @@ from typing import ClassVar
 from aiohttp import web
 from cachetools import LRUCache
 from limits import RateLimitItemPerHour
-from limits.aio.storage import MemoryStorage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from bot.channel import HubAPI, Ignored, ParseResult
 from bot.config import Settings
 from bot.envelope import OutboundKind, OutboundMessage, SessionKey
+from bot.rate_limits import counted, counter_storage
 from channels.email.imap import ImapReader, ImapUrl, UidState
 from channels.email.smtp import (
     Accepted,
@@ -74,7 +74,7 @@ class EmailChannel:
         self.address = (settings.email_address or "").strip().lower()
         self._hub: HubAPI | None = None
         self._threads: LRUCache[SessionKey, ThreadInfo] = LRUCache(maxsize=10_000)
-        self._limiter = MovingWindowRateLimiter(MemoryStorage())
+        self._limiter = MovingWindowRateLimiter(counter_storage(settings))
         self._rate = RateLimitItemPerHour(max(1, settings.email_max_per_sender_per_hour))
         self._smtp_out = (
             SmtpUrl.parse(settings.email_smtp_url.get_secret_value())
@@ -233,7 +233,7 @@ class EmailChannel:
             log.info("email.ignored", extra={"channel": self.name, "reason": parsed.result.reason})
             return Accepted("ignored", parsed.result.reason)
         env = parsed.result.envelope
-        if not await self._limiter.hit(self._rate, env.sender.id):
+        if not await counted(self._limiter.hit(self._rate, env.sender.id)):
             log.warning(
                 "email.rate_limited",
                 extra={"channel": self.name, "event_id": env.event_id, "sender": env.sender.id},
