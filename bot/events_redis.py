@@ -23,6 +23,10 @@ and are skipped when they come back from Redis.
 - **Outages**: both tasks reconnect with exponential backoff (50 ms doubling up to 5 s). Events
   published meanwhile are lost for other processes; viewers treat events as hints and re-read
   the store by ``seq``, so they only see the change later (at their next poll).
+- **Health**: :attr:`RedisEventBus.connected` is False while the publisher or the listener
+  cannot reach Redis. Each change is also published to this process's own subscribers as a
+  ``backend`` event (session key ``""``, data ``{"redis": "down"|"up", "since": ISO 8601}``),
+  never sent to Redis: the console shows an outage banner from it.
 """
 
 from __future__ import annotations
@@ -38,13 +42,12 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
-from redis.asyncio.client import PubSub
-from redis.asyncio.cluster import RedisCluster
 from redis.backoff import ExponentialBackoff
 
-from bot.envelope import InboundMessage, SessionKey
+from bot.envelope import InboundMessage, SessionKey, utcnow
 from bot.events import EventBus, HubEvent
 from bot.lanes.redis import connect
+from bot.redis_pubsub import Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +95,40 @@ class RedisEventBus(EventBus):
         self._backoff = ExponentialBackoff(cap=5.0, base=0.05)
         self.dropped = 0
         """Events dropped because more than ``max_pending`` waited for Redis."""
-        self.connected = True
+        self._publisher_ok = self._listener_ok = True
+        self.changed_at = utcnow()
+        """When :attr:`connected` last changed (UTC)."""
+
+    @property
+    def connected(self) -> bool:
         """False while the publisher or the listener cannot reach Redis (health, console)."""
+        return self._publisher_ok and self._listener_ok
+
+    def _health(self, *, publisher: bool | None = None, listener: bool | None = None) -> None:
+        """Record the reachability one task saw; on a change, log it and tell local viewers."""
+        before = self.connected
+        if publisher is not None:
+            self._publisher_ok = publisher
+        if listener is not None:
+            self._listener_ok = listener
+        now = self.connected
+        if now == before:
+            return
+        self.changed_at = utcnow()
+        logger.log(
+            logging.INFO if now else logging.WARNING,
+            "events.redis_up" if now else "events.redis_down",
+            extra={"origin": self.origin},
+        )
+        EventBus.publish(
+            self,
+            HubEvent(
+                "backend",
+                SessionKey(""),
+                None,
+                {"redis": "up" if now else "down", "since": self.changed_at.isoformat()},
+            ),
+        )
 
     # --- lifecycle ----------------------------------------------------------------------------
     def channel_of(self, session_key: SessionKey) -> str:
@@ -111,7 +146,14 @@ class RedisEventBus(EventBus):
         if self._publisher is None:
             self._publisher = loop.create_task(self._publish_loop(), name="events.publisher")
         if self.listen and self._listener is None:
-            self._listener = loop.create_task(self._listen_loop(), name="events.listener")
+            subscription = Subscription(
+                self._redis,
+                self._receive,
+                patterns=[f"{self.prefix}:ev:*"],
+                on_state=self._on_listening,
+                name="events",
+            )
+            self._listener = loop.create_task(subscription.run(), name="events.listener")
             try:
                 await asyncio.wait_for(self._listening.wait(), timeout_s)
             except TimeoutError:
@@ -199,7 +241,7 @@ class RedisEventBus(EventBus):
                 self.dropped += n - len(keep)
                 self._pending.extendleft(reversed(keep))
                 failures += 1
-                self.connected = False
+                self._health(publisher=False)
                 delay = self._backoff.compute(failures)
                 logger.warning(
                     "events.publish_failed",
@@ -210,49 +252,14 @@ class RedisEventBus(EventBus):
             if failures:
                 logger.info("events.reconnected", extra={"role": "publisher"})
                 failures = 0
-                self.connected = True
+                self._health(publisher=True)
 
     # --- receiving ----------------------------------------------------------------------------
-    async def _listen_loop(self) -> None:
-        """Task boundary: ``PSUBSCRIBE {prefix}:ev:*`` and fan events out to local subscribers."""
-        failures = 0
-        pattern = f"{self.prefix}:ev:*"
-        while True:
-            pubsub: PubSub | None = None
-            try:
-                if isinstance(self._redis, RedisCluster):
-                    await self._redis.initialize()
-                pubsub = self._redis.pubsub()
-                await pubsub.psubscribe(pattern)
-                while True:
-                    message = await pubsub.get_message(timeout=5.0)
-                    if message is None:
-                        continue
-                    kind = message.get("type")
-                    if kind == "psubscribe":
-                        self._listening.set()
-                        if failures:
-                            logger.info("events.reconnected", extra={"role": "listener"})
-                            failures = 0
-                        self.connected = True
-                    elif kind == "pmessage":
-                        self._receive(str(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                self.connected = False
-                delay = self._backoff.compute(failures)
-                logger.warning(
-                    "events.listen_failed", extra={"retry_in_s": delay, "error": repr(exc)}
-                )
-                await asyncio.sleep(delay)
-            finally:
-                if pubsub is not None:
-                    try:
-                        await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
-                    except Exception:  # the connection may be gone already
-                        logger.debug("events.listener_close_failed", exc_info=True)
+    def _on_listening(self, up: bool) -> None:
+        """State of the ``PSUBSCRIBE``: confirmed (up) or lost."""
+        if up:
+            self._listening.set()
+        self._health(listener=up)
 
     def _receive(self, raw: str) -> None:
         try:

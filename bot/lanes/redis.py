@@ -74,7 +74,6 @@ from typing import Any, Final, TypeVar
 from urllib.parse import unquote
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -88,6 +87,7 @@ from bot.envelope import InboundMessage, SessionKey
 from bot.errors import BackendUnavailable, Draining
 from bot.lanes import redis_scripts as lua
 from bot.lanes.base import LaneConfig, LaneStats, OverflowHandler, Turn, TurnHandler
+from bot.redis_pubsub import Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -389,7 +389,14 @@ class RedisLaneQueue:
         self._handler = handler
         self._on_overflow = on_overflow
         loop = asyncio.get_running_loop()
-        self._sub_task = loop.create_task(self._subscriber(), name="lane.redis.subscriber")
+        subscription = Subscription(
+            self._redis,
+            self._on_message,
+            channels=[self.channel],
+            on_state=self._on_subscribed,
+            name="lane",
+        )
+        self._sub_task = loop.create_task(subscription.run(), name="lane.redis.subscriber")
         self._ensure_loop()
         self._hb_task = loop.create_task(self._heartbeats(), name="lane.redis.heartbeat")
         self._sweep_task = loop.create_task(self._sweeper(), name="lane.redis.sweeper")
@@ -494,6 +501,17 @@ class RedisLaneQueue:
             "lane.drained", extra={"unhandled": len(unhandled), "cancelled_turns": cancelled}
         )
         return unhandled
+
+    async def ping(self) -> None:
+        """Check that Redis answers (readiness probes; one ``PING``, retried like any command).
+
+        Raises:
+            bot.errors.BackendUnavailable: when Redis cannot be reached.
+        """
+        try:
+            await self._redis.ping()
+        except _UNAVAILABLE as exc:
+            raise BackendUnavailable(f"redis unreachable: {exc}") from exc
 
     def stats(self) -> LaneStats:
         """A snapshot (no I/O): global counters of the latest reply, local running turns."""
@@ -954,42 +972,10 @@ class RedisLaneQueue:
             self._wake.set()
         return nxt, len(added)
 
-    async def _subscriber(self) -> None:
-        """Listen on the wake channel; reconnect with exponential backoff."""
-        failures = 0
-        while True:
-            pubsub: PubSub | None = None
-            try:
-                if isinstance(self._redis, RedisCluster):
-                    await self._redis.initialize()
-                pubsub = self._redis.pubsub()
-                await pubsub.subscribe(self.channel)
-                if failures:
-                    logger.info("lane.redis_reconnected", extra={"worker": self.worker_id})
-                    failures = 0
-                    self._wake.set()
-                while True:
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=5)
-                    if message is not None and message.get("type") == "message":
-                        self._on_message(str(message["data"]))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                delay = self._backoff.compute(failures)
-                level = logging.WARNING if _unavailable(exc) else logging.ERROR
-                logger.log(
-                    level,
-                    "lane.subscriber_failed",
-                    extra={"worker": self.worker_id, "retry_in_s": delay, "error": repr(exc)},
-                )
-                await asyncio.sleep(delay)
-            finally:
-                if pubsub is not None:
-                    try:
-                        await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
-                    except Exception:  # the connection may be gone already
-                        logger.debug("lane.subscriber_close_failed", exc_info=True)
+    def _on_subscribed(self, up: bool) -> None:
+        """Subscription state: wake the global loop once subscribed (wake-ups may be lost)."""
+        if up:
+            self._wake.set()
 
     def _on_message(self, data: str) -> None:
         if data == "r":
