@@ -3,7 +3,8 @@
 Routes of the server itself:
 
 - ``GET /healthz``: 200 while the process runs (liveness).
-- ``GET /readyz``: 200 when the hub is started and the store answers; 503 otherwise.
+- ``GET /readyz``: 200 when the hub is started and the store (and Redis, with shared lanes)
+  answers; 503 otherwise.
 - ``GET /metrics``: Prometheus text exposition (lane gauges are sampled at scrape time).
 
 Channels add theirs (``/api/v1/...`` for REST with its OpenAPI document, ``/webchat/...`` and the
@@ -231,6 +232,14 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:  # a probe: any failure means not ready
         logger.warning("http.store_unreachable", extra={"error": repr(exc)})
         return _error(503, "store unreachable", headers={"Retry-After": str(RETRY_AFTER_S)})
+    ping = getattr(hub.lanes, "ping", None)  # shared lanes: Redis must answer too
+    if ping is not None:
+        try:
+            async with asyncio.timeout(READY_PROBE_TIMEOUT_S):
+                await ping()
+        except Exception as exc:  # a probe: any failure means not ready
+            logger.warning("http.redis_unreachable", extra={"error": repr(exc)})
+            return _error(503, "redis unreachable", headers={"Retry-After": str(RETRY_AFTER_S)})
     return web.json_response({"status": "ready"})
 
 

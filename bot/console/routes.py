@@ -14,7 +14,10 @@ middlewares, which touch nothing else of the server):
 - ``POST /console/api/conversations/{key}/claim`` → ``{"conversation"}``;
   ``.../reply`` and ``.../note`` ``{"text"}`` → ``{"message"}``;
   ``.../resolve`` ``{"close"?: bool}`` → ``{"conversation"}``.
-- ``GET /console/api/events``: Server-Sent Events ``message`` and ``mode``.
+- ``GET /console/api/health`` → ``{"redis": "up"|"down"|null, "since": ISO 8601|null}``: whether
+  this process reaches Redis (null: no Redis in this deployment) and since when.
+- ``GET /console/api/events``: Server-Sent Events ``ready`` (with the ``health`` fields),
+  ``message``, ``mode`` and ``backend`` (the ``health`` fields, when Redis reachability changes).
 
 ``{key}`` is the session key, percent-encoded (``encodeURIComponent``). Every POST except login
 needs the ``X-Switchboard-CSRF`` header; every POST needs a JSON body. Errors are
@@ -355,12 +358,32 @@ async def resolve(request: web.Request) -> web.StreamResponse:
     return web.json_response({"conversation": conversation_json(conv)})
 
 
+def backend_health(hub: ConsoleHub) -> dict[str, Any]:
+    """Redis reachability as the hub's event feed sees it: ``{"redis", "since"}``.
+
+    ``redis`` is ``"up"``, ``"down"`` or None when the feed does not use Redis (one process,
+    memory lanes); ``since`` is when it last changed (ISO 8601, UTC) or None.
+    """
+    connected = getattr(hub.events, "connected", None)  # RedisEventBus
+    if not isinstance(connected, bool):
+        return {"redis": None, "since": None}
+    changed_at = getattr(hub.events, "changed_at", None)
+    since = _iso(changed_at) if isinstance(changed_at, datetime) else None
+    return {"redis": "up" if connected else "down", "since": since}
+
+
+async def health(request: web.Request) -> web.StreamResponse:
+    """Redis reachability of this process (see :func:`backend_health`)."""
+    await _agent(request, csrf=False)
+    return web.json_response(backend_health(_hub(request)))
+
+
 def _sse(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
 async def events(request: web.Request) -> web.StreamResponse:
-    """Server-Sent Events: every ``message`` and ``mode`` event of the hub, until disconnect."""
+    """Server-Sent Events: ``ready``, then the hub's ``message``, ``mode``, ``backend`` events."""
     account = await _agent(request, csrf=False)
     hub = _hub(request)
     response = web.StreamResponse(
@@ -377,7 +400,8 @@ async def events(request: web.Request) -> web.StreamResponse:
     try:
         async with hub.events.subscribe() as sub:
             await response.prepare(request)
-            await response.write(b"retry: 2000\n" + _sse("ready", {"agent": account.name}))
+            ready = {"agent": account.name, **backend_health(hub)}
+            await response.write(b"retry: 2000\n" + _sse("ready", ready))
             while True:
                 event = await sub.get(HEARTBEAT_S)
                 if event is None:
@@ -386,6 +410,9 @@ async def events(request: web.Request) -> web.StreamResponse:
                 if sub.lagged:
                     sub.lagged = False
                     await response.write(_sse("lagged", {}))
+                if event.type == "backend":
+                    await response.write(_sse("backend", dict(event.data)))
+                    continue
                 if event.type not in ("message", "mode"):
                     continue
                 payload = {"session_key": event.session_key, "seq": event.seq, **event.data}
@@ -438,6 +465,7 @@ def console_app(hub: ConsoleHub) -> web.Application:
             web.get("/api/me", me),
             web.get("/api/queue", queue),
             web.get("/api/events", events),
+            web.get("/api/health", health),
             web.get("/api/conversations/{session_key:.+}/messages", messages),
             web.post("/api/conversations/{session_key:.+}/claim", claim),
             web.post("/api/conversations/{session_key:.+}/reply", reply),

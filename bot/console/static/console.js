@@ -407,12 +407,24 @@
     node.textContent = label;
   }
 
+  // Redis reachability: {redis: "up" | "down" | null, since: ISO 8601 | null}.
+  function setBackend(data) {
+    const down = data && data.redis === "down";
+    const banner = $("outage");
+    banner.hidden = !down;
+    banner.dataset.state = down ? "down" : "up";
+    const since = down && data.since ? new Date(data.since) : null;
+    $("outage-since").textContent =
+      since && !isNaN(since) ? ` since ${since.toLocaleTimeString()}` : "";
+  }
+
   function openEvents() {
     closeEvents();
     const source = new EventSource(`${API}/events`);
     state.source = source;
-    source.addEventListener("ready", () => {
+    source.addEventListener("ready", (e) => {
       setLive("live", "live");
+      setBackend(JSON.parse(e.data));
       // Catch up on anything missed while disconnected.
       scheduleQueueRefresh();
       if (state.selected) loadMessages();
@@ -426,6 +438,15 @@
       const data = JSON.parse(e.data);
       if (data.session_key === state.selected) loadMessages();
       scheduleQueueRefresh();
+    });
+    source.addEventListener("backend", (e) => {
+      const data = JSON.parse(e.data);
+      setBackend(data);
+      if (data.redis === "up") {
+        // Events of the outage may be lost: catch up.
+        scheduleQueueRefresh();
+        if (state.selected) loadMessages();
+      }
     });
     source.addEventListener("lagged", () => {
       scheduleQueueRefresh();
