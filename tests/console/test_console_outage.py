@@ -120,3 +120,41 @@ async def test_console_and_readyz_report_a_redis_outage_and_its_end(
     assert (await (await client.get("/console/api/health")).json())["redis"] == "up"
     assert (await client.get("/readyz")).status == 200
     stream.close()
+
+
+@pytest.mark.browser
+@pytest.mark.timeout(60)
+async def test_the_page_shows_the_outage_banner_and_clears_it(
+    client: Client, redis: RedisServer
+) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    from tests.console.test_e2e_chromium import CHROMIUM, CHROMIUM_ARGS
+
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(
+            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
+        )
+        try:
+            page = await browser.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto(str(client.make_url("/console/")))
+            await page.get_by_test_id("login-name").fill("alice")
+            await page.get_by_test_id("login-password").fill(PASSWORD)
+            await page.get_by_test_id("login-submit").click()
+            await expect(page.get_by_test_id("live-status")).to_have_attribute(
+                "data-state", "live"
+            )
+            banner = page.get_by_test_id("outage")
+            await expect(banner).to_be_hidden()
+
+            redis.stop()
+            await expect(banner).to_be_visible(timeout=15_000)
+            await expect(banner).to_contain_text("Redis is unreachable since")
+
+            redis.restart()
+            await expect(banner).to_be_hidden(timeout=20_000)
+            assert errors == []
+        finally:
+            await browser.close()
