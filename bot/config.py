@@ -96,6 +96,7 @@ class Settings(BaseSettings):
     # --- store ------------------------------------------------------------------------------
     database_url: str | None = None
     store_batch_ms: float = 2.0
+    outbox_max_age_s: float = 24 * 3600.0
 
     # --- agent / LLM ------------------------------------------------------------------------
     llm_model: str | None = None

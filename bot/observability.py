@@ -36,6 +36,10 @@ class Metrics:
         escalations: sessions escalated to humans, by reason.
         turn_failures: turns that raised, by error type.
         send_failures: deliveries that failed after retries, by channel.
+        outbox_deferred: outbound messages put in the outbox (platform down, or queued behind
+            a session's earlier entries), by channel.
+        send_abandoned: outbox entries given up after ``outbox_max_age_s``, by channel.
+        outbox_depth: entries waiting in the outbox (set by each pass of the outbox loop).
     """
 
     def __init__(self) -> None:
@@ -85,6 +89,22 @@ class Metrics:
             "Deliveries that failed after retries.",
             ["channel"],
             registry=r,
+        )
+
+        self.outbox_deferred = Counter(
+            "switchboard_outbox_deferred_total",
+            "Outbound messages put in the outbox.",
+            ["channel"],
+            registry=r,
+        )
+        self.send_abandoned = Counter(
+            "switchboard_send_abandoned_total",
+            "Outbox entries given up after outbox_max_age_s.",
+            ["channel"],
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "switchboard_outbox_depth", "Outbound messages waiting in the outbox.", registry=r
         )
 
     def render(self) -> bytes:

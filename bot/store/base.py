@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from bot.envelope import Citation, InboundMessage, Participant, SessionKey
+from bot.envelope import Citation, InboundMessage, OutboundMessage, Participant, SessionKey
 
 
 class Role(StrEnum):
@@ -141,6 +141,42 @@ class AgentAccount:
     active: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An outbound message a platform did not take, waiting in the outbox to be sent again.
+
+    Attributes:
+        id: increasing row id; entries of one session are sent in ``id`` order.
+        session_key: the conversation it goes to.
+        channel: the channel plugin that sends it (``channel_of(session_key)``).
+        message: the envelope, exactly as :meth:`bot.hub.Hub.deliver` got it.
+        attempts: sends tried by the outbox loop so far (not counting the hub's inline
+            retries before the entry was put).
+        next_attempt_at: when it is due (UTC); while claimed, when the claim's lease ends.
+        created_at: when it was put (UTC); its age bounds the retries (``outbox_max_age_s``).
+        last_error: the last send error (``repr``), None for an entry queued behind another.
+        claim: the lease token of the process sending it now (None when not claimed).
+    """
+
+    id: int
+    session_key: SessionKey
+    channel: str
+    message: OutboundMessage
+    attempts: int
+    next_attempt_at: datetime
+    created_at: datetime
+    last_error: str | None
+    claim: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStatus:
+    """The outbox at a glance: ``depth`` entries, the earliest due at ``next_attempt_at``."""
+
+    depth: int
+    next_attempt_at: datetime | None
+
+
 class Store(Protocol):
     """Conversations, messages, agent accounts and the audit log."""
 
@@ -229,3 +265,52 @@ class Store(Protocol):
         self, actor: str, action: str, session_key: SessionKey | None, detail: dict[str, Any]
     ) -> None:
         """Append an audit record (who did what to which session, and when)."""
+
+    async def outbox_put(
+        self, message: OutboundMessage, *, error: str | None, next_attempt_at: datetime
+    ) -> OutboxEntry:
+        """Put an undelivered message in the outbox, behind its session's earlier entries.
+
+        Args:
+            message: the envelope to send again (its ``session_key`` names the session).
+            error: why the last send failed (``repr``), None when queued behind others.
+            next_attempt_at: when to try it first (UTC).
+
+        Raises:
+            bot.errors.BackendUnavailable: when the database cannot be written.
+        """
+
+    async def outbox_claim(self, *, limit: int, lease_s: float) -> list[OutboxEntry]:
+        """Claim due entries to send: at most one per session, the oldest (FIFO per session).
+
+        A claimed entry is leased for ``lease_s`` seconds (``next_attempt_at`` moves to the
+        lease's end and ``claim`` holds a fresh token), so no other process claims it
+        meanwhile; an entry whose claimer died becomes due again when the lease ends. A later
+        entry of a session is never claimed while an earlier one exists.
+
+        Raises:
+            bot.errors.BackendUnavailable: when the database cannot be written.
+        """
+
+    async def outbox_done(self, entry: OutboxEntry) -> bool:
+        """Delete a claimed entry (sent, or given up); False when the claim was lost."""
+
+    async def outbox_reschedule(
+        self, entry: OutboxEntry, *, error: str, next_attempt_at: datetime
+    ) -> bool:
+        """Release a claimed entry after a failed send: one more attempt, due at the given time.
+
+        Returns:
+            False when the claim was lost (its lease ended and another process took it).
+        """
+
+    async def outbox_pending(self, session_key: SessionKey) -> bool:
+        """True when the session has entries in the outbox (cheap: asked before each send)."""
+
+    async def outbox_status(self) -> OutboxStatus:
+        """How many entries wait, and when the earliest is due."""
+
+    async def outbox(
+        self, session_key: SessionKey | None = None, *, limit: int = 200
+    ) -> list[OutboxEntry]:
+        """Entries waiting, oldest first, of one session or of all."""

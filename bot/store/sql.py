@@ -35,10 +35,11 @@ import functools
 import itertools
 import json
 import logging
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol, TypeVar
 
 import pydantic_core
@@ -51,12 +52,22 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, Stateme
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from bot.config import Settings
-from bot.envelope import Citation, InboundMessage, Participant, SessionKey, utcnow
+from bot.envelope import (
+    Citation,
+    InboundMessage,
+    OutboundMessage,
+    Participant,
+    SessionKey,
+    channel_of,
+    utcnow,
+)
 from bot.errors import BackendUnavailable, Conflict, NotFound, PayloadInvalid, SwitchboardError
 from bot.store.base import (
     AgentAccount,
     Conversation,
     NewMessage,
+    OutboxEntry,
+    OutboxStatus,
     Role,
     SessionMode,
     StoredMessage,
@@ -213,6 +224,28 @@ audit = sa.Table(
     sa.Index("ix_audit_session_key", "session_key", "id"),
 )
 """Who did what to which session, and when."""
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    sa.Column("session_key", sa.String, nullable=False),
+    sa.Column("channel", sa.String, nullable=False),
+    sa.Column("message", JsonType, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("last_error", sa.Text),
+    sa.Column("claim", sa.String),
+    sa.Index("ix_outbox_session_key", "session_key", "id"),
+    sa.Index("ix_outbox_next_attempt_at", "next_attempt_at"),
+)
+"""Outbound messages a platform did not take, until they are sent or given up (Alembic 0002)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,6 +556,20 @@ def _stored(row: sa.Row[*tuple[Any, ...]]) -> StoredMessage:
     )
 
 
+def _outbox_entry(row: sa.Row[*tuple[Any, ...]]) -> OutboxEntry:
+    return OutboxEntry(
+        id=int(row.id),
+        session_key=SessionKey(row.session_key),
+        channel=row.channel,
+        message=OutboundMessage.model_validate(row.message),
+        attempts=row.attempts,
+        next_attempt_at=_utc(row.next_attempt_at),
+        created_at=_utc(row.created_at),
+        last_error=row.last_error,
+        claim=row.claim,
+    )
+
+
 def _conversation(row: sa.Row[*tuple[Any, ...]]) -> Conversation:
     return Conversation(
         session_key=SessionKey(row.session_key),
@@ -616,6 +663,12 @@ _MAX_SEQ_ANY: Final = (
     .group_by(messages.c.session_key)
 )
 CONVERSATION_READ_BATCH: Final = 500
+_OUTBOX_PENDING_ANY: Final = (
+    sa.select(outbox.c.session_key)
+    .distinct()
+    .where(outbox.c.session_key == sa.any_(sa.bindparam("b_keys", type_=_KEYS_ARRAY)))
+)
+"""Which of many sessions have outbox entries (server databases, one prepared statement)."""
 """Most sessions one coalesced conversation read asks for (server databases)."""
 
 
@@ -648,6 +701,9 @@ _SQLITE_MESSAGES: Final = _SqliteQuery(_SELECT_MESSAGES)
 _SQLITE_MESSAGES_ALL: Final = _SqliteQuery(_SELECT_MESSAGES_ALL)
 _SQLITE_RECENT: Final = _SqliteQuery(_SELECT_RECENT)
 _SQLITE_CONVERSATION: Final = _SqliteQuery(_SELECT_CONVERSATION)
+_SQLITE_OUTBOX_PENDING: Final = _SqliteQuery(
+    sa.select(outbox.c.id).where(outbox.c.session_key == sa.bindparam("b_session_key")).limit(1)
+)
 
 
 def _sqlite_time(value: str | None) -> datetime | None:
@@ -732,6 +788,9 @@ class SqlStore:
         # Server databases: conversation lookups waiting for the next coalesced query.
         self._conv_reads: dict[SessionKey, list[asyncio.Future[Conversation | None]]] = {}
         self._conv_reader: asyncio.Task[None] | None = None
+        # Server databases: outbox_pending lookups waiting for the next coalesced query.
+        self._outbox_reads: dict[SessionKey, list[asyncio.Future[bool]]] = {}
+        self._outbox_reader: asyncio.Task[None] | None = None
         self._dedupe: TTLCache[tuple[str, str, str], bool] = TTLCache(
             maxsize=max(1, settings.dedupe_max_entries), ttl=settings.dedupe_ttl_s
         )
@@ -1120,6 +1179,191 @@ class SqlStore:
             )
             for r in rows
         ]
+
+    # --- outbox (messages a platform did not take) -----------------------------------------------
+    # Writes are rare (only failed sends) and run as serial calls on the group-commit writer, so
+    # SQLite keeps one writing connection. Claims are compare-and-set: one UPDATE ... RETURNING
+    # of due session heads, whose subquery takes ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+    # two processes never claim one entry (a row another claim holds is skipped; a row it
+    # claimed meanwhile fails the ``next_attempt_at <= now`` recheck).
+
+    async def outbox_put(
+        self, message: OutboundMessage, *, error: str | None, next_attempt_at: datetime
+    ) -> OutboxEntry:
+        """Put an undelivered message in the outbox, behind its session's earlier entries.
+
+        Args:
+            message: the envelope to send again (its ``session_key`` names the session).
+            error: why the last send failed (``repr``), None when queued behind others.
+            next_attempt_at: when to try it first (UTC).
+
+        Returns:
+            The entry as stored (``attempts`` 0, ``created_at`` now).
+
+        Raises:
+            bot.errors.BackendUnavailable: when the database cannot be written.
+        """
+        row: dict[str, Any] = {
+            "session_key": message.session_key,
+            "channel": channel_of(message.session_key),
+            "message": message,
+            "attempts": 0,
+            "next_attempt_at": next_attempt_at,
+            "last_error": error,
+            "claim": None,
+        }
+
+        def run(conn: sa.Connection, now: datetime) -> OutboxEntry:
+            result = conn.execute(outbox.insert().values(**row, created_at=now))
+            (new_id,) = result.inserted_primary_key or (None,)
+            assert new_id is not None
+            return OutboxEntry(
+                id=int(new_id),
+                session_key=message.session_key,
+                channel=row["channel"],
+                message=message,
+                attempts=0,
+                next_attempt_at=next_attempt_at,
+                created_at=now,
+                last_error=error,
+            )
+
+        entry: OutboxEntry = await self._submit(_Call(self._future(), run))
+        return entry
+
+    async def outbox_claim(self, *, limit: int, lease_s: float) -> list[OutboxEntry]:
+        """Claim due entries to send: at most one per session, its oldest (FIFO per session).
+
+        A claimed entry is leased for ``lease_s`` seconds: ``next_attempt_at`` moves to the
+        lease's end and ``claim`` holds a fresh token, so no other process claims it meanwhile,
+        and an entry whose claimer died is due again when the lease ends. A later entry of a
+        session is never claimed while an earlier one exists.
+
+        Args:
+            limit: most entries to claim.
+            lease_s: the lease, in seconds (longer than one send may take).
+
+        Returns:
+            The claimed entries, oldest first.
+
+        Raises:
+            bot.errors.BackendUnavailable: when the database cannot be written.
+        """
+        token = secrets.token_hex(8)
+
+        def run(conn: sa.Connection, now: datetime) -> list[OutboxEntry]:
+            o, p = outbox.alias("o"), outbox.alias("p")
+            earlier = sa.exists().where(p.c.session_key == o.c.session_key, p.c.id < o.c.id)
+            due = (
+                sa.select(o.c.id)
+                .where(o.c.next_attempt_at <= now, ~earlier)
+                .order_by(o.c.next_attempt_at, o.c.id)
+                .limit(limit)
+            )
+            if not self._raw_sqlite:
+                due = due.with_for_update(of=o, skip_locked=True)
+            stmt = (
+                outbox.update()
+                .where(outbox.c.id.in_(due), outbox.c.next_attempt_at <= now)
+                .values(next_attempt_at=now + timedelta(seconds=lease_s), claim=token)
+                .returning(*outbox.c)
+            )
+            return sorted((_outbox_entry(r) for r in conn.execute(stmt)), key=lambda e: e.id)
+
+        if limit <= 0:
+            return []
+        entries: list[OutboxEntry] = await self._submit(_Call(self._future(), run))
+        return entries
+
+    async def outbox_done(self, entry: OutboxEntry) -> bool:
+        """Delete an entry (sent, or given up).
+
+        Returns:
+            False when it was claimed and the claim was lost (the lease ended and another
+            process took it), or it was gone already.
+        """
+
+        def run(conn: sa.Connection, now: datetime) -> bool:
+            stmt = outbox.delete().where(outbox.c.id == entry.id, outbox.c.claim == entry.claim)
+            return bool(conn.execute(stmt).rowcount == 1)
+
+        done: bool = await self._submit(_Call(self._future(), run))
+        return done
+
+    async def outbox_reschedule(
+        self, entry: OutboxEntry, *, error: str, next_attempt_at: datetime
+    ) -> bool:
+        """Release a claimed entry after a failed send: one more attempt, due at the given time.
+
+        Returns:
+            False when the claim was lost (its lease ended and another process took it).
+        """
+
+        def run(conn: sa.Connection, now: datetime) -> bool:
+            stmt = (
+                outbox.update()
+                .where(outbox.c.id == entry.id, outbox.c.claim == entry.claim)
+                .values(
+                    attempts=outbox.c.attempts + 1,
+                    next_attempt_at=next_attempt_at,
+                    last_error=error,
+                    claim=None,
+                )
+            )
+            return bool(conn.execute(stmt).rowcount == 1)
+
+        done: bool = await self._submit(_Call(self._future(), run))
+        return done
+
+    async def outbox_pending(self, session_key: SessionKey) -> bool:
+        """True when the session has entries in the outbox (asked before each send).
+
+        SQLite: one indexed lookup on the reader connection (about 10 µs). Server databases:
+        concurrent lookups share one ``= ANY($1)`` query, as conversation reads do.
+        """
+        if self._raw_sqlite:
+            params = {"b_session_key": session_key}
+            return await self._read(lambda conn: bool(_SQLITE_OUTBOX_PENDING.rows(conn, params)))
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._outbox_reads.setdefault(session_key, []).append(fut)
+        if self._outbox_reader is None or self._outbox_reader.done():
+            self._outbox_reader = asyncio.create_task(
+                self._read_outbox_pending(), name="store-outbox-reads"
+            )
+        return await fut
+
+    async def _read_outbox_pending(self) -> None:
+        """Serve queued :meth:`outbox_pending` lookups, ``CONVERSATION_READ_BATCH`` a query."""
+        while self._outbox_reads:
+            keys = list(itertools.islice(self._outbox_reads, CONVERSATION_READ_BATCH))
+            waiting = {k: self._outbox_reads.pop(k) for k in keys}
+            try:
+                found = await self._read(functools.partial(_outbox_sessions, keys))
+            except Exception as exc:  # every waiter gets the error (BackendUnavailable...)
+                for futs in waiting.values():
+                    for f in futs:
+                        if not f.done():
+                            f.set_exception(exc)
+                continue
+            for key, futs in waiting.items():
+                for f in futs:
+                    if not f.done():
+                        f.set_result(key in found)
+
+    async def outbox_status(self) -> OutboxStatus:
+        """How many entries wait, and when the earliest is due (claimed ones: lease end)."""
+        stmt = sa.select(sa.func.count(), sa.func.min(outbox.c.next_attempt_at))
+        depth, first = await self._read(lambda conn: conn.execute(stmt).one())
+        return OutboxStatus(int(depth or 0), _utc(first) if first is not None else None)
+
+    async def outbox(
+        self, session_key: SessionKey | None = None, *, limit: int = 200
+    ) -> list[OutboxEntry]:
+        """Entries waiting, oldest first, of one session or of all."""
+        stmt = sa.select(outbox).order_by(outbox.c.id).limit(limit)
+        if session_key is not None:
+            stmt = stmt.where(outbox.c.session_key == session_key)
+        return await self._read(lambda conn: [_outbox_entry(r) for r in conn.execute(stmt)])
 
     # --- the writer task ------------------------------------------------------------------------
 
@@ -1519,6 +1763,10 @@ class SqlStore:
 
 def _select_conversations(keys: list[SessionKey], conn: sa.Connection) -> Sequence[sa.Row[Any]]:
     return conn.execute(_SELECT_CONVERSATIONS_ANY, {"b_keys": keys}).all()
+
+
+def _outbox_sessions(keys: list[SessionKey], conn: sa.Connection) -> set[str]:
+    return set(conn.execute(_OUTBOX_PENDING_ANY, {"b_keys": keys}).scalars())
 
 
 def _new_conversation(msg: InboundMessage, customer: Participant, now: datetime) -> dict[str, Any]:
