@@ -19,6 +19,12 @@ process claims. It has the semantics of :mod:`bot.lanes.base` (the contract suit
   (member: session, score: expiry) that every worker's claim script counts.
 - **Fair.** Sessions with work wait in one ready zset ordered by a sequence number; a session
   whose turn ended goes to its back. Sessions of dead workers are resumed first.
+- **No session stuck.** The global loop keeps a batch of pushes and releases until Redis took
+  it, whatever the error; a push meeting a still-held slot waits in the held set for that
+  slot's release. For what a crash can still leave (a session script ran, its global step
+  never did), each consumer runs a sweeper every ``sweep_s`` seconds: a bounded ``SCAN`` of
+  session hashes, one ``S_STUCK`` script per session, one ``G_SWEEP`` to re-add those that no
+  global structure holds (logged as ``lane.swept``). It costs no round trip per message.
 - **Idle lanes cost nothing.** A session's list disappears with its last message and its hash
   expires ``lane_idle_s`` seconds after its last turn; no task runs per idle session.
 
