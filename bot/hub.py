@@ -25,15 +25,28 @@ Recovery, nothing lost and nothing answered twice:
   Every answer carries the idempotency key ``answer:{event_id}`` (notices ``failure:...``),
   so a message that reaches a lane twice (a mark lost with its writer) or a resumed turn never
   answers twice: the store returns the earlier answer and nothing is sent again.
+- **A platform that does not take an answer** (down, rate limiting, network errors) past the
+  inline retries goes to the store's *outbox*; while a session has outbox entries its later
+  messages queue behind them (FIFO per session: answer 2 never overtakes answer 1). A loop in
+  consuming processes (:meth:`Hub.drain_outbox`) sends due entries, the oldest of each session
+  first, backing off from ``DeliveryPolicy.outbox_retry_s`` (30 s) doubling to
+  ``outbox_retry_max_s`` (15 min), for at most ``outbox_max_age_s`` (a day); then the entry is
+  given up (``hub.send_abandoned``, ``switchboard_send_abandoned_total``) and a session still
+  with the bot is escalated to a human (reason ``undeliverable``). Claims are leased in the
+  store, so two processes never send one entry at once. A permanent refusal (any other error)
+  is logged and counted, never retried. Typing indicators never enter the outbox.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Final
 
 from cachetools import TTLCache
 from redis.exceptions import RedisError
@@ -55,8 +68,16 @@ from bot.envelope import (
     OutboundMessage,
     SessionKey,
     channel_of,
+    utcnow,
 )
-from bot.errors import BackendUnavailable, ChannelUnavailable, ConfigError, Draining, RateLimited
+from bot.errors import (
+    BackendUnavailable,
+    ChannelUnavailable,
+    ConfigError,
+    Draining,
+    RateLimited,
+    SwitchboardError,
+)
 from bot.events import EventBus, HubEvent
 from bot.handoff import Handoff
 from bot.lanes.base import LaneConfig, LaneQueue
@@ -64,7 +85,7 @@ from bot.leader import PullReceivers
 from bot.observability import Metrics
 from bot.retrieval import Passage, Retriever
 from bot.router import Router
-from bot.store.base import NewMessage, Role, Store, StoredMessage
+from bot.store.base import NewMessage, OutboxEntry, Role, SessionMode, Store, StoredMessage
 from bot.tools import TicketBackend
 
 if TYPE_CHECKING:
@@ -84,6 +105,45 @@ SEND_MAX_ATTEMPTS = 6
 SEND_MAX_SECONDS = 60.0
 RECOVERY_INTERVAL_S = 30.0
 """Seconds between recovery sweeps of processes consuming shared lanes."""
+
+RETRYABLE_SEND_ERRORS: Final = (ChannelUnavailable, RateLimited, OSError)
+"""Send errors worth another try (platform down, rate limited, network); others are refusals."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryPolicy:
+    """How hard the hub tries to deliver: inline retries, then the outbox.
+
+    Attributes:
+        send_attempts: inline retries after a failed first send.
+        send_budget_s: seconds the inline retries may take in all.
+        outbox_retry_s: seconds from putting an entry to its first outbox retry; the delay
+            doubles with each failed retry (30, 60, 120... seconds).
+        outbox_retry_max_s: the longest delay between two retries, in seconds.
+        outbox_poll_s: seconds between two passes of the outbox loop.
+        outbox_lease_s: seconds a claimed entry is reserved for this process (longer than a
+            send may take); a process that dies leaves it due again after that.
+        outbox_batch: most entries one claim takes (sent concurrently, one per session).
+    """
+
+    send_attempts: int = SEND_MAX_ATTEMPTS
+    send_budget_s: float = SEND_MAX_SECONDS
+    outbox_retry_s: float = 30.0
+    outbox_retry_max_s: float = 15 * 60.0
+    outbox_poll_s: float = 5.0
+    outbox_lease_s: float = 120.0
+    outbox_batch: int = 32
+
+    def outbox_delay(self, attempts: int, error: BaseException | None = None) -> float:
+        """Seconds to wait before the next outbox retry, after ``attempts`` failed retries.
+
+        ``outbox_retry_s * 2**attempts``, at most ``outbox_retry_max_s``, and never less than a
+        ``RateLimited.retry_after``.
+        """
+        delay = min(self.outbox_retry_max_s, self.outbox_retry_s * 2.0 ** min(attempts, 32))
+        if isinstance(error, RateLimited):
+            delay = max(delay, error.retry_after)
+        return delay
 
 
 class _NoKnowledge:
@@ -121,6 +181,7 @@ class Hub:
         marks: EnqueueMarks | None = None,
         receive: bool = True,
         lease_client: Any = None,
+        delivery: DeliveryPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -156,13 +217,19 @@ class Hub:
         self._no_knowledge = _NoKnowledge()
         self._recovery: asyncio.Task[None] | None = None
         self._suspects: set[tuple[str, str, str]] = set()
+        self.delivery = delivery or DeliveryPolicy()
+        """Inline retries and the outbox's schedule."""
+        self._outbox_loop_task: asyncio.Task[None] | None = None
+        self._outbox_wake = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
 
     # --- lifecycle ----------------------------------------------------------------------------
     async def start(self) -> None:
         """Start the event feed, the lanes (when consuming) and channels, then recover.
 
         Memory lanes: re-enqueue what was accepted but not handled. Shared lanes: start the
-        recovery sweep (consuming processes; see the module docstring).
+        recovery sweep (consuming processes; see the module docstring). Consuming processes
+        also start the outbox loop, which sends what earlier sends (of any process) left.
         """
         start_events = getattr(self.events, "start", None)  # RedisEventBus: publisher/listener
         if start_events is not None:
@@ -181,6 +248,8 @@ class Hub:
                 log.info("hub.recovered", extra={"messages": len(recovered)})
         elif self.consume:
             self._recovery = asyncio.create_task(self._recovery_loop(), name="hub.recovery")
+        if self.consume:
+            self._outbox_loop_task = asyncio.create_task(self._outbox_loop(), name="hub.outbox")
         self.ready = True
         log.info("hub.started", extra={"channels": sorted(self.channels), "consume": self.consume})
 
@@ -203,7 +272,17 @@ class Hub:
             self._recovery.cancel()
             await asyncio.wait({self._recovery})
             self._recovery = None
+        if self._outbox_loop_task is not None:
+            self._outbox_loop_task.cancel()  # an entry being sent is given back (due now)
+            await asyncio.wait({self._outbox_loop_task})
+            self._outbox_loop_task = None
         left = await self.lanes.drain(timeout)
+        if self._background:  # escalations of undeliverable sessions
+            _, late = await asyncio.wait(self._background, timeout=timeout)
+            for task in late:
+                task.cancel()
+            if late:
+                await asyncio.wait(late)
         log.info("hub.drained", extra={"kept_unhandled": len(left)})
         for channel in self.channels.values():
             try:
@@ -347,10 +426,13 @@ class Hub:
     async def deliver(self, out: OutboundMessage) -> StoredMessage:
         """Store an outbound message, publish it, and send it through its channel.
 
-        Sending retries ``ChannelUnavailable`` with exponential backoff and honours
-        ``RateLimited.retry_after`` (after the first attempt, at most ``SEND_MAX_ATTEMPTS`` within
-        ``SEND_MAX_SECONDS`` seconds). A send that still fails is logged and counted; the
-        message stays stored and visible in the conversation history.
+        Sending retries ``ChannelUnavailable`` and network errors with exponential backoff and
+        honours ``RateLimited.retry_after`` (after the first attempt, at most
+        ``delivery.send_attempts`` within ``delivery.send_budget_s`` seconds). A send that
+        still fails that way goes to the outbox (:meth:`drain_outbox` sends it later), and so
+        does, without a send, any message of a session that has outbox entries (FIFO per
+        session). Any other send error is a refusal: logged and counted, not retried. The
+        message stays stored and visible in the conversation history either way.
 
         Returns:
             The stored message (the earlier one when ``idempotency_key`` was delivered before;
@@ -395,11 +477,19 @@ class Hub:
         return stored
 
     async def _send(self, channel: ChannelPlugin, out: OutboundMessage) -> None:
-        """Send once; on a retryable failure enter the retry loop; log and count a final one."""
+        """Send with inline retries; defer to the outbox what the platform did not take.
+
+        Typing indicators are never deferred. A refusal (any error outside
+        ``RETRYABLE_SEND_ERRORS``) is logged and counted.
+        """
+        deferrable = out.kind != OutboundKind.TYPING
+        if deferrable and await self._behind_outbox(out):
+            await self._defer(channel.name, out, None)
+            return
         try:
             try:
                 await channel.send(out)
-            except (ChannelUnavailable, RateLimited) as exc:
+            except RETRYABLE_SEND_ERRORS as exc:
                 log.warning(
                     "hub.send_retrying",
                     extra={
@@ -409,6 +499,20 @@ class Hub:
                     },
                 )
                 await self._send_with_retries(channel, out, first_error=exc)
+        except RETRYABLE_SEND_ERRORS as exc:
+            if deferrable:
+                await self._defer(channel.name, out, exc)
+                return
+            self.metrics.send_failures.labels(channel.name).inc()
+            log.warning(
+                "hub.send_failed",
+                extra={
+                    "session_key": out.session_key,
+                    "channel": channel.name,
+                    "error": repr(exc),
+                },
+            )
+            return
         except Exception:
             self.metrics.send_failures.labels(channel.name).inc()
             log.exception(
@@ -428,14 +532,195 @@ class Hub:
         """
         if isinstance(first_error, RateLimited):
             await asyncio.sleep(max(0.0, first_error.retry_after))
+        policy = self.delivery
         async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((ChannelUnavailable, RateLimited)),
+            retry=retry_if_exception_type(RETRYABLE_SEND_ERRORS),
             wait=_wait_for_send,
-            stop=stop_after_attempt(SEND_MAX_ATTEMPTS) | stop_after_delay(SEND_MAX_SECONDS),
+            stop=stop_after_attempt(policy.send_attempts) | stop_after_delay(policy.send_budget_s),
             reraise=True,
         ):
             with attempt:
                 await channel.send(out)
+
+    # --- the outbox ---------------------------------------------------------------------------
+    async def _behind_outbox(self, out: OutboundMessage) -> bool:
+        """True when ``out``'s session has outbox entries (it must queue behind them)."""
+        try:
+            return await self.store.outbox_pending(out.session_key)
+        except SwitchboardError as exc:  # the store just wrote the message: rather send it
+            log.warning(
+                "hub.outbox_check_failed",
+                extra={"session_key": out.session_key, "error": repr(exc)},
+            )
+            return False
+
+    async def _defer(
+        self, channel_name: str, out: OutboundMessage, error: Exception | None
+    ) -> None:
+        """Put ``out`` in the outbox: after a failed send (``error``) or behind earlier entries."""
+        now = utcnow()
+        due = (
+            now if error is None else now + timedelta(seconds=self.delivery.outbox_delay(0, error))
+        )
+        extra: dict[str, Any] = {
+            "session_key": out.session_key,
+            "channel": channel_name,
+            "idempotency_key": out.idempotency_key,
+            "error": repr(error) if error is not None else None,
+        }
+        try:
+            entry = await self.store.outbox_put(out, error=extra["error"], next_attempt_at=due)
+        except SwitchboardError:
+            self.metrics.send_failures.labels(channel_name).inc()
+            log.exception("hub.send_failed", extra={**extra, "reason": "outbox_unavailable"})
+            return
+        self.metrics.outbox_deferred.labels(channel_name).inc()
+        log.warning(
+            "hub.send_deferred",
+            extra={**extra, "outbox_id": entry.id, "behind": error is None},
+        )
+        if error is None:
+            self._outbox_wake.set()  # its session's earlier entries are due now
+
+    async def _outbox_loop(self) -> None:
+        """Task boundary: run :meth:`drain_outbox` every ``outbox_poll_s`` seconds, or sooner."""
+        while True:
+            self._outbox_wake.clear()
+            try:
+                await self.drain_outbox()
+            except SwitchboardError as exc:
+                log.warning("hub.outbox_failed", extra={"error": repr(exc)})
+            except Exception:
+                log.exception("hub.outbox_failed")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.delivery.outbox_poll_s):
+                    await self._outbox_wake.wait()
+
+    async def drain_outbox(self) -> int:
+        """One pass of the outbox loop: send every due entry, each session's oldest first.
+
+        Claims due entries (one per session, leased for ``delivery.outbox_lease_s`` seconds),
+        sends them concurrently, and claims again until nothing is due; a delivered entry lets
+        its session's next one go in the same pass. A failed send is rescheduled with backoff
+        (:meth:`DeliveryPolicy.outbox_delay`), or given up once the entry is older than
+        ``settings.outbox_max_age_s``. Sets the ``switchboard_outbox_depth`` gauge.
+
+        Returns:
+            How many entries were delivered.
+
+        Raises:
+            bot.errors.BackendUnavailable: when the store cannot be read or written.
+        """
+        status = await self.store.outbox_status()
+        self.metrics.outbox_depth.set(status.depth)
+        if status.next_attempt_at is None or status.next_attempt_at > utcnow():
+            return 0
+        policy = self.delivery
+        delivered = 0
+        while entries := await self.store.outbox_claim(
+            limit=policy.outbox_batch, lease_s=policy.outbox_lease_s
+        ):
+            results = await asyncio.gather(
+                *(self._resend(e) for e in entries), return_exceptions=True
+            )
+            for entry, result in zip(entries, results, strict=True):
+                if isinstance(result, BaseException):
+                    if isinstance(result, asyncio.CancelledError):
+                        raise result
+                    log.error(
+                        "hub.outbox_entry_failed",
+                        exc_info=result,
+                        extra={"session_key": entry.session_key, "outbox_id": entry.id},
+                    )
+                elif result:
+                    delivered += 1
+        return delivered
+
+    async def _resend(self, entry: OutboxEntry) -> bool:
+        """Send one claimed entry; True when delivered (the entry is then deleted)."""
+        extra = {"session_key": entry.session_key, "channel": entry.channel, "outbox_id": entry.id}
+        channel = self.channels.get(entry.channel)
+        if channel is None:
+            log.warning("hub.no_channel", extra=extra)
+            await self._retry_later(entry, ChannelUnavailable(f"no channel {entry.channel!r}"))
+            return False
+        try:
+            await channel.send(entry.message)
+        except asyncio.CancelledError:
+            # The hub is stopping: give the entry back now rather than after its lease.
+            with contextlib.suppress(SwitchboardError):
+                await self.store.outbox_reschedule(
+                    entry, error="interrupted: the hub stopped", next_attempt_at=utcnow()
+                )
+            raise
+        except RETRYABLE_SEND_ERRORS as exc:
+            await self._retry_later(entry, exc)
+            return False
+        except Exception:
+            self.metrics.send_failures.labels(entry.channel).inc()
+            log.exception("hub.send_failed", extra={**extra, "attempts": entry.attempts + 1})
+            await self.store.outbox_done(entry)
+            return False
+        await self.store.outbox_done(entry)
+        self.metrics.messages_out.labels(entry.channel, str(entry.message.kind)).inc()
+        log.info("hub.outbox_delivered", extra={**extra, "attempts": entry.attempts + 1})
+        return True
+
+    async def _retry_later(self, entry: OutboxEntry, exc: Exception) -> None:
+        """Reschedule a failed entry with backoff, or give it up when it is too old."""
+        now = utcnow()
+        expires = entry.created_at + timedelta(seconds=self.settings.outbox_max_age_s)
+        if now >= expires:
+            await self._abandon(entry, exc)
+            return
+        delay = self.delivery.outbox_delay(entry.attempts + 1, exc)
+        due = min(now + timedelta(seconds=delay), expires)  # one last try when it expires
+        if await self.store.outbox_reschedule(entry, error=repr(exc), next_attempt_at=due):
+            log.warning(
+                "hub.send_retry_scheduled",
+                extra={
+                    "session_key": entry.session_key,
+                    "channel": entry.channel,
+                    "outbox_id": entry.id,
+                    "attempts": entry.attempts + 1,
+                    "next_attempt_at": due.isoformat(),
+                    "error": repr(exc),
+                },
+            )
+
+    async def _abandon(self, entry: OutboxEntry, exc: Exception) -> None:
+        """Give up an expired entry; escalate its session to a human if the bot still has it."""
+        if not await self.store.outbox_done(entry):
+            return  # the claim was lost: the process that holds it decides
+        self.metrics.send_abandoned.labels(entry.channel).inc()
+        log.error(
+            "hub.send_abandoned",
+            extra={
+                "session_key": entry.session_key,
+                "channel": entry.channel,
+                "outbox_id": entry.id,
+                "idempotency_key": entry.message.idempotency_key,
+                "attempts": entry.attempts + 1,
+                "age_s": (utcnow() - entry.created_at).total_seconds(),
+                "error": repr(exc),
+            },
+        )
+        conv = await self.store.conversation(entry.session_key)
+        if conv is not None and conv.mode is SessionMode.BOT:
+            self._spawn(self._escalate_undeliverable(entry.session_key), "hub.escalate")
+
+    async def _escalate_undeliverable(self, key: SessionKey) -> None:
+        """Task boundary: hand a session whose answers cannot be delivered to a human."""
+        try:
+            await self.handoff.escalate(key, "undeliverable")
+        except Exception:
+            log.exception("hub.escalation_failed", extra={"session_key": key})
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
+        """Run ``coro`` in the background; :meth:`stop` waits for it (bounded)."""
+        task = asyncio.create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def publish_typing(self, key: SessionKey) -> None:
         """Tell live viewers (web chat, console) that the bot is composing a reply."""
@@ -461,6 +746,7 @@ async def build_hub(
     events: EventBus | None = None,
     listen_events: bool = True,
     receive: bool = True,
+    delivery: DeliveryPolicy | None = None,
 ) -> Hub:
     """Compose a hub from settings; every ``None`` argument takes the embedded default.
 
@@ -485,6 +771,8 @@ async def build_hub(
             that serve live viewers); ``switchboard worker`` only publishes.
         receive: take platform traffic: run pull receivers (under Redis leases with shared
             lanes, :mod:`bot.leader`) and listeners; False for ``switchboard worker``.
+        delivery: inline send retries and the outbox's schedule (default
+            :class:`DeliveryPolicy`).
 
     Returns:
         A hub, not started (call ``await hub.start()``).
@@ -592,4 +880,5 @@ async def build_hub(
         marks=marks,
         receive=receive,
         lease_client=lease_client,
+        delivery=delivery,
     )
