@@ -273,7 +273,8 @@ class Store(Protocol):
 
         Args:
             message: the envelope to send again (its ``session_key`` names the session).
-            error: why the last send failed (``repr``), None when queued behind others.
+            error: why the last send failed (``repr``), None when queued behind others:
+                then the session's earlier entries that are not claimed become due now.
             next_attempt_at: when to try it first (UTC).
 
         Raises:

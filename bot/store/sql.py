@@ -1194,7 +1194,10 @@ class SqlStore:
 
         Args:
             message: the envelope to send again (its ``session_key`` names the session).
-            error: why the last send failed (``repr``), None when queued behind others.
+            error: why the last send failed (``repr``), None when queued behind others:
+                then the session's earlier entries that are not claimed become due now (the
+                hub answers a session whose customer just reached it: its platform is likely
+                back, and the customer should not wait out a long backoff).
             next_attempt_at: when to try it first (UTC).
 
         Returns:
@@ -1214,6 +1217,16 @@ class SqlStore:
         }
 
         def run(conn: sa.Connection, now: datetime) -> OutboxEntry:
+            if error is None:  # queued behind: the session's earlier entries are due now
+                conn.execute(
+                    outbox.update()
+                    .where(
+                        outbox.c.session_key == message.session_key,
+                        outbox.c.claim.is_(None),
+                        outbox.c.next_attempt_at > now,
+                    )
+                    .values(next_attempt_at=now)
+                )
             result = conn.execute(outbox.insert().values(**row, created_at=now))
             (new_id,) = result.inserted_primary_key or (None,)
             assert new_id is not None
