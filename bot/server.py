@@ -222,7 +222,13 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: the hub is started (not draining) and the store answers a read."""
+    """Readiness: the hub is started (not draining) and the store answers a read.
+
+    With shared lanes the body also says whether Redis answers (``"redis": "up"|"down"``), but
+    a Redis outage does not make the process unready: every ingress would leave the load
+    balancer at once and the console, which shows the outage to agents and still serves
+    their work, would be unreachable. Message intake answers 503 by itself meanwhile.
+    """
     hub = request.app[HUB_KEY]
     if not hub.ready:
         return _error(503, "not ready", headers={"Retry-After": str(RETRY_AFTER_S)})
@@ -232,15 +238,17 @@ async def readyz(request: web.Request) -> web.Response:
     except Exception as exc:  # a probe: any failure means not ready
         logger.warning("http.store_unreachable", extra={"error": repr(exc)})
         return _error(503, "store unreachable", headers={"Retry-After": str(RETRY_AFTER_S)})
-    ping = getattr(hub.lanes, "ping", None)  # shared lanes: Redis must answer too
+    body = {"status": "ready"}
+    ping = getattr(hub.lanes, "ping", None)  # shared lanes: say whether Redis answers
     if ping is not None:
         try:
             async with asyncio.timeout(READY_PROBE_TIMEOUT_S):
                 await ping()
-        except Exception as exc:  # a probe: any failure means not ready
+            body["redis"] = "up"
+        except Exception as exc:  # a probe: any failure means down
             logger.warning("http.redis_unreachable", extra={"error": repr(exc)})
-            return _error(503, "redis unreachable", headers={"Retry-After": str(RETRY_AFTER_S)})
-    return web.json_response({"status": "ready"})
+            body["redis"] = "down"
+    return web.json_response(body)
 
 
 async def metrics(request: web.Request) -> web.Response:

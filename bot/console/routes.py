@@ -48,6 +48,7 @@ from bot.envelope import SessionKey, utcnow
 from bot.errors import NotFound, PayloadInvalid, PayloadTooLarge, RateLimited, SwitchboardError
 from bot.events import EventBus
 from bot.handoff import Handoff
+from bot.rate_limits import counter_storage
 from bot.store.base import AgentAccount, Conversation, Store, StoredMessage
 
 log = logging.getLogger(__name__)
@@ -452,7 +453,7 @@ def console_app(hub: ConsoleHub) -> web.Application:
         middlewares=[_no_store, _errors, aiohttp_session.session_middleware(storage)]
     )
     app[HUB_KEY] = hub
-    app[LIMITER_KEY] = auth.LoginLimiter()
+    app[LIMITER_KEY] = auth.LoginLimiter(storage=counter_storage(hub.settings))
     app[STREAMS_KEY] = set()
     app.on_shutdown.append(_close_streams)
     static = resources.files("bot.console").joinpath("static")
