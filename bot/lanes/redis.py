@@ -93,6 +93,7 @@ from bot.envelope import InboundMessage, SessionKey
 from bot.errors import BackendUnavailable, Draining
 from bot.lanes import redis_scripts as lua
 from bot.lanes.base import LaneConfig, LaneStats, OverflowHandler, Turn, TurnHandler
+from bot.lanes.redis_batch import ScriptBatcher
 from bot.redis_pubsub import Subscription
 
 logger = logging.getLogger(__name__)
@@ -311,6 +312,10 @@ class RedisLaneQueue:
         self._poll_s = poll_s
         self._idle_ms = int(config.lane_idle_s * 1000)
         self._redis = connect(url)
+        # Enqueues, begins and acks made together go out as one pipeline (single server only).
+        self._batch = (
+            ScriptBatcher(self._redis) if isinstance(self._redis, aioredis.Redis) else None
+        )
         self._scripts: dict[str, AsyncScript] = {
             name: self._redis.register_script(getattr(lua, name))
             for name in (
@@ -435,9 +440,10 @@ class RedisLaneQueue:
             # the message finds an idle lane as it would a moment later.
             await run.settled.wait()
         try:
-            action, pending, new_ep, new_lane, owner, token = await self._scripts["S_ENQUEUE"](
-                keys=self.session_keys(session),
-                args=[entry, _MODE_LETTER[mode], self._config.lane_cap, _named(session)],
+            action, pending, new_ep, new_lane, owner, token = await self._script(
+                "S_ENQUEUE",
+                self.session_keys(session),
+                [entry, _MODE_LETTER[mode], self._config.lane_cap, _named(session)],
             )
             self._touch(session)
         except _UNAVAILABLE as exc:
@@ -692,11 +698,19 @@ class RedisLaneQueue:
             run.task = loop.create_task(self._turn(run, begins, i))
 
     async def _begin(self, run: _Running) -> list[Any]:
-        res: list[Any] = await self._scripts["S_BEGIN"](
-            keys=self.session_keys(run.session),
-            args=[run.token, self.worker_id, self._lease_ms, self._config.debounce_ms],
+        res: list[Any] = await self._script(
+            "S_BEGIN",
+            self.session_keys(run.session),
+            [run.token, self.worker_id, self._lease_ms, self._config.debounce_ms],
         )
         return res
+
+    async def _script(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+        """Run a per-session script; batched with concurrent ones on a single server."""
+        script = self._scripts[name]
+        if self._batch is not None:
+            return await self._batch(script, keys, args)
+        return await script(keys=keys, args=args)
 
     async def _turn(
         self, run: _Running, begins: asyncio.Future[list[list[Any] | BaseException]], i: int
@@ -798,9 +812,10 @@ class RedisLaneQueue:
                     "channel": first.channel,
                 },
             )
-        res = await self._scripts["S_ACK"](
-            keys=self.session_keys(run.session),
-            args=[run.token, self._config.debounce_ms, self._idle_ms],
+        res = await self._script(
+            "S_ACK",
+            self.session_keys(run.session),
+            [run.token, self._config.debounce_ms, self._idle_ms],
         )
         removed, nxt = int(res[0]), str(res[1])
         if removed < 0:
