@@ -132,12 +132,14 @@ async def test_undelivered_answer_waits_in_the_outbox_until_the_platform_is_back
     assert _count(hub, "switchboard_send_failures_total", channel="memory") == 0
     # The answer is in the history all along.
     assert [m.text for m in await hub.store.messages(key)][-1] == "re: where is my order?"
+    await _until(lambda: _true(_count(hub, "switchboard_outbox_depth") == 1))
 
     ch.down = False
     out = await ch.pop_message(key, timeout_s=2.0)
     assert out.text == "re: where is my order?"
     await _until(lambda: _empty(hub))
     assert _count(hub, "switchboard_messages_out_total", channel="memory", kind="answer") == 1
+    await _until(lambda: _true(_count(hub, "switchboard_outbox_depth") == 0))
     status = await hub.store.outbox_status()
     assert status.depth == 0
 
@@ -217,8 +219,11 @@ async def test_expired_entry_is_abandoned_counted_and_escalated(make_hub: Make) 
     assert ch.tried.count("re: refund please") >= 3  # retried before it was given up
     # The escalation notice cannot be delivered either: it expires too, without a second
     # escalation (the session is with the humans now).
-    await _until(lambda: _empty(hub))
-    assert _count(hub, "switchboard_send_abandoned_total", channel="memory") == 2
+    await _until(
+        lambda: _true(_count(hub, "switchboard_send_abandoned_total", channel="memory") == 2)
+    )
+    assert await _empty(hub)
+    await asyncio.sleep(0.1)
     assert _count(hub, "switchboard_escalations_total", reason="undeliverable") == 1
 
 
@@ -287,10 +292,15 @@ async def test_two_hubs_on_postgresql_never_send_one_entry_twice(
     hubs: list[tuple[Hub, Platform]] = []
     for n in range(2):
         settings = Settings(data_dir=tmp_path / f"h{n}", database_url=postgres_url)
-        ch = Platform(settings, delay_s=0.002)
+        ch = Platform(settings, delay_s=0.005)
         hub = await build_hub(
-            settings, agent=Agent(), channels=[ch], load_knowledge=False, delivery=FAST
+            settings,
+            agent=Agent(),
+            channels=[ch],
+            load_knowledge=False,
+            delivery=dataclasses.replace(FAST, outbox_batch=4),
         )
+        await hub.start()
         hubs.append((hub, ch))
     try:
         keys = [Platform.session_key_for(f"c{i}") for i in range(15)]
@@ -300,8 +310,6 @@ async def test_two_hubs_on_postgresql_never_send_one_entry_twice(
             for key in keys:
                 out = OutboundMessage(session_key=key, text=f"{n}", idempotency_key=f"{key}#{n}")
                 await store.outbox_put(out, error="e", next_attempt_at=now)
-        for hub, _ in hubs:
-            await hub.start()
         await _until(lambda: _empty(hubs[0][0]), timeout_s=10.0)
         sent = sorted(s for _, ch in hubs for s in ch.sent)
         assert len(sent) == 60
