@@ -623,6 +623,9 @@ class Hub:
             results = await asyncio.gather(
                 *(self._resend(e) for e in entries), return_exceptions=True
             )
+            # Claim again when one was delivered (its session's next entry may go now) or the
+            # claim was full; when every head failed, the rest waits for the next pass.
+            more = any(r is True for r in results) or len(entries) >= policy.outbox_batch
             for entry, result in zip(entries, results, strict=True):
                 if isinstance(result, BaseException):
                     if isinstance(result, asyncio.CancelledError):
@@ -634,6 +637,8 @@ class Hub:
                     )
                 elif result:
                     delivered += 1
+            if not more:
+                break
         return delivered
 
     async def _resend(self, entry: OutboxEntry) -> bool:
