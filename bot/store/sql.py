@@ -36,11 +36,11 @@ import itertools
 import json
 import logging
 import secrets
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import pydantic_core
 import sqlalchemy as sa
@@ -329,6 +329,7 @@ def _sync_sqlite_engine(url: str) -> sa.Engine:
 
 
 _T = TypeVar("_T")
+_V = TypeVar("_V")
 
 
 class _Runner(Protocol):
@@ -448,6 +449,64 @@ class _AsyncRunner:
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
+
+
+class _BatchedLookup(Generic[_V]):
+    """Per-session lookups made concurrently, served by one query (server databases).
+
+    Every turn asks for its session's mode, every send whether its session has outbox entries:
+    hundreds at once under load. Lookups queue here; one task runs a query for up to
+    ``CONVERSATION_READ_BATCH`` queued sessions at a time (``= ANY($1)``), and lookups made
+    while it runs form the next query. A failed query fails the lookups it served.
+
+    Args:
+        read: runs ``fetch`` on a reader connection (:meth:`SqlStore._read`).
+        fetch: ``(keys, conn) -> {key: value}`` for the keys that have a value.
+        missing: the value of a key the query did not return.
+        name: the serving task's name.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[Callable[[sa.Connection], dict[SessionKey, _V]]], Awaitable[Any]],
+        fetch: Callable[[list[SessionKey], sa.Connection], dict[SessionKey, _V]],
+        missing: _V,
+        name: str,
+    ) -> None:
+        self._read = read
+        self._fetch = fetch
+        self._missing = missing
+        self._name = name
+        self._waiting: dict[SessionKey, list[asyncio.Future[_V]]] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    async def get(self, key: SessionKey) -> _V:
+        """The value of ``key`` (raises what the query raised, e.g. ``BackendUnavailable``)."""
+        fut: asyncio.Future[_V] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(key, []).append(fut)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._serve(), name=self._name)
+        return await fut
+
+    async def _serve(self) -> None:
+        while self._waiting:
+            keys = list(itertools.islice(self._waiting, CONVERSATION_READ_BATCH))
+            batch = {k: self._waiting.pop(k) for k in keys}
+            try:
+                found: dict[SessionKey, _V] = await self._read(
+                    functools.partial(self._fetch, keys)
+                )
+            except Exception as exc:  # every waiter gets the error
+                for futs in batch.values():
+                    for f in futs:
+                        if not f.done():
+                            f.set_exception(exc)
+                continue
+            for key, futs in batch.items():
+                value = found.get(key, self._missing)
+                for f in futs:
+                    if not f.done():
+                        f.set_result(value)
 
 
 # --- writer requests ----------------------------------------------------------------------------
@@ -786,11 +845,13 @@ class SqlStore:
         # and writes run on the loop's thread, so a cached row is never older than the file.
         self._convs: LRUCache[SessionKey, Conversation] = LRUCache(SESSION_CACHE_SIZE)
         # Server databases: conversation lookups waiting for the next coalesced query.
-        self._conv_reads: dict[SessionKey, list[asyncio.Future[Conversation | None]]] = {}
-        self._conv_reader: asyncio.Task[None] | None = None
+        self._conv_reads: _BatchedLookup[Conversation | None] = _BatchedLookup(
+            self._read, _conversations_by_key, None, "store-conversation-reads"
+        )
         # Server databases: outbox_pending lookups waiting for the next coalesced query.
-        self._outbox_reads: dict[SessionKey, list[asyncio.Future[bool]]] = {}
-        self._outbox_reader: asyncio.Task[None] | None = None
+        self._outbox_reads: _BatchedLookup[bool] = _BatchedLookup(
+            self._read, _outbox_sessions, False, "store-outbox-reads"
+        )
         self._dedupe: TTLCache[tuple[str, str, str], bool] = TTLCache(
             maxsize=max(1, settings.dedupe_max_entries), ttl=settings.dedupe_ttl_s
         )
@@ -1109,32 +1170,7 @@ class SqlStore:
             return await self._read(run)
         # Server database: concurrent lookups (every turn asks for its session's mode) share one
         # query; lookups made while it runs form the next one.
-        fut: asyncio.Future[Conversation | None] = asyncio.get_running_loop().create_future()
-        self._conv_reads.setdefault(session_key, []).append(fut)
-        if self._conv_reader is None or self._conv_reader.done():
-            self._conv_reader = asyncio.create_task(
-                self._read_conversations(), name="store-conversation-reads"
-            )
-        return await fut
-
-    async def _read_conversations(self) -> None:
-        """Serve queued :meth:`conversation` lookups, up to ``CONVERSATION_READ_BATCH`` a query."""
-        while self._conv_reads:
-            keys = list(itertools.islice(self._conv_reads, CONVERSATION_READ_BATCH))
-            waiting = {k: self._conv_reads.pop(k) for k in keys}
-            try:
-                rows = await self._read(functools.partial(_select_conversations, keys))
-            except Exception as exc:  # every waiter gets the error (BackendUnavailable...)
-                for futs in waiting.values():
-                    for f in futs:
-                        if not f.done():
-                            f.set_exception(exc)
-                continue
-            found = {row.session_key: _conversation(row) for row in rows}
-            for key, futs in waiting.items():
-                for f in futs:
-                    if not f.done():
-                        f.set_result(found.get(key))
+        return await self._conv_reads.get(session_key)
 
     async def conversations(
         self, *, modes: Sequence[SessionMode] | None = None, limit: int = 200
@@ -1337,31 +1373,7 @@ class SqlStore:
         if self._raw_sqlite:
             params = {"b_session_key": session_key}
             return await self._read(lambda conn: bool(_SQLITE_OUTBOX_PENDING.rows(conn, params)))
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._outbox_reads.setdefault(session_key, []).append(fut)
-        if self._outbox_reader is None or self._outbox_reader.done():
-            self._outbox_reader = asyncio.create_task(
-                self._read_outbox_pending(), name="store-outbox-reads"
-            )
-        return await fut
-
-    async def _read_outbox_pending(self) -> None:
-        """Serve queued :meth:`outbox_pending` lookups, ``CONVERSATION_READ_BATCH`` a query."""
-        while self._outbox_reads:
-            keys = list(itertools.islice(self._outbox_reads, CONVERSATION_READ_BATCH))
-            waiting = {k: self._outbox_reads.pop(k) for k in keys}
-            try:
-                found = await self._read(functools.partial(_outbox_sessions, keys))
-            except Exception as exc:  # every waiter gets the error (BackendUnavailable...)
-                for futs in waiting.values():
-                    for f in futs:
-                        if not f.done():
-                            f.set_exception(exc)
-                continue
-            for key, futs in waiting.items():
-                for f in futs:
-                    if not f.done():
-                        f.set_result(key in found)
+        return await self._outbox_reads.get(session_key)
 
     async def outbox_status(self) -> OutboxStatus:
         """How many entries wait, and when the earliest is due (claimed ones: lease end)."""
@@ -1774,12 +1786,15 @@ class SqlStore:
         result.sessions = states
 
 
-def _select_conversations(keys: list[SessionKey], conn: sa.Connection) -> Sequence[sa.Row[Any]]:
-    return conn.execute(_SELECT_CONVERSATIONS_ANY, {"b_keys": keys}).all()
+def _conversations_by_key(
+    keys: list[SessionKey], conn: sa.Connection
+) -> dict[SessionKey, Conversation | None]:
+    rows = conn.execute(_SELECT_CONVERSATIONS_ANY, {"b_keys": keys})
+    return {row.session_key: _conversation(row) for row in rows}
 
 
-def _outbox_sessions(keys: list[SessionKey], conn: sa.Connection) -> set[str]:
-    return set(conn.execute(_OUTBOX_PENDING_ANY, {"b_keys": keys}).scalars())
+def _outbox_sessions(keys: list[SessionKey], conn: sa.Connection) -> dict[SessionKey, bool]:
+    return dict.fromkeys(conn.execute(_OUTBOX_PENDING_ANY, {"b_keys": keys}).scalars(), True)
 
 
 def _new_conversation(msg: InboundMessage, customer: Participant, now: datetime) -> dict[str, Any]:
