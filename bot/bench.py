@@ -25,7 +25,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -141,18 +141,27 @@ class BenchReport:
     lanes_after_idle: int
 
 
-async def _hub(settings: Settings, agent: ScriptedAgent) -> tuple[Any, BenchChannel]:
+@contextlib.asynccontextmanager
+async def _hub(
+    settings: Settings, agent: ScriptedAgent
+) -> AsyncIterator[tuple[Any, BenchChannel]]:
+    """A started hub on ``settings``, its heap frozen as ``switchboard serve`` does."""
     from bot.hub import build_hub
+    from bot.server import freeze_startup_heap
 
     channel = BenchChannel(settings)
     hub = await build_hub(settings, agent=agent, channels=[channel], load_knowledge=False)
     await hub.start()
-    return hub, channel
+    freeze_startup_heap()
+    try:
+        yield hub, channel
+    finally:
+        await hub.stop()
+        gc.unfreeze()  # the next phase's hub must not keep this one's cycles alive
 
 
 async def _throughput(settings: Settings, messages: int, sessions: int) -> float:
-    hub, channel = await _hub(settings, ScriptedAgent())
-    try:
+    async with _hub(settings, ScriptedAgent()) as (hub, channel):
         msgs = [_message(i, i % sessions) for i in range(messages)]
         done = [channel.expect(m.event_id) for m in msgs]
         sem = asyncio.Semaphore(512)
@@ -165,13 +174,10 @@ async def _throughput(settings: Settings, messages: int, sessions: int) -> float
         await asyncio.gather(*(send(m) for m in msgs))
         await asyncio.gather(*done)
         return messages / (time.perf_counter() - t0)
-    finally:
-        await hub.stop()
 
 
 async def _latency(settings: Settings, rate: float, seconds: float) -> list[float]:
-    hub, channel = await _hub(settings, ScriptedAgent())
-    try:
+    async with _hub(settings, ScriptedAgent()) as (hub, channel):
         n = int(rate * seconds)
         sessions = max(1, int(rate))
         ingested: dict[str, float] = {}
@@ -190,13 +196,10 @@ async def _latency(settings: Settings, rate: float, seconds: float) -> list[floa
         await asyncio.gather(*tasks)
         await asyncio.gather(*waits)
         return [(channel.sent_at[e] - t) * 1000.0 for e, t in ingested.items()]
-    finally:
-        await hub.stop()
 
 
 async def _memory(settings: Settings, sessions: int) -> tuple[float, float, float, int]:
-    hub, channel = await _hub(settings, ScriptedAgent(delay_s=0.2))
-    try:
+    async with _hub(settings, ScriptedAgent(delay_s=0.2)) as (hub, channel):
         _trim()
         before = _rss_mb()
         msgs = [_message(20_000_000 + i, 1_000_000 + i) for i in range(sessions)]
@@ -223,8 +226,6 @@ async def _memory(settings: Settings, sessions: int) -> tuple[float, float, floa
         channel.sent_at.clear()
         _trim()
         return before, peak, _rss_mb(), hub.lanes.stats().lanes
-    finally:
-        await hub.stop()
 
 
 async def run_bench(args: argparse.Namespace) -> int:

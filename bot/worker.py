@@ -161,6 +161,9 @@ async def run_worker(
     runner = web.AppRunner(make_worker_app(hub), access_log=None, handle_signals=False)
     hub.receives = False
     await hub.start()
+    from bot.server import freeze_startup_heap
+
+    freeze_startup_heap()
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port)
