@@ -171,6 +171,30 @@ async def call_api(
         raise ChannelUnavailable(f"Slack {method} unreachable: {exc!r}") from exc
 
 
+async def _post(
+    client: AsyncWebClient, token: str, address: SlackAddress, message: SlackMessage
+) -> AsyncSlackResponse:
+    """``chat.postMessage`` of one rendered message to the session's channel (and thread).
+
+    https://api.slack.com/methods/chat.postMessage; link and media unfurling off.
+
+    Raises:
+        As :func:`call_api`.
+    """
+    return await call_api(
+        "chat.postMessage",
+        client.chat_postMessage,
+        token=token,
+        channel=address.channel,
+        thread_ts=address.thread_ts,
+        text=message.text,
+        blocks=message.blocks,
+        metadata=message.metadata,
+        unfurl_links=False,
+        unfurl_media=False,
+    )
+
+
 def _bolt_to_aiohttp(resp: BoltResponse) -> web.Response:
     headers = {k: v for k, v in resp.first_headers_without_set_cookie().items()}
     content_type = headers.pop("content-type", None) or (
@@ -412,18 +436,7 @@ class SlackChannel:
                 if edited:
                     self._progress[progress_key] = 1
                     continue
-            await call_api(
-                "chat.postMessage",
-                client.chat_postMessage,
-                token=token,
-                channel=address.channel,
-                thread_ts=address.thread_ts,
-                text=message.text,
-                blocks=message.blocks,
-                metadata=message.metadata,
-                unfurl_links=False,
-                unfurl_media=False,
-            )
+            await _post(client, token, address, message)
             self._progress[progress_key] = i + 1
         log.info(
             "slack.sent",
@@ -468,18 +481,7 @@ class SlackChannel:
         token = await resolver.bot_token(team_id=address.team, enterprise_id=address.enterprise)
         try:
             if streamed is None:
-                resp = await call_api(
-                    "chat.postMessage",
-                    client.chat_postMessage,
-                    token=token,
-                    channel=address.channel,
-                    thread_ts=address.thread_ts,
-                    text=message.text,
-                    blocks=message.blocks,
-                    metadata=message.metadata,
-                    unfurl_links=False,
-                    unfurl_media=False,
-                )
+                resp = await _post(client, token, address, message)
                 streamed = _Streamed(
                     key=key, channel=str(resp.get("channel") or address.channel), ts=resp["ts"]
                 )
