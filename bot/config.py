@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     # most one edit per stream_interval_s seconds (Slack's chat.update is Tier 3, ~50/min).
     llm_stream: bool = True
     stream_interval_s: float = 1.0
+    # Typing indicators (the hub's "typing" event: web chat, console, and the Teams, Telegram
+    # and Discord indicators that follow it) start once a turn has run this long (seconds).
+    typing_delay_s: float = Field(default=0.25, ge=0.0)
     llm_context_window_tokens: int = 8192
     llm_max_answer_tokens: int = 800
     agent_max_tool_rounds: int = 4

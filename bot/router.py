@@ -148,7 +148,15 @@ class Router:
             escalate=escalate,
             max_citations=hub.settings.max_citations,
         )
-        hub.publish_typing(key)
+        # Live viewers see "typing" only when the answer takes a moment: an instant answer
+        # would make the indicator flash (and cost an event to every ingress for nothing).
+        typing: asyncio.TimerHandle | None = None
+        if hub.settings.typing_delay_s > 0:
+            typing = asyncio.get_running_loop().call_later(
+                hub.settings.typing_delay_s, hub.publish_typing, key
+            )
+        else:
+            hub.publish_typing(key)
         template = OutboundMessage(
             session_key=key,
             text="",
@@ -181,6 +189,9 @@ class Router:
             if stream is not None:
                 await stream.discard()
             raise
+        finally:
+            if typing is not None:
+                typing.cancel()
         if stream is not None:
             if reply.text:
                 await stream.close()  # the final answer below must be the last edit

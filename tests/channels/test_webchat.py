@@ -232,7 +232,7 @@ async def test_talk_to_a_person_action_escalates(client: Client) -> None:
 async def test_typing_is_shown_while_the_bot_composes(
     client: Client, scripted_agent: ScriptedAgent
 ) -> None:
-    scripted_agent.delay_s = 0.3
+    scripted_agent.delay_s = 0.8  # typing shows after typing_delay_s (0.25 s)
     sock = await Socket.open(client)
     await sock.say("hello", "w-typ")
     await sock.next(type="typing", timeout_s=2)

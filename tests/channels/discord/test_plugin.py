@@ -63,7 +63,7 @@ async def test_login_identifies_with_the_intents_and_registers_support(
 async def test_direct_message_is_answered_in_the_dm_with_typing_first(
     fake_discord: FakeDiscord, discord_hub: Hub, scripted_agent: ScriptedAgent
 ) -> None:
-    scripted_agent.delay_s = 0.2
+    scripted_agent.delay_s = 0.6  # typing starts once a turn ran typing_delay_s (0.25 s)
     await fake_discord.dispatch(
         "MESSAGE_CREATE", message("1301", "where is my parcel?", channel_id=DM)
     )
