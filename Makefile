@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export LITELLM_LOCAL_MODEL_COST_MAP := True
 
-.PHONY: install run test lint format bench system-deps clean
+.PHONY: install run test lint format bench bench-scale system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,10 @@ test: install system-deps lint
 
 bench: install
 	$(BIN)/switchboard bench --data-dir .bench
+
+# Scale-out figures: throw-away redis-server and PostgreSQL (default durability), 1 and 2 workers.
+bench-scale: install system-deps
+	$(BIN)/python -m tests.scale.bench_scale --workers 1 2 --runs 3
 
 clean:
 	rm -rf $(VENV) .switchboard .bench .mypy_cache .ruff_cache .pytest_cache

@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Final
 
 import pytest
 
@@ -151,8 +152,24 @@ def _run_as() -> dict[str, int]:
     return {"user": user.pw_uid, "group": user.pw_gid}
 
 
-def start_postgres(bin_dir: Path | None = None) -> PostgresServer:
+_NO_DURABILITY: Final = (
+    "-c",
+    "fsync=off",
+    "-c",
+    "synchronous_commit=off",
+    "-c",
+    "full_page_writes=off",
+)
+"""Server options of a test cluster whose data is thrown away."""
+
+
+def start_postgres(bin_dir: Path | None = None, *, durable: bool = False) -> PostgresServer:
     """``initdb`` a cluster in a new temp dir and start ``postgres`` on a free port.
+
+    Args:
+        bin_dir: the PostgreSQL ``bin`` folder (default: :func:`find_bin_dir`).
+        durable: keep PostgreSQL's default durability (``fsync``, ``synchronous_commit``,
+            ``full_page_writes`` on), as benchmarks need; tests run without it.
 
     Returns:
         The running server; call :meth:`PostgresServer.stop`.
@@ -207,12 +224,7 @@ def start_postgres(bin_dir: Path | None = None) -> PostgresServer:
                     "127.0.0.1",
                     "-p",
                     str(port),
-                    "-c",
-                    "fsync=off",
-                    "-c",
-                    "synchronous_commit=off",
-                    "-c",
-                    "full_page_writes=off",
+                    *([] if durable else _NO_DURABILITY),
                     "-c",
                     "max_connections=200",
                 ],
