@@ -195,6 +195,28 @@ async def _post(
     )
 
 
+async def _update(
+    client: AsyncWebClient, token: str, streamed: _Streamed, message: SlackMessage
+) -> AsyncSlackResponse:
+    """``chat.update`` of a streamed message with a new rendering.
+
+    https://api.slack.com/methods/chat.update
+
+    Raises:
+        As :func:`call_api`.
+    """
+    return await call_api(
+        "chat.update",
+        client.chat_update,
+        token=token,
+        channel=streamed.channel,
+        ts=streamed.ts,
+        text=message.text,
+        blocks=message.blocks,
+        metadata=message.metadata,
+    )
+
+
 def _bolt_to_aiohttp(resp: BoltResponse) -> web.Response:
     headers = {k: v for k, v in resp.first_headers_without_set_cookie().items()}
     content_type = headers.pop("content-type", None) or (
@@ -489,16 +511,7 @@ class SlackChannel:
                 self._streams[key] = streamed
                 await self._save_stream(out.session_key, streamed)
             else:
-                await call_api(
-                    "chat.update",
-                    client.chat_update,
-                    token=token,
-                    channel=streamed.channel,
-                    ts=streamed.ts,
-                    text=message.text,
-                    blocks=message.blocks,
-                    metadata=message.metadata,
-                )
+                await _update(client, token, streamed, message)
                 streamed.shown = message.text
         except RateLimited as exc:
             self._stream_paused_until[address.team] = time.monotonic() + exc.retry_after
@@ -551,16 +564,7 @@ class SlackChannel:
         """Edit a streamed message into the final answer's first part; False when it is gone."""
         streamed.final = True  # from now on partial edits of this key change nothing
         try:
-            await call_api(
-                "chat.update",
-                client.chat_update,
-                token=token,
-                channel=streamed.channel,
-                ts=streamed.ts,
-                text=message.text,
-                blocks=message.blocks,
-                metadata=message.metadata,
-            )
+            await _update(client, token, streamed, message)
         except SlackApiFailed as exc:
             if exc.error not in _MESSAGE_GONE:
                 raise
