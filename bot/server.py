@@ -408,7 +408,7 @@ async def run_server(
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
-        bound = _bound_port(runner, port)
+        bound = bound_port(runner, port)
         logger.info("server.listening", extra={"host": host, "port": bound})
         if on_listening is not None:
             on_listening(bound)
@@ -423,7 +423,8 @@ async def run_server(
         logger.info("server.stopped")
 
 
-def _bound_port(runner: web.AppRunner, default: int) -> int:
+def bound_port(runner: web.AppRunner, default: int) -> int:
+    """The TCP port ``runner`` listens on (``default`` when it has no TCP address)."""
     for address in runner.addresses:
         if isinstance(address, tuple) and len(address) >= 2:
             return int(address[1])

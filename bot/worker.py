@@ -161,16 +161,14 @@ async def run_worker(
     runner = web.AppRunner(make_worker_app(hub), access_log=None, handle_signals=False)
     hub.receives = False
     await hub.start()
-    from bot.server import freeze_startup_heap
+    from bot.server import bound_port, freeze_startup_heap
 
     freeze_startup_heap()
     try:
         await runner.setup()
         site = web.TCPSite(runner, host, port)
         await site.start()
-        bound = next(
-            (int(a[1]) for a in runner.addresses if isinstance(a, tuple) and len(a) >= 2), port
-        )
+        bound = bound_port(runner, port)
         log.info("worker.listening", extra={"host": host, "port": bound})
         if on_listening is not None and not on_listening.done():
             on_listening.set_result(bound)
