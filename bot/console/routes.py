@@ -48,6 +48,7 @@ from bot.envelope import SessionKey, utcnow
 from bot.errors import NotFound, PayloadInvalid, PayloadTooLarge, RateLimited, SwitchboardError
 from bot.events import EventBus
 from bot.handoff import Handoff
+from bot.payload import check_text_bytes
 from bot.rate_limits import counter_storage
 from bot.store.base import AgentAccount, Conversation, Store, StoredMessage
 
@@ -224,9 +225,7 @@ def _text_field(request: web.Request, data: dict[str, Any]) -> str:
     text = data.get("text")
     if not isinstance(text, str) or not text.strip():
         raise PayloadInvalid("text must be a non-empty string", field="text")
-    limit = _hub(request).settings.max_message_bytes
-    if len(text.encode()) > limit:
-        raise PayloadTooLarge(f"text is over {limit} bytes", limit_bytes=limit, field="text")
+    check_text_bytes(text, _hub(request).settings.max_message_bytes)
     return text
 
 
