@@ -447,7 +447,9 @@ class SlackChannel:
             out.idempotency_key or hashlib.sha256(out.model_dump_json().encode()).hexdigest()
         )
         done = self._progress.get(progress_key, 0)
-        streamed = self._streams.get(out.idempotency_key) if out.idempotency_key else None
+        streamed = None
+        if out.idempotency_key and out.kind == OutboundKind.ANSWER:  # only answers are streamed
+            streamed = await self._stream_of(out.session_key, out.idempotency_key)
         for i in range(done, len(messages)):
             message = messages[i]
             if i == 0 and streamed is not None:

@@ -296,6 +296,38 @@ async def test_a_resumed_stream_edits_the_same_message_even_in_another_process(
     assert slack_api.of("chat.delete") == []
 
 
+async def test_a_final_answer_sent_from_another_process_edits_the_streamed_message(
+    streaming_hub: StreamingHub, llm: FakeOpenAI, slack_api: FakeSlackApi
+) -> None:
+    """The outbox, or a resumed turn that did not stream, sends from a process that never
+    streamed this answer: it still edits the partial message instead of posting beside it."""
+    hub, client = await streaming_hub()
+    llm.reply("Hello! How can I help?")
+    await ask(client, "hello", "EvSeed")
+    await final_answer(slack_api)
+    [conv] = await hub.store.conversations()
+    first = hub.channels["slack"]
+    assert isinstance(first, SlackChannel)
+    partial = OutboundMessage(
+        session_key=conv.session_key, text="Half an answer", idempotency_key="answer:Y"
+    )
+    await first.stream(partial)  # then this process dies
+
+    other = SlackChannel(hub.settings)
+    await other.start(hub)
+    try:
+        await other.send(partial.model_copy(update={"text": "The whole answer."}))
+    finally:
+        await other.stop()
+
+    posts = [p for p in slack_api.of("chat.postMessage") if "answer:Y" in str(p.metadata)]
+    assert len(posts) == 1  # the partial; the final answer was not posted beside it
+    updates = [u for u in slack_api.of("chat.update") if u.args["ts"] == posts[0].result["ts"]]
+    assert len(updates) == 1
+    assert updates[0].section_text == "The whole answer."
+    assert not has_block(updates[0], STREAMING_BLOCK_ID)
+
+
 async def test_a_streamed_message_deleted_meanwhile_gets_the_final_answer_posted_anew(
     streaming_hub: StreamingHub, llm: FakeOpenAI, slack_api: FakeSlackApi
 ) -> None:
