@@ -3,17 +3,35 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv installs exactly uv.lock; it lives in its own venv, bootstrapped by pip from hashes.
+TOOLS := .venv-uv
+UV := $(TOOLS)/bin/uv
 export LITELLM_LOCAL_MODEL_COST_MAP := True
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install run test lint format bench bench-scale system-deps clean
+.PHONY: install lock lock-check run test lint format bench bench-scale system-deps clean
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+$(UV): deploy/uv-requirements.txt
+	rm -rf $(TOOLS)
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --require-hashes --no-deps -r deploy/uv-requirements.txt
+	touch $(UV)
+
+# --locked: refuse to install when pyproject.toml and uv.lock disagree (never re-resolve here).
+$(STAMP): pyproject.toml uv.lock $(UV)
+	$(UV) sync --locked --extra test --python $(PYTHON) --quiet
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Refresh the lock on purpose: newest releases that satisfy pyproject.toml.
+lock: $(UV)
+	$(UV) lock --upgrade --python $(PYTHON)
+
+# Fails when pyproject.toml and uv.lock disagree.
+lock-check: $(UV)
+	$(UV) lock --check --python $(PYTHON)
 
 run: install
 	$(BIN)/switchboard serve
@@ -33,7 +51,7 @@ system-deps:
 		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
 
-lint: install
+lint: install lock-check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -53,4 +71,4 @@ bench-scale: install system-deps
 	$(BIN)/python -m tests.scale.bench_scale --workers 1 2 --runs 3
 
 clean:
-	rm -rf $(VENV) .switchboard .bench .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(TOOLS) .switchboard .bench .mypy_cache .ruff_cache .pytest_cache

@@ -469,13 +469,14 @@ class LLMAgent:
                 params["api_key"] = settings.llm_api_key.get_secret_value()
             model_list.append({"model_name": model, "litellm_params": params})
         fallbacks = [{primary: list(settings.llm_fallbacks)}] if settings.llm_fallbacks else []
-        return Router(
+        router: Router = Router(  # litellm's constructor is untyped (a decorated __init__)
             model_list=model_list,
             fallbacks=fallbacks,
             num_retries=settings.llm_max_retries,
             timeout=settings.llm_timeout_s,
             stream_timeout=settings.llm_timeout_s,
         )
+        return router
 
     @property
     def _budget(self) -> int:

@@ -109,7 +109,7 @@ class Subscription:
             finally:
                 if pubsub is not None:
                     try:
-                        await asyncio.shield(pubsub.aclose())  # type: ignore[no-untyped-call]
+                        await asyncio.shield(pubsub.aclose())
                     except Exception:  # the connection may be gone already
                         logger.debug(f"{self._name}.subscriber_close_failed", exc_info=True)
 

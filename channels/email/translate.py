@@ -3,10 +3,13 @@
 Inbound (:func:`parse_email`): the standard library's :mod:`email` package with
 ``policy.default`` parses the bytes and tolerates defects (they are listed in ``raw``). The body
 is the ``text/plain`` alternative when there is one, else the HTML turned into text
-(BeautifulSoup). Quoted history, reply headers ("On ... wrote:") and signatures are removed with
-``mail-parser-reply``. Attachments (parts with a file name or a non-text type, and forwarded
-``message/rfc822`` parts) are kept as :class:`~bot.envelope.Attachment` with a content-addressed
-reference ``sha256:<hex>``; their bytes are returned beside the envelope for the channel to store.
+(BeautifulSoup). Quoted history and reply headers ("On ... wrote:", Android's
+``... пользователь "x" <x> написал:``, a reply written below the quote as Thunderbird does) are
+removed by Mailgun's ``talon``; signatures and the reply headers of the languages in
+:data:`REPLY_LANGUAGES` by ``mail-parser-reply``. Attachments (parts with a file name or a
+non-text type, and forwarded ``message/rfc822`` parts) are kept as
+:class:`~bot.envelope.Attachment` with a content-addressed reference ``sha256:<hex>``; their bytes
+are returned beside the envelope for the channel to store.
 
 Threads: the session key is ``email:{mailbox}:dm:{sender}:thread:{root}``, where ``root`` is the
 first id of ``References`` (RFC 5322 §3.6.4), else the ``In-Reply-To`` id, else the message's own
@@ -36,6 +39,7 @@ from typing import Any
 from bs4 import BeautifulSoup, Tag
 from mailparser_reply.parser import EmailMessage as ReplyText
 from markdown_it import MarkdownIt
+from talon import quotations
 
 from bot.channel import Ignored, Parsed, ParseResult
 from bot.config import Settings
@@ -264,13 +268,21 @@ def html_to_text(markup: str) -> str:
 def strip_quoted(text: str) -> str:
     """The new reply of a plain-text body: quoted history, reply headers and signature removed.
 
-    Uses ``mail-parser-reply`` (hyphen lists are kept, not taken for signatures). When nothing
-    would remain (a message that is only a quote), the text is returned whole.
+    Two libraries, each for what it does best: talon (Mailgun's quotation extractor) marks each
+    line as quote, splitter ("On ... wrote:", "-----Original Message-----", localized and
+    Android headers) or text and keeps the text whether it stands above or below the quote;
+    ``mail-parser-reply`` then removes the signature and any reply header talon does not know
+    (hyphen lists are kept, not taken for signatures). talon reads at most its first
+    ``MAX_LINES_COUNT`` lines and drops the rest, so a longer body skips it. When nothing would
+    remain (a message that is only a quote), the text is returned whole.
     """
     text = text.replace("\r\n", "\n")
-    replies = ReplyText(text=text, languages=REPLY_LANGUAGES, keep_hyphen_lists=True).read()
+    reply = text
+    if text.count("\n") < quotations.MAX_LINES_COUNT:
+        reply = quotations.extract_from_plain(text) or text
+    replies = ReplyText(text=reply, languages=REPLY_LANGUAGES, keep_hyphen_lists=True).read()
     body = replies.replies[0].body.strip() if replies.replies else ""
-    return body or text.strip()
+    return body or reply.strip() or text.strip()
 
 
 def _leaves(part: Message) -> Iterator[Message]:

@@ -81,6 +81,16 @@ def test_final_stage_has_no_build_tools() -> None:
     assert "pip wheel" in builder_runs  # the builder builds the wheel the venv installs
 
 
+def test_dependencies_come_from_the_lock_with_hashes() -> None:
+    builder = _stages()[0]
+    sources = {src for c in builder if c.cmd == "COPY" for src in c.value[:-1]}
+    assert {"uv.lock", "deploy/uv-requirements.txt"} <= sources
+    runs = " ".join(" ".join(c.value) for c in builder if c.cmd == "RUN")
+    assert "uv export --frozen" in runs
+    assert runs.count("--require-hashes") == 2  # uv itself, then the exported lock
+    assert "--no-deps" in runs.split("switchboard-*.whl")[0].rsplit("pip install", 1)[1]
+
+
 def test_runs_unprivileged_with_a_health_check() -> None:
     final = _stages()[1]
     users = [c.value[0] for c in final if c.cmd == "USER"]
