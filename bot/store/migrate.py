@@ -1,8 +1,10 @@
-"""Schema migrations (Alembic) for the store's and the local ticket backend's tables.
+"""Schema migrations (Alembic) for the store's tables and those of plugin packages.
 
 The revisions live in ``bot/store/migrations/versions``; no ``alembic.ini`` is needed: the
 configuration is built here and the database connection handed to ``env.py``. The models are
-:data:`bot.store.sql.metadata` and :data:`plugins.ticketing.local.metadata`.
+:data:`bot.store.tables.metadata` and the tables plugin packages register in the
+``switchboard.tables`` entry point group (:func:`plugin_metadata`; the local ticket backend's
+``tickets`` and ``ticket_comments``).
 
 ``SqlStore.open()`` still creates missing tables itself (the embedded default needs no
 migration step). Production databases run :func:`upgrade` (``switchboard db upgrade``) before
@@ -16,6 +18,7 @@ review the generated script.
 from __future__ import annotations
 
 import logging
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Final, Literal
 
@@ -29,15 +32,45 @@ from alembic.script import Script, ScriptDirectory
 from sqlalchemy.exc import DBAPIError
 
 from bot.config import Settings
-from bot.errors import BackendUnavailable
-from bot.store.sql import UtcDateTime, make_engine
-from bot.store.sql import metadata as store_metadata
-from plugins.ticketing.local import metadata as ticket_metadata
+from bot.errors import BackendUnavailable, ConfigError
+from bot.store.engine import UtcDateTime, make_engine
+from bot.store.tables import metadata as store_metadata
 
 logger = logging.getLogger(__name__)
 
 MIGRATIONS_DIR: Final = Path(__file__).resolve().parent / "migrations"
 """The Alembic script directory (``env.py``, ``script.py.mako``, ``versions/``)."""
+
+
+TABLES_GROUP: Final = "switchboard.tables"
+"""The entry point group through which plugin packages register their tables.
+
+Each entry point names a SQLAlchemy ``MetaData``, or a callable returning one, e.g.
+``tickets = "plugins.ticketing.local:metadata"`` under
+``[project.entry-points."switchboard.tables"]`` in ``pyproject.toml``.
+"""
+
+
+def plugin_metadata() -> list[sa.MetaData]:
+    """The table metadata plugin packages register (:data:`TABLES_GROUP`), by entry point name.
+
+    Raises:
+        bot.errors.ConfigError: when an entry point cannot be loaded or is not a ``MetaData``
+            (or a callable returning one): migrating without its tables would drop them.
+    """
+    found: list[sa.MetaData] = []
+    for ep in sorted(entry_points(group=TABLES_GROUP), key=lambda e: e.name):
+        try:
+            obj = ep.load()
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"table entry point {ep.name!r} ({ep.value}): {exc}") from exc
+        tables = obj() if callable(obj) else obj
+        if not isinstance(tables, sa.MetaData):
+            raise ConfigError(
+                f"table entry point {ep.name!r} ({ep.value}) is not a MetaData: {tables!r}"
+            )
+        found.append(tables)
+    return found
 
 
 def _combined(*parts: sa.MetaData) -> sa.MetaData:
@@ -48,8 +81,8 @@ def _combined(*parts: sa.MetaData) -> sa.MetaData:
     return combined
 
 
-TARGET_METADATA: Final = _combined(store_metadata, ticket_metadata)
-"""Every table the migrations manage (copies of the store's and the ticket backend's)."""
+TARGET_METADATA: Final = _combined(store_metadata, *plugin_metadata())
+"""Every table the migrations manage (copies of the store's and the plugins' tables)."""
 
 BASELINE: Final = "0001"
 """The first revision: the schema ``SqlStore.open()`` created before migrations existed."""
@@ -88,7 +121,7 @@ def head_revision() -> str:
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
-    """Autogenerate hook: write :class:`~bot.store.sql.UtcDateTime` as portable SQLAlchemy types.
+    """Autogenerate hook: write :class:`~bot.store.engine.UtcDateTime` as portable SQLAlchemy types.
 
     Revisions then depend on SQLAlchemy only, not on the application's types: ``timestamptz``
     on PostgreSQL, ``VARCHAR(26)`` ISO text on SQLite, as ``UtcDateTime`` stores them.

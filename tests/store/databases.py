@@ -14,8 +14,9 @@ import sqlalchemy as sa
 
 from bot.config import Settings
 from bot.store import open_store
-from bot.store.sql import SqlStore, make_engine
-from bot.store.sql import metadata as store_metadata
+from bot.store.engine import make_engine
+from bot.store.sql import SqlStore
+from bot.store.tables import metadata as store_metadata
 from plugins.ticketing.local import metadata as ticket_metadata
 
 

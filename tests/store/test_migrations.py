@@ -12,7 +12,7 @@ from bot.config import Settings
 from bot.envelope import Citation, InboundMessage, Participant, session_key
 from bot.store import migrate, open_store
 from bot.store.base import AgentAccount, NewMessage, Role, SessionMode
-from bot.store.sql import make_engine
+from bot.store.engine import make_engine
 from plugins.ticketing.local import LocalTicketBackend
 from tests.fakes.postgres import PostgresServer
 

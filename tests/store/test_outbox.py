@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from bot.config import Settings
 from bot.envelope import OutboundKind, OutboundMessage, SessionKey, session_key, utcnow
 from bot.store import migrate, open_store
-from bot.store.sql import SqlStore, make_engine
+from bot.store.engine import make_engine
+from bot.store.sql import SqlStore
 from tests.fakes.postgres import PostgresServer
 
 S1 = session_key("slack", "T1", chat="C1")

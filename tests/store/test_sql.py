@@ -13,7 +13,7 @@ import pytest
 from bot.config import Settings
 from bot.envelope import Citation, InboundMessage, Participant, SessionKey, session_key
 from bot.errors import BackendUnavailable, Conflict, NotFound, PayloadInvalid
-from bot.store import open_store, sql
+from bot.store import batcher, open_store
 from bot.store.base import AgentAccount, NewMessage, Role, SessionMode, Store
 from bot.store.sql import SqlStore
 from tests.store.databases import count
@@ -406,7 +406,7 @@ class TestSqliteAndBatching:
     async def test_checkpoints_run_off_the_writer(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        monkeypatch.setattr(sql, "CHECKPOINT_INTERVAL_S", 0.0)
+        monkeypatch.setattr(batcher, "CHECKPOINT_INTERVAL_S", 0.0)
         db = tmp_path / "data" / "switchboard.db"
         s = await open_store(Settings(data_dir=tmp_path / "data"))
         try:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import context
 
 from bot.store.migrate import TARGET_METADATA, compare_type, render_item
-from bot.store.sql import make_engine
+from bot.store.engine import make_engine
 
 config = context.config
 
