@@ -121,7 +121,7 @@ def head_revision() -> str:
 
 
 def render_item(type_: str, obj: Any, autogen_context: AutogenContext) -> str | Literal[False]:
-    """Autogenerate hook: write :class:`~bot.store.engine.UtcDateTime` as portable SQLAlchemy types.
+    """Autogenerate hook: write :class:`~bot.store.engine.UtcDateTime` as SQLAlchemy types.
 
     Revisions then depend on SQLAlchemy only, not on the application's types: ``timestamptz``
     on PostgreSQL, ``VARCHAR(26)`` ISO text on SQLite, as ``UtcDateTime`` stores them.

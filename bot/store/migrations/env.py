@@ -13,8 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import context
 
-from bot.store.migrate import TARGET_METADATA, compare_type, render_item
 from bot.store.engine import make_engine
+from bot.store.migrate import TARGET_METADATA, compare_type, render_item
 
 config = context.config
 
