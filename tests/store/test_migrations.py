@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import sqlalchemy as sa
 
 from bot.config import Settings
 from bot.envelope import Citation, InboundMessage, Participant, session_key
+from bot.errors import ConfigError
 from bot.store import migrate, open_store
 from bot.store.base import AgentAccount, NewMessage, Role, SessionMode
 from bot.store.engine import make_engine
@@ -150,3 +152,46 @@ async def test_concurrent_upgrades_on_postgresql(
     results = await asyncio.gather(*(migrate.upgrade(settings) for _ in range(3)))
     assert results == [migrate.head_revision()] * 3
     assert await migrate.drift(settings) == []
+
+
+def extra_tables() -> sa.MetaData:
+    """A plugin's tables, registered as a callable (the entry point's other form)."""
+    tables = sa.MetaData()
+    sa.Table("extra", tables, sa.Column("id", sa.Integer, primary_key=True))
+    return tables
+
+
+def _register(monkeypatch: pytest.MonkeyPatch, **values: str) -> None:
+    eps = [EntryPoint(name, value, migrate.TABLES_GROUP) for name, value in values.items()]
+    monkeypatch.setattr(
+        migrate, "entry_points", lambda group: [ep for ep in eps if ep.group == group]
+    )
+
+
+def test_plugin_tables_come_from_the_entry_point_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    _register(
+        monkeypatch,
+        extra="tests.store.test_migrations:extra_tables",
+        tickets="plugins.ticketing.local:metadata",
+    )
+    found = migrate.plugin_metadata()
+    assert [sorted(tables.tables) for tables in found] == [
+        ["extra"],
+        ["ticket_comments", "tickets"],
+    ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "tests.store.test_migrations:TABLES",  # a set of names, not a MetaData
+        "tests.store.no_such_module:metadata",
+        "tests.store.test_migrations:no_such_name",
+    ],
+)
+def test_a_broken_table_entry_point_is_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    _register(monkeypatch, broken=value)
+    with pytest.raises(ConfigError, match="table entry point 'broken'"):
+        migrate.plugin_metadata()
