@@ -146,7 +146,7 @@ async def _hub(
     settings: Settings, agent: ScriptedAgent
 ) -> AsyncIterator[tuple[Any, BenchChannel]]:
     """A started hub on ``settings``, its heap frozen as ``switchboard serve`` does."""
-    from bot.hub import build_hub
+    from bot.compose import build_hub
     from bot.server import freeze_startup_heap
 
     channel = BenchChannel(settings)
@@ -423,8 +423,8 @@ async def run_redis_bench(args: argparse.Namespace) -> int:
     ingest → the answer's event reaching this process through the Redis event feed (what a
     live viewer sees). Redis figures are ``INFO commandstats`` deltas over the run.
     """
+    from bot.compose import build_hub
     from bot.errors import ConfigError
-    from bot.hub import build_hub
     from bot.lanes.redis import connect
 
     if not args.redis_url:

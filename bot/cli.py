@@ -176,7 +176,7 @@ def _serve(args: argparse.Namespace) -> int:
 async def _serve_hub(
     settings: Settings, sample_docs: Path | None, args: argparse.Namespace
 ) -> int:
-    from bot.hub import build_hub
+    from bot.compose import build_hub
     from bot.server import run_server
 
     hub = await build_hub(settings, consume=settings.workers >= 1)
@@ -228,18 +228,16 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 async def _worker_hub(settings: Settings) -> int:
-    from bot.hub import build_hub
-    from bot.worker import run_worker
+    from bot.worker import serve_worker
 
-    hub = await build_hub(settings, consume=True, listen_events=False, receive=False)
-    await run_worker(hub, settings.host, settings.port)
+    await serve_worker(settings)
     return 0
 
 
 async def _ingest(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from knowledge import KnowledgeBase
+    from bot.compose import knowledge_base
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -247,7 +245,7 @@ async def _ingest(args: argparse.Namespace) -> int:
     if missing:
         print(f"switchboard: no such file: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
-    kb = await KnowledgeBase.open(settings)
+    kb = await knowledge_base(settings)
     try:
         with Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()
@@ -269,10 +267,10 @@ async def _ingest(args: argparse.Namespace) -> int:
 
 
 async def _kb_eval(args: argparse.Namespace) -> int:
-    from knowledge import KnowledgeBase
+    from bot.compose import knowledge_base
 
     settings = _settings(args)
-    kb = await KnowledgeBase.open(settings)
+    kb = await knowledge_base(settings)
     try:
         report = await kb.evaluate(args.qa)
     finally:
@@ -363,13 +361,11 @@ async def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 async def _chat(args: argparse.Namespace) -> int:
-    from bot.hub import build_hub
-    from channels.memory.plugin import MemoryChannel
+    from bot.compose import build_chat_hub
 
     settings = _settings(args, log_level="WARNING")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    channel = MemoryChannel(settings)
-    hub = await build_hub(settings, channels=[channel])
+    hub, channel = await build_chat_hub(settings)
     await hub.start()
     loop = asyncio.get_running_loop()
     conversation = f"terminal-{os.getpid()}"

@@ -54,6 +54,14 @@ class Retriever(Protocol):
         """
 
 
+class NoKnowledge:
+    """A :class:`Retriever` for hubs without a knowledge base: finds nothing."""
+
+    async def search(self, query: str, *, top_k: int = 5) -> list[Passage]:
+        """No passages, ever."""
+        return []
+
+
 def citations_of(passages: list[Passage], limit: int) -> list[Citation]:
     """One citation per document, best first, at most ``limit``."""
     seen: set[str] = set()

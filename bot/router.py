@@ -9,10 +9,13 @@ Streaming: when ``settings.llm_stream`` is on and the session's channel is a
 :class:`~bot.channel.StreamingChannel`, the agent's partial answer is shown through an
 :class:`~bot.streaming.AnswerStream` (throttled edits of one message, keyed by the answer's
 idempotency key ``answer:{event_id}``). The stream is closed before the final answer goes out
-through :meth:`Hub.deliver <bot.hub.Hub.deliver>` (the one send path, with its retries), which
-edits the streamed message into the final answer. A turn that ends without answer text
+through :meth:`TurnHost.deliver` (the one send path, with its retries), which edits the
+streamed message into the final answer. A turn that ends without answer text
 (escalation, failure, interrupt) removes its partial message. Notices, handoff messages and
 human agents' replies are never streamed.
+
+The router sees its host (the hub) only through :class:`TurnHost`, which it defines: it never
+imports the hub.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import asyncio
 import functools
 import logging
 import time
-from typing import TYPE_CHECKING, cast
+from collections.abc import Mapping, Sequence
+from typing import Protocol, cast
 
-from bot.agent import AgentReply, TurnInput
-from bot.channel import StreamingChannel
-from bot.config import QueueMode
+from bot.agent import AgentReply, SupportAgent, TurnInput
+from bot.channel import ChannelPlugin, StreamingChannel
+from bot.config import QueueMode, Settings
 from bot.envelope import (
     TALK_TO_HUMAN,
     InboundMessage,
@@ -34,14 +38,13 @@ from bot.envelope import (
     SessionKey,
     channel_of,
 )
-from bot.handoff import wants_human
+from bot.handoff import Handoff, wants_human
 from bot.lanes.base import Turn
-from bot.store.base import Role, SessionMode, StoredMessage
+from bot.observability import Metrics
+from bot.retrieval import Retriever
+from bot.store.base import Role, SessionMode, Store, StoredMessage
 from bot.streaming import AnswerStream
-from bot.tools import ToolContext
-
-if TYPE_CHECKING:
-    from bot.hub import Hub
+from bot.tools import TicketBackend, ToolContext
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +58,62 @@ FAILURE_NOTICE = (
 )
 
 
-class Router:
-    """Runs turns for a :class:`~bot.hub.Hub` (the lanes' ``TurnHandler``)."""
+class TurnHost(Protocol):
+    """What the router needs of the process it runs turns for (:class:`bot.hub.Hub` has it).
 
-    def __init__(self, hub: Hub) -> None:
+    Members are read at every turn, so a host may swap its agent or retriever between turns.
+    """
+
+    @property
+    def settings(self) -> Settings:
+        """The configuration (timeouts, typing delay, streaming, citations, history)."""
+
+    @property
+    def store(self) -> Store:
+        """Session modes, history, and the handled marks of a turn's messages."""
+
+    @property
+    def metrics(self) -> Metrics:
+        """Turn counters and timings."""
+
+    @property
+    def agent(self) -> SupportAgent:
+        """Answers a turn."""
+
+    @property
+    def handoff(self) -> Handoff:
+        """Escalates a session to the human queue."""
+
+    @property
+    def tickets(self) -> TicketBackend:
+        """The ticket backend handed to the agent's tools."""
+
+    @property
+    def channels(self) -> Mapping[str, ChannelPlugin]:
+        """Channel plugins by name (the session's channel may stream the answer)."""
+
+    @property
+    def retriever_or_empty(self) -> Retriever:
+        """The knowledge base, or a retriever that finds nothing."""
+
+    async def deliver(self, out: OutboundMessage) -> StoredMessage:
+        """Store, publish and send an outbound message (the one send path, with retries).
+
+        Returns:
+            The stored message (the earlier one when ``idempotency_key`` was delivered).
+        """
+
+    def publish_typing(self, key: SessionKey) -> None:
+        """Tell live viewers that the bot is composing a reply in session ``key``."""
+
+    def forget_ingest_times(self, key: SessionKey, messages: Sequence[InboundMessage]) -> None:
+        """Drop latency bookkeeping of a finished turn's messages."""
+
+
+class Router:
+    """Runs turns for a :class:`TurnHost` (the lanes' ``TurnHandler``)."""
+
+    def __init__(self, hub: TurnHost) -> None:
         self.hub = hub
         self._cleanups: set[asyncio.Task[None]] = set()
 

@@ -1,17 +1,11 @@
-"""``switchboard worker``: a process that only consumes shared lanes, and the scale-out helpers.
+"""``switchboard worker``: a process that only consumes shared lanes.
 
 A worker runs the router, the agent, ``hub.deliver`` and the channels' ``send`` for turns it
 claims from the Redis lanes; it serves no webhooks, REST or console, only ``GET /healthz``,
 ``GET /readyz`` and ``GET /metrics`` (see :mod:`bot.server`) on ``--host``/``--port``, which
-the deploy manifests probe and scrape.
-
-The knowledge base on one host without a Qdrant server: local (on-disk) Qdrant lets one process
-at a time open its folder (a ``portalocker`` file lock). :func:`open_knowledge` opens the folder
-when it is free and otherwise a private read-only *snapshot*: a copy of the folder in a temp dir
-(SQLite files copied with SQLite's online backup API, so a copy taken while the owner writes is
-consistent), removed at close. No worker fails because another holds the lock; a snapshot
-shows the index as it was when the worker started (restart workers after ``switchboard
-ingest``, or use a Qdrant server: ``SWITCHBOARD_QDRANT_URL``).
+the deploy manifests probe and scrape. Its hub comes from :func:`bot.compose.build_hub`, which
+opens a knowledge base that another process holds as a snapshot
+(:func:`bot.compose.open_knowledge`).
 """
 
 from __future__ import annotations
@@ -19,96 +13,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import shutil
 import signal
-import sqlite3
-import tempfile
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from bot.config import Settings
-from bot.errors import BackendUnavailable
-
 if TYPE_CHECKING:
+    from bot.config import Settings
     from bot.hub import Hub
-    from knowledge import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
 
-class IndexSnapshot:
-    """A temp-dir copy of the local Qdrant folder; :meth:`close` deletes it.
+async def serve_worker(settings: Settings) -> None:
+    """Build the worker's hub (consuming, receiving nothing) and run it (:func:`run_worker`).
 
-    Attributes:
-        data_dir: the temp dir used as ``data_dir`` (the copy is ``data_dir / "qdrant"``).
-    """
-
-    def __init__(self, source: Path) -> None:
-        self.data_dir = Path(tempfile.mkdtemp(prefix="switchboard-kb-"))
-        target = self.data_dir / "qdrant"
-        try:
-            shutil.copytree(
-                source,
-                target,
-                ignore=shutil.ignore_patterns(".lock"),
-                copy_function=_copy_consistent,
-            )
-        except BaseException:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-            raise
-
-    async def close(self) -> None:
-        """Delete the copy."""
-        await asyncio.to_thread(shutil.rmtree, self.data_dir, True)
-
-
-def _copy_consistent(src: str, dst: str) -> str:
-    """Copy one file; SQLite databases through the online backup API (a consistent copy)."""
-    if src.endswith(".sqlite"):
-        with (
-            contextlib.closing(sqlite3.connect(f"file:{src}?mode=ro", uri=True)) as source,
-            contextlib.closing(sqlite3.connect(dst)) as target,
-        ):
-            source.backup(target)
-        return dst
-    return str(shutil.copy2(src, dst))
-
-
-def _locked(exc: BaseException) -> bool:
-    return "already accessed by another instance" in str(exc)
-
-
-async def open_knowledge(settings: Settings) -> tuple[KnowledgeBase, IndexSnapshot | None]:
-    """Open the knowledge base; a local index locked by another process opens as a snapshot.
-
-    Returns:
-        The knowledge base, and the snapshot to close after it (None when the folder itself
-        or a Qdrant server was opened).
+    Health and metrics listen on ``settings.host``/``settings.port``.
 
     Raises:
-        bot.errors.BackendUnavailable: when Qdrant fails for another reason.
-        bot.errors.ConfigError: see :meth:`knowledge.KnowledgeBase.open`.
+        bot.errors.ConfigError: see :func:`bot.compose.build_hub`.
+        OSError: when the address cannot be bound.
     """
-    from knowledge import KnowledgeBase
+    from bot.compose import build_hub
 
-    try:
-        return await KnowledgeBase.open(settings), None
-    except BackendUnavailable as exc:
-        if settings.qdrant_url is not None or not _locked(exc):
-            raise
-    snapshot = await asyncio.to_thread(IndexSnapshot, settings.qdrant_path)
-    try:
-        kb = await KnowledgeBase.open(settings.model_copy(update={"data_dir": snapshot.data_dir}))
-    except BaseException:
-        await snapshot.close()
-        raise
-    log.info(
-        "worker.index_snapshot",
-        extra={"source": str(settings.qdrant_path), "copy": str(snapshot.data_dir)},
-    )
-    return kb, snapshot
+    hub = await build_hub(settings, consume=True, listen_events=False, receive=False)
+    await run_worker(hub, settings.host, settings.port)
 
 
 def make_worker_app(hub: Hub) -> web.Application:

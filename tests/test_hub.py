@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from bot.agent import AgentReply, TurnInput
+from bot.compose import build_hub
 from bot.config import QueueMode, Settings
 from bot.envelope import OutboundKind, OutboundMessage
 from bot.errors import LLMUnavailable, RateLimited
-from bot.hub import Hub, build_hub
+from bot.hub import Hub
 from bot.store.base import Role, SessionMode
 from channels.memory.plugin import MemoryChannel
 

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from bot.agent import AgentReply, TurnInput
+from bot.compose import build_hub
 from bot.config import QueueMode, Settings
 from bot.envelope import OutboundKind, OutboundMessage, SessionKey, utcnow
 from bot.errors import ChannelUnavailable, Forbidden
-from bot.hub import DeliveryPolicy, Hub, build_hub
+from bot.hub import DeliveryPolicy, Hub
 from bot.store.base import SessionMode
 from bot.store.sql import make_engine
 from bot.store.sql import metadata as store_metadata

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
+from bot.compose import build_hub
 from bot.config import Settings
-from bot.hub import Hub, build_hub
+from bot.hub import Hub
 from channels.rest.plugin import RestChannel
 from tests.channels.support import serve_hub
 

@@ -16,8 +16,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from bot.channel import ChannelPlugin
+from bot.compose import build_hub
 from bot.errors import BackendUnavailable, ConfigError
-from bot.hub import Hub, build_hub
+from bot.hub import Hub
 from bot.server import check_bind, is_loopback, make_app, run_server
 from bot.store import open_store
 from bot.store.base import Role

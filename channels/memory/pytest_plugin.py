@@ -112,7 +112,7 @@ async def started_hub(
 
     The hub has the SQL store under ``settings.data_dir``, memory lanes and no knowledge base.
     """
-    from bot.hub import build_hub
+    from bot.compose import build_hub
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     hub = await build_hub(

@@ -23,9 +23,10 @@ import pytest
 
 from bot.agent import AgentReply, TurnInput
 from bot.auth import add_agent
+from bot.compose import build_hub
 from bot.config import Settings
 from bot.envelope import SessionKey, session_key
-from bot.hub import Hub, build_hub
+from bot.hub import Hub
 from bot.server import run_server
 
 CHROMIUM = Path(os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium"))

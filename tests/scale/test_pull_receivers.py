@@ -19,8 +19,9 @@ import pytest
 import pytest_asyncio
 
 from bot.channel import IngestReceipt
+from bot.compose import build_hub
 from bot.envelope import InboundMessage, OutboundMessage, SessionKey
-from bot.hub import Hub, build_hub
+from bot.hub import Hub
 from bot.leader import KEY_PREFIX, retry_interval
 from bot.worker import run_worker
 from channels.memory.pytest_plugin import ScriptedAgent, make_settings

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.channel import IngestReceipt
+from bot.compose import build_hub
 from bot.envelope import InboundMessage, OutboundMessage, session_key
 from bot.errors import BackendUnavailable
-from bot.hub import build_hub
 from channels.discord.plugin import DiscordChannel
 from channels.memory.pytest_plugin import ScriptedAgent, make_settings
 from tests.channels.discord.frames import CUSTOMER, DM_CHANNEL, TOKEN, message

@@ -13,8 +13,9 @@ from typing import Any
 import pytest_asyncio
 
 from bot.agent import LLMAgent, load_tools
+from bot.compose import build_hub
 from bot.envelope import OutboundMessage
-from bot.hub import Hub, build_hub
+from bot.hub import Hub
 from channels.memory.pytest_plugin import make_settings
 from channels.slack.plugin import SlackChannel
 from channels.slack.render import STREAMING_BLOCK_ID, to_mrkdwn

@@ -1,0 +1,305 @@
+"""The composition root: builds a :class:`~bot.hub.Hub` from :class:`~bot.config.Settings`.
+
+Only wiring lives here: which store, lanes, event feed, knowledge base, ticket backend, agent
+and channels a hub gets. It is the one module of ``bot`` that imports the plugin packages
+(``channels``, ``plugins``, ``knowledge``); the programs (``serve``, ``worker``, ``bench``,
+``chat``) and the tests build their hubs through it.
+
+The knowledge base on one host without a Qdrant server: local (on-disk) Qdrant lets one process
+at a time open its folder (a ``portalocker`` file lock). :func:`open_knowledge` opens the folder
+when it is free and otherwise a private read-only *snapshot*: a copy of the folder in a temp dir
+(SQLite files copied with SQLite's online backup API, so a copy taken while the owner writes is
+consistent), removed at close. No worker fails because another holds the lock; a snapshot
+shows the index as it was when the worker started (restart workers after ``switchboard
+ingest``, or use a Qdrant server: ``SWITCHBOARD_QDRANT_URL``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.agent import SupportAgent
+from bot.channel import ChannelPlugin
+from bot.config import Settings
+from bot.envelope import SessionKey
+from bot.errors import BackendUnavailable, ConfigError
+from bot.events import EventBus
+from bot.hub import DeliveryPolicy, Hub
+from bot.lanes.base import LaneConfig, LaneQueue
+from bot.retrieval import NoKnowledge, Retriever
+from bot.store.base import Store
+from bot.tools import TicketBackend
+
+if TYPE_CHECKING:
+    from channels.memory.plugin import MemoryChannel
+    from knowledge import KnowledgeBase
+
+log = logging.getLogger(__name__)
+
+
+async def build_hub(
+    settings: Settings,
+    *,
+    agent: SupportAgent | None = None,
+    retriever: Retriever | None = None,
+    tickets: TicketBackend | None = None,
+    channels: Sequence[ChannelPlugin] | None = None,
+    store: Store | None = None,
+    lanes: LaneQueue | None = None,
+    load_knowledge: bool = True,
+    consume: bool = True,
+    events: EventBus | None = None,
+    listen_events: bool = True,
+    receive: bool = True,
+    delivery: DeliveryPolicy | None = None,
+) -> Hub:
+    """Compose a hub from settings; every ``None`` argument takes the embedded default.
+
+    Args:
+        settings: the configuration.
+        agent: the support agent; default :func:`default_agent`.
+        retriever: the knowledge base; default the local Qdrant index in ``data_dir`` when
+            ``load_knowledge`` (else none).
+        tickets: the ticket backend; default the local SQL ticket store.
+        channels: channel plugins; default every enabled plugin found by entry point.
+        store: default ``SqlStore`` on ``settings.resolved_database_url``.
+        lanes: default by ``lane_backend``: ``memory``, or ``redis`` (``RedisLaneQueue`` on
+            ``redis_url``, leases of ``lane_lease_s`` seconds).
+        load_knowledge: open the local knowledge base when no retriever is given (skipped for
+            ``agent: scripted``). A local index locked by another process is opened as a
+            read-only snapshot copy (see :func:`open_knowledge`).
+        consume: run turns (False: ingress only; needs the ``redis`` lane backend).
+        events: the live event feed; default ``EventBus`` (memory lanes) or ``RedisEventBus``
+            on ``redis_url`` (redis lanes).
+        listen_events: with ``RedisEventBus``, receive other processes' events (processes
+            that serve live viewers); ``switchboard worker`` only publishes.
+        receive: take platform traffic: run pull receivers (under Redis leases with shared
+            lanes, :mod:`bot.leader`) and listeners; False for ``switchboard worker``.
+        delivery: inline send retries and the outbox's schedule (default
+            :class:`~bot.hub.DeliveryPolicy`).
+
+    Returns:
+        A hub, not started (call ``await hub.start()``).
+
+    Raises:
+        bot.errors.ConfigError: for an unknown lane backend or agent, a missing
+            ``redis_url``, or ``consume=False`` with memory lanes.
+    """
+    closeables: list[Any] = []
+    if settings.agent not in ("auto", "scripted"):
+        raise ConfigError(f"unknown agent {settings.agent!r} (auto or scripted)")
+    if settings.lane_backend not in ("memory", "redis"):
+        raise ConfigError(f"unknown lane backend {settings.lane_backend!r} (memory or redis)")
+    if settings.lane_backend == "redis" and not settings.redis_url and lanes is None:
+        raise ConfigError("lane_backend redis needs SWITCHBOARD_REDIS_URL")
+    if not consume and settings.lane_backend == "memory" and lanes is None:
+        raise ConfigError(
+            "an ingress-only process (--workers 0) needs shared lanes: "
+            "set SWITCHBOARD_LANE_BACKEND=redis and SWITCHBOARD_REDIS_URL"
+        )
+    if store is None:
+        from bot.store import open_store
+
+        store = await open_store(settings)
+    if lanes is None:
+        lanes = _default_lanes(settings)
+    marks = None
+    lease_client = None
+    session_keys = getattr(lanes, "session_keys", None)  # RedisLaneQueue: shared lanes
+    if session_keys is not None:
+        lease_client = getattr(lanes, "client", None)
+        from bot.events_redis import EnqueueMarks, RedisEventBus
+
+        if events is None:
+            url = settings.redis_url
+            if url is None:
+                raise ConfigError("shared lanes need SWITCHBOARD_REDIS_URL for the event feed")
+            events = RedisEventBus(url, listen=listen_events)
+        if isinstance(events, RedisEventBus):
+            closeables.append(events)
+
+            def tag_of(key: SessionKey) -> str:
+                return str(session_keys(key)[0]).rsplit(":", 1)[0]
+
+            marks = EnqueueMarks(events, tag_of, settings.dedupe_ttl_s)
+    if tickets is None:
+        from plugins.ticketing.local import LocalTicketBackend
+
+        tickets = LocalTicketBackend.for_store(store)
+    if retriever is None and load_knowledge and settings.agent == "auto":
+        kb, snapshot = await open_knowledge(settings)
+        retriever = kb
+        closeables.append(kb)
+        if snapshot is not None:
+            closeables.append(snapshot)
+    if agent is None:
+        agent = default_agent(settings, retriever)
+    if channels is None:
+        from bot.registry import load_channels
+
+        channels = [cls(settings) for cls in load_channels() if cls.enabled(settings)]
+    return Hub(
+        settings,
+        store=store,
+        lanes=lanes,
+        agent=agent,
+        tickets=tickets,
+        retriever=retriever,
+        channels=channels,
+        closeables=closeables,
+        consume=consume,
+        events=events,
+        marks=marks,
+        receive=receive,
+        lease_client=lease_client,
+        delivery=delivery,
+    )
+
+
+def _default_lanes(settings: Settings) -> LaneQueue:
+    """Lanes by ``settings.lane_backend``: ``redis`` (shared) or ``memory`` (this process)."""
+    lane_config = LaneConfig(
+        max_concurrent_turns=settings.max_concurrent_turns,
+        lane_cap=settings.lane_cap,
+        debounce_ms=settings.debounce_ms,
+        lane_idle_s=settings.lane_idle_s,
+    )
+    if settings.lane_backend == "redis":
+        from bot.lanes.redis import RedisLaneQueue
+
+        assert settings.redis_url is not None
+        return RedisLaneQueue(lane_config, settings.redis_url, lease_s=settings.lane_lease_s)
+    from bot.lanes.memory import MemoryLaneQueue
+
+    return MemoryLaneQueue(lane_config)
+
+
+def default_agent(settings: Settings, retriever: Retriever | None) -> SupportAgent:
+    """The agent ``settings`` ask for.
+
+    ``agent: scripted``: the zero-latency scripted agent. Otherwise ``LLMAgent`` with the
+    registered tools when ``llm_model`` is set, else the extractive agent over ``retriever``
+    (a retriever that finds nothing when None), answering above the knowledge base's
+    recommended confidence (0.5 without a knowledge base).
+    """
+    if settings.agent == "scripted":
+        from bot.bench import ScriptedAgent  # moved to bot.agent.scripted by the agent split
+
+        return ScriptedAgent()
+    from bot.agent import ExtractiveAgent, LLMAgent, load_tools
+
+    if settings.llm_model:
+        return LLMAgent(settings, load_tools())
+    threshold = 0.5
+    if retriever is not None:
+        from knowledge import RECOMMENDED_MIN_CONFIDENCE
+
+        threshold = RECOMMENDED_MIN_CONFIDENCE
+    return ExtractiveAgent(settings, retriever or NoKnowledge(), min_confidence=threshold)
+
+
+async def build_chat_hub(settings: Settings) -> tuple[Hub, MemoryChannel]:
+    """The hub of ``switchboard chat``: every default, and the memory channel as its only channel.
+
+    Returns:
+        The hub (not started) and its memory channel (``push_message`` / ``pop_message``).
+    """
+    from channels.memory.plugin import MemoryChannel
+
+    channel = MemoryChannel(settings)
+    return await build_hub(settings, channels=[channel]), channel
+
+
+# --- the knowledge base --------------------------------------------------------------------
+async def knowledge_base(settings: Settings) -> KnowledgeBase:
+    """Open the knowledge base's folder itself (``switchboard ingest`` and ``kb eval``).
+
+    Raises:
+        bot.errors.BackendUnavailable: when Qdrant fails (for one, when another process holds
+            the local folder).
+        bot.errors.ConfigError: see :meth:`knowledge.KnowledgeBase.open`.
+    """
+    from knowledge import KnowledgeBase
+
+    return await KnowledgeBase.open(settings)
+
+
+class IndexSnapshot:
+    """A temp-dir copy of the local Qdrant folder; :meth:`close` deletes it.
+
+    Attributes:
+        data_dir: the temp dir used as ``data_dir`` (the copy is ``data_dir / "qdrant"``).
+    """
+
+    def __init__(self, source: Path) -> None:
+        self.data_dir = Path(tempfile.mkdtemp(prefix="switchboard-kb-"))
+        target = self.data_dir / "qdrant"
+        try:
+            shutil.copytree(
+                source,
+                target,
+                ignore=shutil.ignore_patterns(".lock"),
+                copy_function=_copy_consistent,
+            )
+        except BaseException:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+            raise
+
+    async def close(self) -> None:
+        """Delete the copy."""
+        await asyncio.to_thread(shutil.rmtree, self.data_dir, True)
+
+
+def _copy_consistent(src: str, dst: str) -> str:
+    """Copy one file; SQLite databases through the online backup API (a consistent copy)."""
+    if src.endswith(".sqlite"):
+        with (
+            contextlib.closing(sqlite3.connect(f"file:{src}?mode=ro", uri=True)) as source,
+            contextlib.closing(sqlite3.connect(dst)) as target,
+        ):
+            source.backup(target)
+        return dst
+    return str(shutil.copy2(src, dst))
+
+
+def _locked(exc: BaseException) -> bool:
+    return "already accessed by another instance" in str(exc)
+
+
+async def open_knowledge(settings: Settings) -> tuple[KnowledgeBase, IndexSnapshot | None]:
+    """Open the knowledge base; a local index locked by another process opens as a snapshot.
+
+    Returns:
+        The knowledge base, and the snapshot to close after it (None when the folder itself
+        or a Qdrant server was opened).
+
+    Raises:
+        bot.errors.BackendUnavailable: when Qdrant fails for another reason.
+        bot.errors.ConfigError: see :meth:`knowledge.KnowledgeBase.open`.
+    """
+    from knowledge import KnowledgeBase
+
+    try:
+        return await KnowledgeBase.open(settings), None
+    except BackendUnavailable as exc:
+        if settings.qdrant_url is not None or not _locked(exc):
+            raise
+    snapshot = await asyncio.to_thread(IndexSnapshot, settings.qdrant_path)
+    try:
+        kb = await KnowledgeBase.open(settings.model_copy(update={"data_dir": snapshot.data_dir}))
+    except BaseException:
+        await snapshot.close()
+        raise
+    log.info(
+        "worker.index_snapshot",
+        extra={"source": str(settings.qdrant_path), "copy": str(snapshot.data_dir)},
+    )
+    return kb, snapshot
