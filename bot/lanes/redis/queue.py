@@ -324,18 +324,7 @@ class RedisLaneQueue:
         await self._redis.aclose()
 
     async def sweep(self, cursors: dict[str, int] | None = None) -> tuple[dict[str, int], int]:
-        """One sweeper round (:meth:`bot.lanes.redis.sweeper.Sweeper.sweep`).
-
-        Args:
-            cursors: the ``SCAN`` cursor per node name of the previous round (``{}``: start).
-
-        Returns:
-            The cursors to continue from (``{}`` once every node was scanned through) and the
-            number of sessions re-added.
-
-        Raises:
-            redis.exceptions.RedisError, OSError: when Redis cannot be reached.
-        """
+        """One sweeper round: :meth:`bot.lanes.redis.sweeper.Sweeper.sweep` (same contract)."""
         return await self._sweeper.sweep(cursors)
 
     @property
