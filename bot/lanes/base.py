@@ -28,10 +28,14 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Final, Protocol
 
 from bot.config import QueueMode
 from bot.envelope import InboundMessage, SessionKey
+from bot.errors import Draining
+
+CANCEL_GRACE_S: Final = 1.0
+"""Seconds ``drain``/``close`` wait for cancelled turn tasks to unwind."""
 
 
 @dataclass(slots=True)
@@ -101,6 +105,18 @@ class LaneConfig:
     debounce_ms: int = 300
     lane_idle_s: float = 30.0
 
+    def check(self) -> None:
+        """Check the values (every backend does before it takes them).
+
+        Raises:
+            ValueError: when ``max_concurrent_turns`` or ``lane_cap`` is below 1, or
+                ``debounce_ms``/``lane_idle_s`` is negative.
+        """
+        if self.max_concurrent_turns < 1 or self.lane_cap < 1:
+            raise ValueError("max_concurrent_turns and lane_cap must be at least 1")
+        if self.debounce_ms < 0 or self.lane_idle_s < 0:
+            raise ValueError("debounce_ms and lane_idle_s must not be negative")
+
 
 class LaneQueue(Protocol):
     """A per-session lane queue backend."""
@@ -151,6 +167,51 @@ class LaneQueue(Protocol):
 
 
 LaneFactory = Callable[[LaneConfig], LaneQueue]
+
+
+@dataclass(slots=True)
+class LaneLifecycle:
+    """Where a backend is in its life, and the preconditions of ``start`` and ``enqueue``.
+
+    Attributes:
+        handler: the turn handler given to ``start`` (None before).
+        on_overflow: the overflow handler given to ``start`` (None before).
+        draining: ``drain`` began (no turn starts any more, ``enqueue`` refuses).
+        closed: ``close`` ran.
+    """
+
+    handler: TurnHandler | None = None
+    on_overflow: OverflowHandler | None = None
+    draining: bool = False
+    closed: bool = False
+
+    def start(self, handler: TurnHandler, on_overflow: OverflowHandler) -> None:
+        """Check that ``start`` may run, then keep its handlers.
+
+        Raises:
+            RuntimeError: when already started.
+            bot.errors.Draining: when the queue was drained or closed.
+        """
+        if self.handler is not None:
+            raise RuntimeError("lane queue already started")
+        if self.draining or self.closed:
+            raise Draining("lane queue is closed")
+        self.handler = handler
+        self.on_overflow = on_overflow
+
+    def check_open(self) -> None:
+        """Check that ``enqueue`` may run.
+
+        Raises:
+            bot.errors.Draining: when the queue is draining or closed.
+        """
+        if self.draining or self.closed:
+            raise Draining("lane queue is draining")
+
+    @property
+    def consuming(self) -> bool:
+        """Started and not draining: turns may start."""
+        return self.handler is not None and not self.draining
 
 
 def fold_text(messages: Sequence[InboundMessage]) -> str:

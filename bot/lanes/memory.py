@@ -25,8 +25,15 @@ from typing import Final
 
 from bot.config import QueueMode
 from bot.envelope import InboundMessage, SessionKey
-from bot.errors import Draining
-from bot.lanes.base import LaneConfig, LaneStats, OverflowHandler, Turn, TurnHandler
+from bot.lanes.base import (
+    CANCEL_GRACE_S,
+    LaneConfig,
+    LaneLifecycle,
+    LaneStats,
+    OverflowHandler,
+    Turn,
+    TurnHandler,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +41,6 @@ _IDLE: Final = 0
 _DEBOUNCE: Final = 1
 _READY: Final = 2
 _RUNNING: Final = 3
-
-_CANCEL_GRACE_S: Final = 1.0
-"""Seconds ``drain``/``close`` wait for cancelled turn tasks to unwind."""
 
 
 class _Episode:
@@ -116,22 +120,16 @@ class MemoryLaneQueue:
     """
 
     def __init__(self, config: LaneConfig) -> None:
-        if config.max_concurrent_turns < 1 or config.lane_cap < 1:
-            raise ValueError("max_concurrent_turns and lane_cap must be at least 1")
-        if config.debounce_ms < 0 or config.lane_idle_s < 0:
-            raise ValueError("debounce_ms and lane_idle_s must not be negative")
+        config.check()
         self._config = config
         self._debounce_s = config.debounce_ms / 1000.0
         self._lanes: dict[SessionKey, _Lane] = {}
         self._ready: deque[_Lane] = deque()
         self._active = 0
         self._queued = 0
-        self._handler: TurnHandler | None = None
-        self._on_overflow: OverflowHandler | None = None
+        self._life = LaneLifecycle()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._notices: set[asyncio.Task[None]] = set()
-        self._draining = False
-        self._closed = False
 
     # --- public API ---------------------------------------------------------------------------
 
@@ -146,13 +144,8 @@ class MemoryLaneQueue:
             RuntimeError: when already started.
             bot.errors.Draining: when the queue was drained or closed.
         """
-        if self._handler is not None:
-            raise RuntimeError("lane queue already started")
-        if self._draining or self._closed:
-            raise Draining("lane queue is closed")
+        self._life.start(handler, on_overflow)
         self._loop = asyncio.get_running_loop()
-        self._handler = handler
-        self._on_overflow = on_overflow
         self._pump()
 
     async def enqueue(self, msg: InboundMessage, mode: QueueMode) -> int:
@@ -169,8 +162,7 @@ class MemoryLaneQueue:
         Raises:
             bot.errors.Draining: when the queue is draining or closed.
         """
-        if self._draining or self._closed:
-            raise Draining("lane queue is draining")
+        self._life.check_open()
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -215,7 +207,7 @@ class MemoryLaneQueue:
             The messages not handled, oldest first per session (sessions in the order their
             lanes were created). The caller owns them.
         """
-        self._draining = True
+        self._life.draining = True
         self._ready.clear()
         for lane in self._lanes.values():
             self._cancel_timer(lane)
@@ -256,9 +248,9 @@ class MemoryLaneQueue:
 
         Messages still queued are discarded: call :meth:`drain` first to keep them.
         """
-        if not self._draining:
+        if not self._life.draining:
             await self.drain(0.0)
-        self._closed = True
+        self._life.closed = True
         if self._notices:
             for task in self._notices:
                 task.cancel()
@@ -274,7 +266,7 @@ class MemoryLaneQueue:
 
     def _pump(self) -> None:
         """Start turns for ready sessions while slots are free (oldest ready first)."""
-        if self._handler is None or self._draining:
+        if not self._life.consuming:
             return
         cap = self._config.max_concurrent_turns
         ready = self._ready
@@ -325,9 +317,9 @@ class MemoryLaneQueue:
 
     async def _run(self, turn: Turn) -> None:
         """Task boundary of one turn: a handler error is logged, never propagated."""
-        assert self._handler is not None
+        assert self._life.handler is not None
         try:
-            await self._handler(turn)
+            await self._life.handler(turn)
         except Exception:
             first = turn.messages[0]
             logger.exception(
@@ -344,7 +336,7 @@ class MemoryLaneQueue:
             return  # already accounted for (by ``enqueue``)
         self._active -= 1
         lane.task = None
-        if self._draining:
+        if self._life.draining:
             return  # drain() decides what was handled
         lane.running = None
         assert self._loop is not None
@@ -365,7 +357,7 @@ class MemoryLaneQueue:
 
     def _debounce_fired(self, lane: _Lane) -> None:
         lane.timer = None
-        if lane.state != _DEBOUNCE or self._draining:
+        if lane.state != _DEBOUNCE or self._life.draining:
             return
         due = lane.quiet_since + self._debounce_s
         if due > lane.timer_due:
@@ -405,16 +397,16 @@ class MemoryLaneQueue:
             episode.folded += 1
         if new_episode:
             logger.info("lane.overflow", extra={"session_key": lane.key, "lane_cap": cap})
-            if self._on_overflow is not None and self._loop is not None:
+            if self._life.on_overflow is not None and self._loop is not None:
                 task = self._loop.create_task(self._notify_overflow(lane.key, episode))
                 self._notices.add(task)
                 task.add_done_callback(self._notices.discard)
 
     async def _notify_overflow(self, key: SessionKey, episode: _Episode) -> None:
         """Task boundary of one overflow notice; ``n`` is the count folded when it runs."""
-        assert self._on_overflow is not None
+        assert self._life.on_overflow is not None
         try:
-            await self._on_overflow(key, episode.folded)
+            await self._life.on_overflow(key, episode.folded)
         except Exception:
             logger.exception("lane.overflow_notice_failed", extra={"session_key": key})
 
@@ -430,6 +422,6 @@ class MemoryLaneQueue:
 
     async def _unwind(self, tasks: set[asyncio.Task[None]]) -> None:
         """Wait (bounded) for cancelled tasks to finish unwinding."""
-        _, stuck = await asyncio.wait(tasks, timeout=_CANCEL_GRACE_S)
+        _, stuck = await asyncio.wait(tasks, timeout=CANCEL_GRACE_S)
         if stuck:
             logger.warning("lane.turn_stuck", extra={"tasks": len(stuck)})

@@ -12,8 +12,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from bot.lanes.redis import connect
-from bot.lanes.redis_batch import ScriptBatcher
+from bot.lanes.redis.batcher import ScriptBatcher
+from bot.lanes.redis.client import connect
 from tests.fakes.redis_server import RedisServer, free_port
 
 APPEND = "redis.call('RPUSH', KEYS[1], ARGV[1]); return redis.call('LLEN', KEYS[1])"

@@ -1,4 +1,8 @@
-"""Concurrent Lua script calls to one Redis server, sent as one pipeline per event-loop turn.
+"""Calling the lane scripts: by name (:class:`LaneScripts`), pipelined (:class:`ScriptBatcher`).
+
+:class:`LaneScripts` registers the scripts of :mod:`bot.lanes.redis.scripts` on the client;
+per-session scripts made concurrently to one Redis server go out as one pipeline per
+event-loop turn.
 
 Under load a process runs hundreds of lane scripts at once: enqueues of concurrent webhooks,
 begins of a claim batch, acks of turns that end together. One command each costs a pooled
@@ -25,6 +29,9 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
+
+from bot.lanes.redis.client import Client
+from bot.lanes.redis.scripts import SOURCES
 
 MAX_BATCH: Final = 512
 """Most script calls in one pipeline; more wait for the next one."""
@@ -118,3 +125,42 @@ class ScriptBatcher:
             return
         if not c.fut.done():
             c.fut.set_result(reply)
+
+
+class LaneScripts:
+    """The lane scripts registered on one client, called by name.
+
+    Args:
+        client: the lanes' client (see :func:`bot.lanes.redis.client.connect`).
+
+    Attributes:
+        by_name: name (a key of :data:`SOURCES`) -> redis-py ``AsyncScript``; looked up at
+            every call, so a test may wrap one.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.by_name: dict[str, AsyncScript] = {
+            name: client.register_script(source) for name, source in SOURCES.items()
+        }
+        # Enqueues, begins and acks made together go out as one pipeline (single server only:
+        # a cluster client routes each script by its keys' slot itself).
+        self._batch = ScriptBatcher(client) if isinstance(client, aioredis.Redis) else None
+
+    async def run(self, name: str, keys: Sequence[str], args: Sequence[str | int] = ()) -> Any:
+        """Run one script now (``EVALSHA``, loading it first when the server lacks it).
+
+        Raises:
+            redis.exceptions.RedisError, OSError: as redis-py's ``AsyncScript`` does.
+        """
+        return await self.by_name[name](keys=keys, args=args)
+
+    async def batched(self, name: str, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """Run a per-session script; batched with concurrent ones on a single server.
+
+        Raises:
+            redis.exceptions.RedisError, OSError: as :class:`ScriptBatcher` does.
+        """
+        script = self.by_name[name]
+        if self._batch is not None:
+            return await self._batch(script, keys, args)
+        return await script(keys=keys, args=args)

@@ -29,6 +29,13 @@ from __future__ import annotations
 
 from typing import Final
 
+from bot.config import QueueMode
+
+MODE_LETTER: Final = {QueueMode.COLLECT: "c", QueueMode.FOLLOWUP: "f", QueueMode.INTERRUPT: "i"}
+"""The mode letter that starts a session list entry, per queue mode."""
+LETTER_MODE: Final = {v: k for k, v in MODE_LETTER.items()}
+"""The queue mode of each mode letter."""
+
 _NOW: Final = """
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local _t = redis.call('TIME')
@@ -375,3 +382,17 @@ return out
 """
 """Re-add to the ready zset those of the given sessions that no global structure holds (ready,
 delayed, slots, held). Returns the sessions re-added; wakes the workers when there are any."""
+
+SOURCES: Final = {
+    "S_ENQUEUE": S_ENQUEUE,
+    "S_BEGIN": S_BEGIN,
+    "S_ACK": S_ACK,
+    "S_YIELD": S_YIELD,
+    "S_HEARTBEAT": S_HEARTBEAT,
+    "S_NOTICE": S_NOTICE,
+    "G_STEP": G_STEP,
+    "G_HEARTBEAT": G_HEARTBEAT,
+    "S_STUCK": S_STUCK,
+    "G_SWEEP": G_SWEEP,
+}
+"""Every lane script by name."""
