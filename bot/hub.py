@@ -850,7 +850,7 @@ async def build_hub(
         if snapshot is not None:
             closeables.append(snapshot)
     if agent is None and settings.agent == "scripted":
-        from bot.bench import ScriptedAgent
+        from bot.agent.scripted import ScriptedAgent
 
         agent = ScriptedAgent()
     if agent is None:
