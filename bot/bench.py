@@ -33,23 +33,10 @@ from typing import Any, ClassVar
 import psutil
 from aiohttp import web
 
-from bot.agent import AgentReply, TurnInput
+from bot.agent.scripted import ScriptedAgent
 from bot.channel import HubAPI, Ignored, ParseResult
 from bot.config import QueueMode, Settings, load_settings
 from bot.envelope import InboundMessage, OutboundMessage, Participant, session_key
-
-
-class ScriptedAgent:
-    """A zero-latency agent (optionally sleeping ``delay_s`` seconds) with a fixed answer."""
-
-    def __init__(self, delay_s: float = 0.0) -> None:
-        self.delay_s = delay_s
-
-    async def respond(self, turn: TurnInput) -> AgentReply:
-        """Answer at once (or after ``delay_s``)."""
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
-        return AgentReply(text="ok")
 
 
 class BenchChannel:

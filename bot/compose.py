@@ -191,13 +191,15 @@ def default_agent(settings: Settings, retriever: Retriever | None) -> SupportAge
     recommended confidence (0.5 without a knowledge base).
     """
     if settings.agent == "scripted":
-        from bot.bench import ScriptedAgent  # moved to bot.agent.scripted by the agent split
+        from bot.agent.scripted import ScriptedAgent
 
         return ScriptedAgent()
     from bot.agent import ExtractiveAgent, LLMAgent, load_tools
 
     if settings.llm_model:
-        return LLMAgent(settings, load_tools())
+        from plugins.escalation.registry import builtin_tools
+
+        return LLMAgent(settings, load_tools(fallback=builtin_tools))
     threshold = 0.5
     if retriever is not None:
         from knowledge import RECOMMENDED_MIN_CONFIDENCE

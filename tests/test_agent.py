@@ -14,20 +14,19 @@ from typing import Any
 import litellm
 import pytest
 
-from bot.agent import (
-    AgentReply,
-    ExtractiveAgent,
-    LLMAgent,
-    TurnInput,
-    load_tools,
-    strip_citation_markers,
-)
+from bot.agent import tools as agent_tools
+from bot.agent.base import AgentReply, TurnInput
+from bot.agent.citations import strip_citation_markers
+from bot.agent.extractive import ExtractiveAgent
+from bot.agent.llm import LLMAgent
+from bot.agent.tools import BUILTIN_TOOLS, load_tools
 from bot.config import Settings
 from bot.envelope import TALK_TO_HUMAN, InboundMessage, Participant, SessionKey, utcnow
 from bot.errors import ConfigError, LLMUnavailable
 from bot.retrieval import Passage
 from bot.store.base import Role, StoredMessage
 from bot.tools import ToolContext
+from plugins.escalation.registry import builtin_tools
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.retriever import FixedRetriever, passage
 from tests.fakes.tickets import MemoryTickets
@@ -476,6 +475,21 @@ class TestLoadTools:
     def test_unknown_name(self) -> None:
         with pytest.raises(ConfigError, match="nope"):
             load_tools(["nope"])
+
+    def test_builtin_order_is_the_registry_order(self) -> None:
+        assert tuple(t.name for t in builtin_tools()) == BUILTIN_TOOLS
+
+    def test_no_entry_points_uses_the_fallback(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr(agent_tools, "entry_points", lambda group: ())
+        assert [type(t) for t in load_tools(fallback=builtin_tools)] == [
+            type(t) for t in builtin_tools()
+        ]
+        assert [t.name for t in load_tools(["get_ticket"], fallback=builtin_tools)] == [
+            "get_ticket"
+        ]
+        assert load_tools() == []
+        with pytest.raises(ConfigError, match="get_ticket"):
+            load_tools(["get_ticket"])
 
 
 @pytest.mark.parametrize(

@@ -1,8 +1,9 @@
 """The tools that ship with Switchboard, for when entry points are not installed.
 
-``bot.agent.load_tools`` finds tools through the ``switchboard.tools`` entry points declared in
-``pyproject.toml``; when the package is not installed (a source checkout), it falls back to
-:func:`builtin_tools`.
+``bot.agent.tools.load_tools`` finds tools through the ``switchboard.tools`` entry points
+declared in ``pyproject.toml``; when the package is not installed (a source checkout), the
+composition root passes :func:`builtin_tools` as its ``fallback`` (``bot`` never imports
+``plugins``).
 """
 
 from __future__ import annotations
