@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     drain_timeout_s: float = 20.0
     log_level: str = "INFO"
     log_json: bool = True
+    # OpenTelemetry traces: exported by OTLP/HTTP to this URL (e.g.
+    # http://collector:4318/v1/traces) when set; no tracer provider at all when unset.
+    otel_endpoint: str | None = None
+    otel_service_name: str = "switchboard"
     console_session_secret: SecretStr | None = None
     demo_site: bool = True
 

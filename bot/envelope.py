@@ -180,6 +180,10 @@ class InboundMessage(BaseModel):
         mentioned: True when the bot was mentioned (group chats).
         action: the id of a button the customer pressed, when this is a button press.
         raw: the verified platform payload, kept for channel-specific replies.
+        trace_context: W3C Trace Context headers (``traceparent``, ``tracestate``) of the
+            ingest span, and ``enqueued_ns`` (Unix time in nanoseconds when the message entered
+            its lane), so the process that runs the turn continues the message's trace
+            (:mod:`bot.tracing`). Empty when tracing is off.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -199,6 +203,7 @@ class InboundMessage(BaseModel):
     mentioned: bool = False
     action: str | None = None
     raw: dict[str, Any] = Field(default_factory=dict)
+    trace_context: dict[str, str] = Field(default_factory=dict)
 
     @property
     def dedupe_key(self) -> tuple[str, str, str]:
