@@ -18,6 +18,7 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
+from bot import tracing
 from bot.config import Settings, load_settings
 from bot.errors import ConfigError, SwitchboardError
 
@@ -159,6 +160,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = _settings(args, host=args.host, port=args.port, workers=args.workers)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    tracing.configure(settings, role="serve" if settings.workers >= 1 else "ingress")
     check_bind(settings.host, api_keys_configured=bool(settings.api_keys))
     if settings.workers < 0:
         raise ConfigError("--workers must be 0 or more")
@@ -195,6 +197,7 @@ async def _serve_hub(
     try:
         await run_server(hub, settings.host, settings.port)
     finally:
+        tracing.shutdown()
         for child in children:
             if child.returncode is None:
                 child.terminate()
@@ -218,6 +221,7 @@ def _worker(args: argparse.Namespace) -> int:
 
     settings = _settings(args, host=args.host, port=args.port)
     configure_logging(settings.log_level, json_lines=settings.log_json)
+    tracing.configure(settings, role="worker")
     if settings.lane_backend != "redis":
         raise ConfigError(
             "switchboard worker needs shared lanes: "
@@ -230,7 +234,10 @@ def _worker(args: argparse.Namespace) -> int:
 async def _worker_hub(settings: Settings) -> int:
     from bot.worker import serve_worker
 
-    await serve_worker(settings)
+    try:
+        await serve_worker(settings)
+    finally:
+        tracing.shutdown()
     return 0
 
 

@@ -140,6 +140,12 @@ async def build_hub(
         closeables.append(kb)
         if snapshot is not None:
             closeables.append(snapshot)
+    if retriever is not None:
+        from bot import tracing
+        from bot.retrieval import TracedRetriever
+
+        if tracing.enabled():
+            retriever = TracedRetriever(retriever)
     if agent is None:
         agent = default_agent(settings, retriever)
     if channels is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from bot import tracing
 from bot.envelope import Citation
 
 
@@ -60,6 +61,29 @@ class NoKnowledge:
     async def search(self, query: str, *, top_k: int = 5) -> list[Passage]:
         """No passages, ever."""
         return []
+
+
+class TracedRetriever:
+    """A :class:`Retriever` that records each search as a ``switchboard.retrieval`` span.
+
+    Attributes on the span: ``switchboard.top_k`` and ``switchboard.passages`` (how many came
+    back); never the query. Every other attribute (``ingest``, ``close``...) is the inner
+    retriever's, so the wrapper stands wherever the knowledge base does.
+    """
+
+    def __init__(self, inner: Retriever) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def search(self, query: str, *, top_k: int = 5) -> list[Passage]:
+        """The inner retriever's passages, unchanged."""
+        with tracing.span(tracing.Span.RETRIEVAL, attributes={"switchboard.top_k": top_k}) as sp:
+            passages = await self.inner.search(query, top_k=top_k)
+            if sp is not None:
+                sp.set_attribute("switchboard.passages", len(passages))
+            return passages
 
 
 def citations_of(passages: list[Passage], limit: int) -> list[Citation]:

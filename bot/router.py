@@ -27,6 +27,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Protocol, cast
 
+from bot import tracing
 from bot.agent import AgentReply, SupportAgent, TurnInput
 from bot.channel import ChannelPlugin, StreamingChannel
 from bot.config import QueueMode, Settings
@@ -45,6 +46,7 @@ from bot.retrieval import Retriever
 from bot.store.base import Role, SessionMode, Store, StoredMessage
 from bot.streaming import AnswerStream
 from bot.tools import TicketBackend, ToolContext
+from bot.tracing import Span
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +131,14 @@ class Router:
         last = messages[-1]
         started = time.monotonic()
         hub.metrics.active_turns.inc()
+        ctx = tracing.record_lane_wait(messages[0].trace_context) if tracing.enabled() else None
+        attributes: dict[str, str | int] = {
+            "messaging.system": last.channel,
+            "switchboard.messages": len(messages),
+        }
         try:
-            await self._run(turn, last)
+            with tracing.span(Span.TURN, context=ctx, attributes=attributes):
+                await self._run(turn, last)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

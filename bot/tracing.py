@@ -17,9 +17,10 @@ Spans carry ids, names, counts and durations, never message text or customer dat
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -52,6 +53,61 @@ class Span:
 def tracer() -> trace.Tracer:
     """The hub's tracer: the global provider's, a no-op one when tracing is off."""
     return trace.get_tracer(TRACER_NAME)
+
+
+_NOOP: Final = contextlib.nullcontext()
+
+
+def enabled() -> bool:
+    """True when :func:`configure` installed a tracer provider in this process."""
+    return _configured is not None
+
+
+def span(
+    name: str,
+    *,
+    context: otel_context.Context | None = None,
+    attributes: Mapping[str, str | int | float | bool] | None = None,
+) -> contextlib.AbstractContextManager[Any]:
+    """A context manager running its block inside a new current span called ``name``.
+
+    When tracing is off it is a shared ``nullcontext``: no span object, no context switch.
+
+    Args:
+        name: one of :class:`Span`.
+        context: the parent context (from :func:`extract`); the current one when None.
+        attributes: span attributes (ids, counts, model names: never message text).
+    """
+    if _configured is None:
+        return _NOOP
+    return tracer().start_as_current_span(name, context=context, attributes=attributes)
+
+
+def record_lane_wait(trace_context: Mapping[str, str]) -> otel_context.Context:
+    """The context of a message's trace, after recording its wait in the lane.
+
+    Args:
+        trace_context: the envelope's ``trace_context`` (see :func:`enqueue_context`).
+
+    Returns:
+        The context the turn's span continues (a new trace when the carrier is empty).
+    """
+    ctx = extract(trace_context)
+    if _configured is not None and "enqueued_ns" in trace_context:
+        wait = tracer().start_span(
+            Span.LANE_WAIT, context=ctx, start_time=int(trace_context["enqueued_ns"])
+        )
+        wait.end()
+    return ctx
+
+
+def enqueue_context(now_ns: int) -> dict[str, str]:
+    """The ``trace_context`` of a message entering its lane: W3C headers and ``enqueued_ns``.
+
+    Args:
+        now_ns: Unix time in nanoseconds (``time.time_ns()``).
+    """
+    return {**inject(), "enqueued_ns": str(now_ns)}
 
 
 def inject() -> dict[str, str]:

@@ -22,6 +22,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from bot import tracing
 from bot.channel import ChannelPlugin
 from bot.envelope import OutboundKind, OutboundMessage, channel_of
 from bot.errors import RateLimited
@@ -31,6 +32,7 @@ from bot.hub.outbox import Outbox
 from bot.hub.policy import RETRYABLE_SEND_ERRORS, DeliveryPolicy
 from bot.observability import Metrics
 from bot.store.base import NewMessage, Role, Store, StoredMessage
+from bot.tracing import Span
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,10 @@ class Egress:
             The stored message (the earlier one when ``idempotency_key`` was delivered before;
             then nothing is sent again).
         """
+        with tracing.span(Span.DELIVER, attributes={"switchboard.kind": str(out.kind)}):
+            return await self._deliver(out)
+
+    async def _deliver(self, out: OutboundMessage) -> StoredMessage:
         role = _ROLE_OF_KIND[out.kind]
         [stored] = await self.store.append(
             [
@@ -148,7 +154,10 @@ class Egress:
             return
         try:
             try:
-                await channel.send(out)
+                with tracing.span(
+                    Span.PLATFORM_SEND, attributes={"messaging.system": channel.name}
+                ):
+                    await channel.send(out)
             except RETRYABLE_SEND_ERRORS as exc:
                 log.warning(
                     "hub.send_retrying",

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from cachetools import TTLCache
 from redis.exceptions import RedisError
 
+from bot import tracing
 from bot.channel import IngestReceipt
 from bot.config import Settings
 from bot.envelope import InboundMessage, SessionKey
@@ -24,6 +25,7 @@ from bot.events import EventBus, HubEvent
 from bot.lanes.base import LaneQueue
 from bot.observability import Metrics
 from bot.store.base import Store
+from bot.tracing import Span
 
 if TYPE_CHECKING:
     from bot.events_redis import EnqueueMarks
@@ -104,6 +106,10 @@ class Ingress:
                 reaches another process).
             bot.errors.BackendUnavailable: the store cannot keep the message (503).
         """
+        with tracing.span(Span.INGEST, attributes={"messaging.system": msg.channel}):
+            return await self._ingest(msg)
+
+    async def _ingest(self, msg: InboundMessage) -> IngestReceipt:
         dkey = msg.dedupe_key
         seen = self._seen.get(dkey)
         if seen is not None:
@@ -154,7 +160,11 @@ class Ingress:
             Draining: the lanes are shutting down.
             bot.errors.BackendUnavailable: the lanes cannot take it.
         """
-        await self.lanes.enqueue(msg, self.settings.queue_mode_for(msg.channel))
+        with tracing.span(Span.ENQUEUE):
+            if tracing.enabled():  # the worker that runs the turn continues this trace
+                ctx = tracing.enqueue_context(time.time_ns())
+                msg = msg.model_copy(update={"trace_context": ctx})
+            await self.lanes.enqueue(msg, self.settings.queue_mode_for(msg.channel))
         if self.marks is not None:
             self.marks.mark(msg)
 

@@ -62,6 +62,7 @@ class Deployment:
     redis: RedisServer
     database_url: str
     procs: list[Proc] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment of a hub process."""
@@ -83,6 +84,7 @@ class Deployment:
             }
         )
         env.pop("SWITCHBOARD_API_KEYS", None)
+        env.update(self.extra_env)
         env.update(extra)
         return env
 
