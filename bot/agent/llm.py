@@ -18,6 +18,7 @@ from litellm.router import Router
 from litellm.types.router import RouterRateLimitError
 from pydantic import ValidationError
 
+from bot import tracing
 from bot.agent.base import (
     ESCALATE_AGENT_TOOL,
     ESCALATE_NO_ANSWER,
@@ -35,6 +36,7 @@ from bot.envelope import TALK_TO_HUMAN
 from bot.errors import BackendUnavailable, ConfigError, Forbidden, LLMUnavailable, SwitchboardError
 from bot.retrieval import Passage
 from bot.tools import Tool, ToolContext
+from bot.tracing import Span
 
 log = logging.getLogger(__name__)
 
@@ -251,10 +253,14 @@ class LLMAgent:
             kwargs["tools"] = self._specs
             kwargs["tool_choice"] = "none" if forbid_tools else "auto"
         try:
-            if stream is None:
-                response = await self._router.acompletion(**kwargs)
-            else:
-                response = await self._stream(kwargs, stream)
+            model = {"gen_ai.request.model": self._model}
+            with tracing.span(Span.LLM_CALL, attributes=model) as span:
+                if stream is None:
+                    response = await self._router.acompletion(**kwargs)
+                else:
+                    response = await self._stream(kwargs, stream)
+                if span is not None:
+                    _record_usage(span, response)
         except _LLM_ERRORS as exc:
             log.warning(
                 "agent.llm_failed",
@@ -306,7 +312,8 @@ class LLMAgent:
             return _tool_error("invalid_arguments", json.dumps(details, default=str))
         log_extra = {**extra, "tool": call.name}
         try:
-            result = await tool(args, ctx)
+            with tracing.span(Span.TOOL_CALL, attributes={"gen_ai.tool.name": call.name}):
+                result = await tool(args, ctx)
         except Forbidden as exc:
             log.info("agent.tool_refused", extra={**log_extra, "error": str(exc)})
             return _tool_error("refused", f"not allowed: {exc}")
@@ -344,6 +351,17 @@ def _texts_by_doc(content: Any) -> dict[str, str]:
             if isinstance(p, dict) and isinstance(p.get("doc_id"), str):
                 out[p["doc_id"]] = out.get(p["doc_id"], "") + "\n" + str(p.get("text", ""))
     return out
+
+
+def _record_usage(span: Any, response: Any) -> None:
+    """Token counts and the answering model on an LLM span (OpenTelemetry GenAI names)."""
+    usage = getattr(response, "usage", None)
+    span.set_attribute("gen_ai.usage.input_tokens", int(getattr(usage, "prompt_tokens", 0) or 0))
+    output = int(getattr(usage, "completion_tokens", 0) or 0)
+    span.set_attribute("gen_ai.usage.output_tokens", output)
+    model = getattr(response, "model", None)
+    if model:
+        span.set_attribute("gen_ai.response.model", str(model))
 
 
 def _completion_of(response: Any) -> _Completion:
