@@ -51,7 +51,7 @@ def intents() -> discord.Intents:
 
 
 class ButtonHandler(Protocol):
-    """What takes a pressed reply button (:meth:`channels.discord.receive.DiscordReceiver`)."""
+    """What takes a pressed reply button (:class:`channels.discord.receive.DiscordReceiver`)."""
 
     async def on_button(self, interaction: discord.Interaction[Any]) -> None:
         """Handle one pressed :class:`ActionButton`."""
