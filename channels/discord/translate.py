@@ -19,6 +19,9 @@ Session keys (see :mod:`bot.envelope`)::
 
 A thread started from a message has the id of that message, so the session of a mention in a
 guild channel is known before the thread exists.
+
+The JSON objects are validated by :mod:`channels.discord.models`; replies are rendered by
+:mod:`channels.discord.render`.
 """
 
 from __future__ import annotations
@@ -27,32 +30,23 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Any
 
 from bot.channel import Ignored, Parsed, ParseResult
-from bot.envelope import (
-    Attachment,
-    Citation,
-    InboundMessage,
-    OutboundKind,
-    OutboundMessage,
-    Participant,
-    SessionKey,
-    session_key,
-)
+from bot.envelope import Attachment, InboundMessage, Participant, SessionKey, session_key
 from bot.errors import PayloadInvalid
+from channels.discord.models import (
+    DiscordInteraction,
+    DiscordMessage,
+    PartialChannel,
+    parse_interaction,
+    parse_message,
+)
 
 CHANNEL = "discord"
-MAX_MESSAGE_CHARS = 2000
-"""Discord's limit on ``content`` of one message (characters)."""
-MAX_THREAD_NAME_CHARS = 100
-MAX_BUTTONS = 25
-"""Five action rows of five buttons."""
 UNKNOWN_BOT = "bot"
 """Account of direct-message sessions when the bot id is unknown (``switchboard parse``)."""
 SUPPORT_COMMAND = "support"
@@ -75,115 +69,6 @@ _GATEWAY_OPCODES = {
     10: "hello",
     11: "heartbeat ack",
 }
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class DiscordUser(_Model):
-    """A user object (resources/user#user-object); only the fields the hub uses."""
-
-    id: str
-    username: str = ""
-    global_name: str | None = None
-    bot: bool = False
-    system: bool = False
-
-    @property
-    def display_name(self) -> str:
-        """``global_name`` when set, else ``username``."""
-        return self.global_name or self.username or self.id
-
-
-class DiscordMember(_Model):
-    """A guild member (``nick`` and, in interactions, ``user``)."""
-
-    user: DiscordUser | None = None
-    nick: str | None = None
-
-
-class DiscordAttachment(_Model):
-    """An attachment object (``size`` in bytes)."""
-
-    id: str
-    filename: str
-    size: int | None = None
-    url: str | None = None
-    content_type: str | None = None
-
-
-class DiscordMessage(_Model):
-    """A message object as sent in ``MESSAGE_CREATE`` (with ``guild_id`` for guild messages)."""
-
-    id: str
-    channel_id: str
-    guild_id: str | None = None
-    author: DiscordUser
-    member: DiscordMember | None = None
-    content: str = ""
-    timestamp: datetime
-    type: int = 0
-    flags: int = 0
-    webhook_id: str | None = None
-    mentions: list[DiscordUser] = []
-    mention_roles: list[str] = []
-    attachments: list[DiscordAttachment] = []
-    message_reference: dict[str, Any] | None = None
-
-
-class PartialChannel(_Model):
-    """The partial channel of an interaction, or a full channel object."""
-
-    id: str
-    type: int
-    guild_id: str | None = None
-    parent_id: str | None = None
-    owner_id: str | None = None
-    name: str | None = None
-
-
-class InteractionData(_Model):
-    """``data`` of an application command (``name``, ``options``) or component (``custom_id``)."""
-
-    name: str | None = None
-    type: int | None = None
-    options: list[dict[str, Any]] = []
-    custom_id: str | None = None
-    component_type: int | None = None
-
-
-class DiscordInteraction(_Model):
-    """An interaction object (``member`` in guilds, ``user`` in DMs)."""
-
-    id: str
-    application_id: str | None = None
-    type: int
-    token: str
-    guild_id: str | None = None
-    channel_id: str | None = None
-    channel: PartialChannel | None = None
-    member: DiscordMember | None = None
-    user: DiscordUser | None = None
-    data: InteractionData | None = None
-    locale: str | None = None
-
-    @property
-    def invoker(self) -> DiscordUser | None:
-        """Who pressed or typed it: ``member.user`` in guilds, ``user`` in DMs."""
-        if self.member is not None and self.member.user is not None:
-            return self.member.user
-        return self.user
-
-    def option(self, name: str) -> str | None:
-        """The string value of a top-level command option, if given."""
-        for opt in self.data.options if self.data else []:
-            if opt.get("name") == name and isinstance(opt.get("value"), str):
-                return str(opt["value"])
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,42 +148,6 @@ def decode_payload(data: bytes) -> GatewayEvent | Ignored:
     if "token" in obj and "type" in obj and "id" in obj:
         return GatewayEvent("INTERACTION_CREATE", obj)
     return Ignored("not a Discord message, interaction or gateway frame")
-
-
-def parse_message(data: Mapping[str, Any]) -> DiscordMessage:
-    """Validate a message object.
-
-    Raises:
-        PayloadInvalid: a required field is missing or has the wrong type (``field`` names it).
-    """
-    return _validate(DiscordMessage, data, "d")
-
-
-def parse_interaction(data: Mapping[str, Any]) -> DiscordInteraction:
-    """Validate an interaction object.
-
-    Raises:
-        PayloadInvalid: a required field is missing or has the wrong type.
-    """
-    return _validate(DiscordInteraction, data, "d")
-
-
-def parse_channel(data: Mapping[str, Any]) -> PartialChannel:
-    """Validate a channel object (``GET /channels/{id}``).
-
-    Raises:
-        PayloadInvalid: a required field is missing or has the wrong type.
-    """
-    return _validate(PartialChannel, data, "channel")
-
-
-def _validate(model: type[_M], data: Mapping[str, Any], root: str) -> _M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join([root, *(str(p) for p in err["loc"])])
-        raise PayloadInvalid(f"{where}: {err['msg']}", field=where) from exc
 
 
 def bot_id_from_token(token: str) -> str | None:
@@ -581,101 +430,3 @@ def address_of(key: SessionKey | str) -> DiscordAddress:
     if len(parts) == 5 and parts[0] == CHANNEL and parts[3] == "thread":
         return DiscordAddress(channel_id=parts[4])
     raise PayloadInvalid(f"not a Discord session key: {key!r}", field="session_key")
-
-
-def render_text(out: OutboundMessage) -> str:
-    """The message text for Discord (its Markdown is close to CommonMark; kept as is).
-
-    A human agent's reply is signed with the agent's name in bold.
-    """
-    text = out.text.strip()
-    if out.kind == OutboundKind.AGENT and out.author:
-        return f"**{out.author}** (support team): {text}"
-    return text
-
-
-def split_message(text: str, limit: int = MAX_MESSAGE_CHARS) -> list[str]:
-    """Split ``text`` into messages of at most ``limit`` characters.
-
-    Cuts at the last paragraph break, else line break, else space before the limit; a run
-    without any is cut hard. Fenced code blocks cut in two are closed and reopened.
-
-    Returns:
-        The parts (at least one; an empty text gives ``[""]``).
-    """
-    parts: list[str] = []
-    rest = text
-    reopen = ""
-    while len(reopen) + len(rest) > limit:
-        room = limit - len(reopen)
-        window = rest[:room]
-        cut = -1
-        for sep in ("\n\n", "\n", " "):
-            cut = window.rfind(sep)
-            if cut > room // 4:
-                break
-        if cut <= 0:
-            cut = room
-        head, rest = rest[:cut].rstrip(), rest[cut:].lstrip("\n ")
-        chunk = reopen + head
-        fence = _open_fence(chunk)
-        if fence is not None and len(chunk) + 4 <= limit:
-            chunk += "\n```"
-            reopen = fence + "\n"
-        else:
-            reopen = ""
-        parts.append(chunk)
-    parts.append(reopen + rest)
-    return parts
-
-
-def _open_fence(text: str) -> str | None:
-    """The opening line of a fenced code block left open at the end of ``text``, if any."""
-    opening: str | None = None
-    for line in text.splitlines():
-        if line.lstrip().startswith("```"):
-            opening = None if opening is not None else line.strip()
-    return opening
-
-
-def citations_embed(citations: Sequence[Citation]) -> dict[str, Any] | None:
-    """The ``Sources`` embed (resources/message#embed-object) listing cited documents.
-
-    Returns:
-        An embed dict with a numbered ``description`` (``[title](url)`` when a URL is known),
-        or None without citations.
-    """
-    if not citations:
-        return None
-    lines = []
-    for n, c in enumerate(citations, 1):
-        title = c.title.replace("[", "(").replace("]", ")")
-        lines.append(f"{n}. [{title}]({c.url})" if c.url else f"{n}. {title}")
-    return {"title": "Sources", "description": "\n".join(lines)[:4096], "type": "rich"}
-
-
-_EMBED_LINE = re.compile(r"^\d+\. (?:\[(?P<linked>.*)\]\((?P<url>[^)\s]+)\)|(?P<plain>.*))$")
-
-
-def embed_citations(embed: Mapping[str, Any]) -> list[tuple[str, str | None]]:
-    """Read a :func:`citations_embed` back: ``[(title, url or None), ...]``."""
-    out: list[tuple[str, str | None]] = []
-    for line in str(embed.get("description", "")).splitlines():
-        m = _EMBED_LINE.match(line)
-        if m is None:
-            continue
-        if m.group("plain") is not None:
-            out.append((m.group("plain"), None))
-        else:
-            out.append((m.group("linked"), m.group("url")))
-    return out
-
-
-def thread_name(text: str, fallback: str) -> str:
-    """A thread name from the customer's first words (at most 100 characters)."""
-    words = " ".join(text.split())
-    if not words:
-        return fallback[:MAX_THREAD_NAME_CHARS]
-    if len(words) <= MAX_THREAD_NAME_CHARS:
-        return words
-    return words[: MAX_THREAD_NAME_CHARS - 1].rsplit(" ", 1)[0] + "…"

@@ -30,6 +30,7 @@ from bot.config import Settings
 from bot.envelope import OutboundKind, OutboundMessage, SessionKey
 from bot.rate_limits import counted, counter_storage
 from channels.email.imap import ImapReader, ImapUrl, UidState
+from channels.email.render import render_reply
 from channels.email.smtp import (
     Accepted,
     DeliveryRefused,
@@ -43,7 +44,6 @@ from channels.email.translate import (
     ThreadInfo,
     parse_session_key,
     parse_with_settings,
-    render_reply,
     thread_of,
 )
 

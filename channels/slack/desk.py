@@ -32,10 +32,10 @@ from bot.handoff import Handoff
 from bot.store.base import AgentAccount, Conversation, Role, SessionMode
 from channels.slack.render import escape, to_mrkdwn
 from channels.slack.translate import DESK_ACTION_PREFIX, mrkdwn_to_markdown, team_of
+from channels.slack.web_api import SlackWebApi
 
 if TYPE_CHECKING:
     from bot.channel import HubAPI
-    from channels.slack.plugin import SlackChannel
 
 log = logging.getLogger(__name__)
 
@@ -67,16 +67,16 @@ class SlackDesk:
     """The agents' channel of a :class:`~channels.slack.plugin.SlackChannel`.
 
     Args:
-        channel: the Slack channel plugin (its client and token resolver are used).
+        web: the started Slack channel's Web API (its client and bot tokens).
         hub: the hub (needs ``handoff``, ``store`` and ``events``).
         target: ``slack_agents_channel`` (``C...`` or ``T...:C...``).
     """
 
-    def __init__(self, channel: SlackChannel, hub: HubAPI, target: str) -> None:
+    def __init__(self, web: SlackWebApi, hub: HubAPI, target: str) -> None:
         team, sep, channel_id = target.partition(":")
         self.team: str | None = team if sep else None
         self.channel_id = channel_id if sep else target
-        self.slack = channel
+        self.web = web
         self.hub = hub
         self.threads: dict[SessionKey, DeskThread] = {}
         self.sessions_by_ts: dict[str, SessionKey] = {}
@@ -384,14 +384,7 @@ class SlackDesk:
         )
 
     async def _api(self, method: str, **kwargs: Any) -> dict[str, Any]:
-        from channels.slack.plugin import call_api
-
-        client, resolver = self.slack._require_client()
-        token = await resolver.bot_token(team_id=self.team)
-        bound: Any = {
-            "chat.postMessage": client.chat_postMessage,
-            "chat.update": client.chat_update,
-            "users.info": client.users_info,
-        }[method]
-        response = await call_api(method, bound, token=token, **kwargs)
+        """Call ``method`` with the desk workspace's bot token; the answer's JSON object."""
+        token = await self.web.bot_token(team_id=self.team)
+        response = await self.web.call(method, token=token, **kwargs)
         return dict(response.data) if isinstance(response.data, dict) else {}

@@ -15,7 +15,7 @@ from bot.channel import IngestReceipt
 from bot.envelope import Citation, InboundMessage, SessionKey, session_key
 from bot.store.base import Role, StoredMessage
 from channels.discord.plugin import DiscordChannel
-from channels.discord.translate import embed_citations
+from channels.discord.render import embed_citations
 from tests.channels.discord.frames import CUSTOMER, message
 from tests.channels.support import Delivery, Receipt
 from tests.fakes.discord_api import BOT_ID, FakeDiscord, Recorded

@@ -63,7 +63,7 @@ async def test_shutdown_ingests_what_the_gateway_delivered_while_turns_still_rep
     await fake_discord.dispatch("MESSAGE_CREATE", message("1502", "second", channel_id=DM))
     await fake_discord.dispatch("MESSAGE_CREATE", message("1503", "third", channel_id=DM))
     await asyncio.wait_for(reached.wait(), 5)
-    await eventually(lambda: plugin_of(discord_hub)._inbox.qsize() == 1)  # 1503 waits
+    await eventually(lambda: plugin_of(discord_hub).receiver.inbox.qsize() == 1)  # 1503 waits
 
     stopping = asyncio.create_task(discord_hub.stop(timeout_s=3.0))
     await eventually(lambda: fake_discord.identified != [] and not fake_discord._sockets)

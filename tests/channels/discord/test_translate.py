@@ -14,16 +14,15 @@ from bot.config import Settings
 from bot.envelope import Citation, OutboundKind, OutboundMessage, SessionKey
 from bot.errors import PayloadInvalid
 from channels.discord.plugin import DiscordChannel
-from channels.discord.translate import (
+from channels.discord.render import (
     MAX_MESSAGE_CHARS,
-    address_of,
-    bot_id_from_token,
     citations_embed,
     embed_citations,
     render_text,
     split_message,
     thread_name,
 )
+from channels.discord.translate import address_of, bot_id_from_token
 from tests.channels.discord.frames import (
     CHANNEL,
     CUSTOMER,

@@ -14,7 +14,7 @@ import pytest_asyncio
 from bs4 import BeautifulSoup
 
 from bot.envelope import Citation
-from channels.email.translate import SIGNATURE_SEPARATOR
+from channels.email.render import SIGNATURE_SEPARATOR
 from tests.channels.support import Delivery
 from tests.fakes.dovecot import Dovecot, run_dovecot
 from tests.fakes.smtp_sink import Received, SmtpSink, smtp_sink

@@ -14,7 +14,8 @@ import base64
 import pytest
 
 from bot.channel import Parsed
-from channels.email.translate import parse_email, strip_quoted
+from channels.email.body import strip_quoted
+from channels.email.translate import parse_email
 from tests.channels.email.conftest import SUPPORT
 
 

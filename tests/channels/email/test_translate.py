@@ -12,15 +12,14 @@ import pytest
 from bot.channel import Ignored, Parsed
 from bot.envelope import TALK_TO_HUMAN, Citation, OutboundKind, OutboundMessage
 from bot.errors import PayloadInvalid, PayloadTooLarge
+from channels.email.body import strip_quoted
+from channels.email.render import render_reply, reply_subject
 from channels.email.translate import (
     ParsedEmail,
     ThreadInfo,
     email_session_key,
     parse_email,
     parse_session_key,
-    render_reply,
-    reply_subject,
-    strip_quoted,
 )
 from tests.channels.email.conftest import EMAILS, SUPPORT
 

@@ -348,7 +348,7 @@ async def test_send_converts_rate_limits_and_failures(
     slack_server: SlackServer, slack_api: FakeSlackApi
 ) -> None:
     from bot.errors import ChannelUnavailable, RateLimited
-    from channels.slack.plugin import SlackApiFailed
+    from channels.slack.web_api import SlackApiFailed
 
     hub, _ = await slack_server(slack_bot_token="T111=xoxb-T111-test")
     channel = hub.channels["slack"]
@@ -372,18 +372,6 @@ async def test_send_converts_rate_limits_and_failures(
     [call] = slack_api.of("chat.postMessage", CUSTOMER)
     assert call.section_text == "hi"
     assert SlackApiFailed("chat.postMessage", "x").error == "x"
-
-
-async def test_update_message_uses_chat_update(
-    slack_server: SlackServer, slack_api: FakeSlackApi
-) -> None:
-    hub, client = await slack_server()
-    assert (await post_signed(client, event_callback(dm("hi"), event_id="EvU")))[0] == 200
-    await slack_api.wait_for("chat.postMessage", channel=DM_CHANNEL)
-    await hub.channels["slack"].update_message(DM_KEY, "1700000000.000001", "more **text**")
-    [update] = await slack_api.wait_for("chat.update", channel=DM_CHANNEL)
-    assert update.args["ts"] == "1700000000.000001"
-    assert update.section_text == "more *text*"
 
 
 async def test_signing_secret_from_the_test_vector_is_what_bolt_checks(

@@ -10,7 +10,8 @@ from bot.auth import add_agent
 from bot.envelope import OutboundKind, OutboundMessage, session_key
 from bot.errors import RateLimited
 from bot.store.base import SessionMode
-from channels.teams.plugin import REF_META_KEY, TeamsChannel
+from channels.teams.plugin import TeamsChannel
+from channels.teams.references import REF_META_KEY
 from tests.channels.teams.harness import (
     AAD_USER,
     CHANNEL_ID,

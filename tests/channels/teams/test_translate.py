@@ -13,7 +13,8 @@ from bot.channel import Ignored, Parsed
 from bot.config import Settings
 from bot.envelope import TALK_TO_HUMAN, Citation, OutboundKind, OutboundMessage, session_key
 from bot.errors import PayloadInvalid
-from channels.teams.plugin import TeamsChannel, retry_after_seconds
+from channels.teams.plugin import TeamsChannel
+from channels.teams.send import retry_after_seconds
 from channels.teams.translate import ADAPTIVE_CARD, NO_TENANT, outbound_activities, split_text
 
 ROOT = Path(__file__).resolve().parents[3]

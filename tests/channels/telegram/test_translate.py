@@ -13,13 +13,13 @@ from bot.channel import Ignored, Parsed
 from bot.config import Settings
 from bot.envelope import InboundMessage
 from bot.errors import PayloadInvalid
+from channels.telegram.decode import decode_update
 from channels.telegram.plugin import TelegramChannel
 from channels.telegram.translate import (
     Address,
     Migration,
     ParseContext,
     address_of,
-    decode_update,
     merge_media_group,
     parse_recorded,
     parse_update,
