@@ -1,6 +1,6 @@
 """The ``switchboard redact`` and ``switchboard privacy bench`` commands.
 
-``switchboard redact [--entities E ...] [--channel C] FILE`` reads JSON Lines records
+``switchboard redact [--entities E1,E2] [--channel C] FILE`` reads JSON Lines records
 ``{"text": ...}`` (FILE ``-`` is standard input) and prints one line per record::
 
     {"text": "Mail <EMAIL_1>", "entities": [{"type": "EMAIL_ADDRESS", "start": 5, "end": 21}]}
@@ -50,9 +50,10 @@ def add_parsers(
     p.add_argument("file", type=Path, help="a JSON Lines file, - for standard input")
     p.add_argument(
         "--entities",
-        nargs="+",
+        action="append",
         default=None,
-        help="entity types, e.g. EMAIL_ADDRESS PHONE_NUMBER (default: setting pii_entities)",
+        help="comma-separated entity types, e.g. EMAIL_ADDRESS,PHONE_NUMBER; repeatable "
+        "(default: setting pii_entities)",
     )
     p.add_argument("--channel", default=None, help="use this channel's pii_channel_entities")
 
@@ -68,7 +69,9 @@ def add_parsers(
         default=None,
         help="score threshold (default: pii_score_threshold or injection_threshold)",
     )
-    pb.add_argument("--entities", nargs="+", default=None, help="pii: entity types detected")
+    pb.add_argument(
+        "--entities", action="append", default=None, help="pii: comma-separated entity types"
+    )
     pb.add_argument("--json", action="store_true", help="print one JSON object")
     pb.add_argument(
         "--show-misses", action="store_true", help="injection: print misclassified prompts"

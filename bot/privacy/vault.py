@@ -18,6 +18,7 @@ from typing import Any
 
 TOKEN_RE = re.compile(r"<([A-Z][A-Z0-9_]*?)_([1-9][0-9]*)>")
 """A token: group 1 is the label, group 2 the number."""
+_LABEL_RE = re.compile(r"[A-Z][A-Z0-9_]*")
 
 
 class Vault:
@@ -73,6 +74,8 @@ class Vault:
         """
         if not value:
             raise ValueError("cannot tokenize an empty value")
+        if _LABEL_RE.fullmatch(label) is None:
+            raise ValueError(f"label {label!r} does not fit the token syntax")
         key = (label, value)
         token = self._tokens.get(key)
         if token is not None:
@@ -82,8 +85,6 @@ class Vault:
             token = f"<{label}_{self._counts[label]}>"
             if token not in self._reserved:
                 break
-        if TOKEN_RE.fullmatch(token) is None:
-            raise ValueError(f"label {label!r} does not fit the token syntax")
         self._tokens[key] = token
         self._values[token] = value
         return token
