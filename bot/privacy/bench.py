@@ -21,6 +21,7 @@ Injection: llm-guard's labelled prompts, one JSON object a line
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,11 +107,13 @@ class PiiReport:
         skipped: records left out, by reason.
         other_type_detections: detections of another type than the record's (not scored:
             the records hold no expected spans for other types).
+        analyze_seconds: wall time spent in :meth:`Redactor.analyze`, summed (seconds).
     """
 
     by_type: dict[str, TypeScore] = field(default_factory=dict)
     skipped: dict[str, int] = field(default_factory=dict)
     other_type_detections: int = 0
+    analyze_seconds: float = 0.0
 
     @property
     def total(self) -> TypeScore:
@@ -197,7 +200,9 @@ def bench_pii(
         positions = params.get("expected_positions", params.get("expected_res")) or []
         gold = [(int(s), int(e)) for s, e in positions]
         unplaced = max(0, int(params.get("expected_len", len(gold))) - len(gold))
+        started = time.perf_counter()
         found = redactor.analyze(text, wanted)
+        report.analyze_seconds += time.perf_counter() - started
         mine = [s for s in found if s.type == entity]
         report.other_type_detections += len(found) - len(mine)
         report.by_type.setdefault(entity, TypeScore()).add(_score_record(gold, unplaced, mine))

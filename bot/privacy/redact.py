@@ -37,8 +37,6 @@ if TYPE_CHECKING:
 
     from bot.config import Settings
 
-log = logging.getLogger(__name__)
-
 ENTITY_TYPES: dict[str, str] = {
     "EMAIL_ADDRESS": "EMAIL",
     "PHONE_NUMBER": "PHONE",
@@ -62,6 +60,8 @@ NER_ENTITY_TYPES = frozenset({"PERSON", "LOCATION"})
 """Entity types that only a named-entity model finds."""
 
 _LANGUAGE = "en"
+# Presidio logs the words around each match at DEBUG ("Context list is: ..."): message text.
+_PRESIDIO_LOGGERS = ("presidio-analyzer", "presidio-anonymizer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,9 +131,10 @@ def _resolve_overlaps(found: Sequence[PiiSpan]) -> list[PiiSpan]:
 class Redactor:
     """Detects PII and replaces it with reversible tokens.
 
-    Building one loads Presidio (about a second); build it once per process and share it.
-    Calls are synchronous, CPU-bound and thread-safe; texts of a chat message take
-    milliseconds.
+    Building one loads Presidio (seconds); build it once per process and share it. Calls are
+    synchronous and CPU-bound (milliseconds for a chat message: run them in a thread from
+    async code); one redactor may serve several threads, a vault only one turn at a time.
+    Building one sets Presidio's loggers to WARNING: at DEBUG they print message text.
 
     Args:
         entities: entity types redacted when a call names none; defaults to every type this
@@ -188,6 +189,8 @@ class Redactor:
         return f"Redactor(entities={list(self.entities)}, ner={self.spacy_model is not None})"
 
     def _build_analyzer(self) -> AnalyzerEngine:
+        for name in _PRESIDIO_LOGGERS:  # no message text in logs, whatever the root level
+            logging.getLogger(name).setLevel(logging.WARNING)
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
 
         registry = RecognizerRegistry(supported_languages=[_LANGUAGE])

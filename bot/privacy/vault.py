@@ -125,3 +125,48 @@ class Vault:
         if isinstance(data, list | tuple):
             return type(data)(self.restore_data(v) for v in data)
         return data
+
+
+_PARTIAL_TOKEN_RE = re.compile(r"<(?:[A-Z][A-Z0-9_]*)?")  # "<", "<EMA", "<EMAIL_1"
+_MAX_TOKEN_CHARS = 64
+
+
+class StreamRestorer:
+    """Restores tokens in an answer that arrives in chunks (LLM streaming).
+
+    A token may be split across chunks (``"<EMA"`` then ``"IL_1> thanks"``); a trailing
+    piece that could still become a token is held back until the next chunk decides it.
+
+    Args:
+        vault: the turn's vault.
+    """
+
+    def __init__(self, vault: Vault) -> None:
+        self.vault = vault
+        self._pending = ""
+
+    def feed(self, chunk: str) -> str:
+        """Add a chunk; returns the restored text that is safe to show now.
+
+        Args:
+            chunk: the next piece of model output.
+
+        Returns:
+            Restored text (possibly empty); the held-back tail comes with a later call.
+        """
+        text = self._pending + chunk
+        cut = len(text)
+        start = text.rfind("<")
+        if (
+            start != -1
+            and len(text) - start < _MAX_TOKEN_CHARS
+            and _PARTIAL_TOKEN_RE.fullmatch(text, start)
+        ):
+            cut = start
+        self._pending = text[cut:]
+        return self.vault.restore(text[:cut])
+
+    def flush(self) -> str:
+        """The held-back tail, restored; call once when the stream ends."""
+        rest, self._pending = self._pending, ""
+        return self.vault.restore(rest)

@@ -140,3 +140,15 @@ def test_detection_makes_no_network_lookup(
     assert [s.type for s in spans] == ["EMAIL_ADDRESS", "URL"]
     assert redactor.analyze(f"{EMAIL}")[0].type == "EMAIL_ADDRESS"
     assert lookups == []
+
+
+def test_no_message_text_reaches_the_logs(
+    redactor: Redactor, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Presidio logs the words around each match at DEBUG; the redactor keeps it quiet."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    redactor.redact(f"my card {CARD}, mail {EMAIL}")
+    assert "4111" not in caplog.text
+    assert EMAIL not in caplog.text

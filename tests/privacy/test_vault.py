@@ -56,3 +56,20 @@ def test_bad_label_and_empty_value_are_refused() -> None:
         vault.token_for("EMAIL", "")
     with pytest.raises(ValueError, match="token syntax"):
         vault.token_for("e-mail", "x")
+
+
+def test_stream_restorer_handles_tokens_split_across_chunks() -> None:
+    from bot.privacy.vault import StreamRestorer
+
+    vault = Vault()
+    vault.token_for("EMAIL", "ana@example.org")
+    vault.token_for("PHONE", "+1 415 555 0132")
+    stream = StreamRestorer(vault)
+    chunks = ["Sent to <EMA", "IL_1", "> and call <", "PHONE_1> now; a < b and <x", "yz"]
+    shown = [stream.feed(c) for c in chunks]
+    shown.append(stream.flush())
+    assert shown[0] == "Sent to "
+    assert "".join(shown) == "Sent to ana@example.org and call +1 415 555 0132 now; a < b and <xyz"
+    for piece in shown:
+        assert "<EMA" not in piece
+        assert "<PHONE" not in piece
