@@ -1,7 +1,7 @@
 """The ``switchboard`` command line.
 
 Commands: ``serve``, ``worker``, ``ingest``, ``chat``, ``kb eval``, ``parse``, ``agents add``,
-``db upgrade``, ``bench``.
+``db upgrade``, ``bench``, ``redact``, ``privacy bench`` (:mod:`bot.privacy.cli`).
 Every command takes ``--data-dir`` and ``--config``; settings also come from ``SWITCHBOARD_*``
 environment variables (see :mod:`bot.config`).
 """
@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", choices=("memory", "redis"), default="memory", help="lane backend")
     p.add_argument("--redis-url", default=None, help="a running Redis (--backend redis)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (--backend redis)")
+
+    from bot.privacy.cli import add_parsers as add_privacy_parsers
+
+    add_privacy_parsers(sub, _common)
     return parser
 
 
@@ -138,6 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_agents_add(args))
         if args.command == "db":
             return asyncio.run(_db_upgrade(args))
+        if args.command in ("redact", "privacy"):
+            from bot.privacy.cli import run as run_privacy
+
+            return run_privacy(args)
         if args.command == "bench":
             if args.backend == "redis":
                 from bot.bench import run_redis_bench

@@ -188,6 +188,43 @@ class Settings(BaseSettings):
     handoff_on_no_answer: bool = True
     agent_capacity: int = 5
 
+    # --- privacy (issue 13) -----------------------------------------------------------------
+    # Entity types (Presidio names, see bot.privacy.redact.ENTITY_TYPES) replaced by reversible
+    # tokens before text reaches the LLM; PERSON and LOCATION need `pii_spacy_model`.
+    pii_entities: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "EMAIL_ADDRESS",
+            "PHONE_NUMBER",
+            "CREDIT_CARD",
+            "IBAN_CODE",
+            "IP_ADDRESS",
+            "PERSON",
+            "LOCATION",
+        ]
+    )
+    # Per-channel override of pii_entities, e.g. {"slack": ["EMAIL_ADDRESS"]}; [] redacts nothing.
+    pii_channel_entities: dict[str, list[str]] = Field(default_factory=dict)
+    # Presidio confidence (0-1) a detection needs; validated patterns (Luhn, IBAN) score 1.0.
+    pii_score_threshold: float = Field(default=0.3, ge=0.0, le=1.0)
+    # Regions (ISO 3166 alpha-2) whose national phone formats are recognized; numbers written
+    # with a +country code are found whatever the list.
+    pii_phone_regions: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["US", "GB", "DE", "IL", "IN", "CA", "BR"]
+    )
+    # An installed spaCy pipeline (package name or folder) for PERSON/LOCATION; never downloaded.
+    pii_spacy_model: str | None = None
+    # Injection score (0-1, bot.privacy.injection) at or above which a text counts as an attack.
+    injection_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    @field_validator("pii_entities", "pii_phone_regions", mode="before")
+    @classmethod
+    def _privacy_lists(cls, value: Any) -> Any:
+        return _split_csv(value)
+
+    def pii_entities_for(self, channel: str) -> list[str]:
+        """The entity types redacted on a channel: its override, else ``pii_entities``."""
+        return self.pii_channel_entities.get(channel, self.pii_entities)
+
     @field_validator("api_keys", "llm_fallbacks", "email_trusted_authserv_ids", mode="before")
     @classmethod
     def _lists(cls, value: Any) -> Any:
