@@ -200,7 +200,7 @@ def web_page_to_markdown(html: str, *, url: str | None = None) -> tuple[str | No
         include_images=False,
         include_comments=False,
         include_tables=True,
-        favor_recall=True,
+        favor_precision=True,
     )
     metadata = trafilatura.extract_metadata(html, default_url=url)
     title = _clean(metadata.title) if metadata is not None and metadata.title else None
