@@ -196,8 +196,7 @@ async def _fetch_page(
         text=text,
         format="markdown",
         url=url,
-        metadata={"source": source},
-        source=url,
+        source=source,
     )
 
 
@@ -215,7 +214,8 @@ async def fetch_pages(
 
     Args:
         urls: page URLs; each becomes a document with that URL as id and citation link.
-        source: recorded as the documents' ``metadata["source"]`` (default: the URL itself).
+        source: recorded as the documents' ``source`` for messages (default: the URL itself);
+            it is not part of the content, so a page listed by two sources is one document.
         concurrency: pages in flight at once.
         timeout_s: seconds per request.
         robots: honour each host's ``robots.txt``.
