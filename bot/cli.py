@@ -61,8 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ingest", help="add documents to the knowledge base")
     _common(p)
-    p.add_argument("paths", nargs="+", type=Path)
+    p.add_argument("paths", nargs="*", type=Path, help="files and folders (md, html, txt, pdf...)")
     p.add_argument("--base-url", default=None, help="URL prefix for citations of files")
+    p.add_argument("--sitemap", action="append", default=[], help="read every page of a sitemap")
+    p.add_argument("--url", action="append", default=[], help="read one web page (repeat)")
+    p.add_argument("--watch", action="store_true", help="keep ingesting changes until Ctrl-C")
+    p.add_argument(
+        "--every", type=float, default=3600.0, help="seconds between re-reads of web sources"
+    )
 
     p = sub.add_parser("chat", help="talk to the bot in the terminal")
     _common(p)
@@ -253,15 +259,48 @@ async def _ingest(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from bot.compose import knowledge_base
+    from knowledge.sync import Sources, SyncReport, ingest_sources, watch_sources
 
     settings = _settings(args)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    sources = Sources(tuple(args.paths), tuple(args.sitemap), tuple(args.url), args.base_url)
+    if not sources.paths and not sources.web:
+        print("switchboard: give files, folders, --sitemap or --url", file=sys.stderr)
+        return 2
     missing = [p for p in args.paths if not p.exists()]
     if missing:
         print(f"switchboard: no such file: {', '.join(map(str, missing))}", file=sys.stderr)
         return 2
+
+    def summary(report: SyncReport) -> str:
+        r = report.report
+        line = (
+            f"{r.documents_added} added, {r.documents_updated} updated, "
+            f"{r.documents_unchanged} unchanged, {r.documents_empty} empty; "
+            f"{r.chunks_written} chunks written in {r.seconds:.1f} s"
+        )
+        for url, reason in report.failed_pages:
+            line += f"\n  skipped {url}: {reason}"
+        return line
+
     kb = await knowledge_base(settings)
     try:
+        if args.watch:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            import signal
+
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            print("watching for changes (Ctrl-C stops)", file=sys.stderr)
+            await watch_sources(
+                kb,
+                sources,
+                stop=stop,
+                every_s=args.every,
+                on_sync=lambda kind, report: print(f"{kind}: {summary(report)}", flush=True),
+            )
+            return 0
         with Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn()
         ) as bar:
@@ -270,14 +309,10 @@ async def _ingest(args: argparse.Namespace) -> int:
             def progress(done: int, total: int, name: str) -> None:
                 bar.update(task, completed=done, total=total, description=name[-40:])
 
-            report = await kb.ingest(args.paths, base_url=args.base_url, progress=progress)
+            result = await ingest_sources(kb, sources, progress=progress)
     finally:
         await kb.close()
-    print(
-        f"{report.documents_added} added, {report.documents_updated} updated, "
-        f"{report.documents_unchanged} unchanged, {report.documents_empty} empty; "
-        f"{report.chunks_written} chunks written in {report.seconds:.1f} s"
-    )
+    print(summary(result))
     return 0
 
 

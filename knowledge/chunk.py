@@ -24,7 +24,7 @@ from markdown_it import MarkdownIt
 MAX_CHARS = 1000
 
 #: Bump when chunking changes, so the next ingest re-chunks every document.
-CHUNKER_VERSION = "1"
+CHUNKER_VERSION = "2"
 
 Format = Literal["markdown", "text"]
 

@@ -1,8 +1,12 @@
 """Retrieval evaluation: recall@1/3/5 and MRR@10 on annotated questions.
 
-Questions are JSONL records ``{"question": str, "derived_best_kb_sections": [{"doc_id": str},
-...]}`` (the format of ``datasets/knowledge/galaxy_s10/qa.jsonl``); ``relevant_doc_ids`` is
-accepted too. Results are ranked as unique doc ids (several chunks of one document count once).
+Questions are JSONL records ``{"question": str, "derived_best_kb_sections": [{"doc_id": str,
+"answer_token_recall": float}, ...]}`` (the format of ``datasets/knowledge/galaxy_s10/qa.jsonl``,
+whose ``SOURCES.md`` defines ``answer_token_recall``: the share of the expert answer's tokens found
+in that section); ``relevant_doc_ids`` is accepted too. The gold of a question is its *strict*
+gold: the sections whose ``answer_token_recall`` is at least :data:`STRICT_GOLD_RECALL` (a
+section without the field counts). Results are ranked as unique doc ids (several chunks of one
+document count once).
 
 - recall@k: share of questions with at least one relevant document among the first k.
 - MRR@10: mean over questions of 1/rank of the first relevant document, 0 if none in the first
@@ -26,6 +30,9 @@ from knowledge.ingest import IngestError
 
 #: Ranks considered: MRR is computed at 10.
 DEPTH = 10
+#: A section is gold for a question when it holds at least this share of the answer's tokens
+#: (the dataset's own threshold: "685/734 have recall >= 0.8 in the top section").
+STRICT_GOLD_RECALL = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,14 +89,25 @@ def load_questions(path: Path) -> list[Question]:
         sections = record.get("derived_best_kb_sections")
         if isinstance(sections, list):
             relevant = {
-                str(s["doc_id"]) for s in sections if isinstance(s, dict) and "doc_id" in s
+                str(s["doc_id"])
+                for s in sections
+                if isinstance(s, dict) and "doc_id" in s and _strict_gold(s)
             }
         else:
             relevant = {str(d) for d in record.get("relevant_doc_ids") or []}
         if not relevant:
-            raise IngestError("record names no relevant doc_id", source=source)
+            raise IngestError(
+                "record names no relevant doc_id (with answer_token_recall >= "
+                f"{STRICT_GOLD_RECALL}, when given)",
+                source=source,
+            )
         out.append(Question(question=question, relevant=frozenset(relevant)))
     return out
+
+
+def _strict_gold(section: dict[str, object]) -> bool:
+    recall = section.get("answer_token_recall")
+    return not isinstance(recall, int | float) or recall >= STRICT_GOLD_RECALL
 
 
 def unique_doc_ids(doc_ids: Sequence[str]) -> list[str]:

@@ -2,12 +2,15 @@
 
 Supported inputs:
 
-- Markdown (``.md``, ``.markdown``, ``.mdx``), HTML (``.html``, ``.htm``) and plain text
-  (``.txt``, ``.text``, ``.rst``) files. The doc id is the path relative to the directory given
+- Markdown (``.md``, ``.markdown``, ``.mdx``), HTML (``.html``, ``.htm``), plain text
+  (``.txt``, ``.text``, ``.rst``), PDF (``.pdf``) and Word (``.docx``) files; PDF and DOCX are
+  turned into Markdown with their outline or heading styles as headings (see
+  :mod:`knowledge.extract`). The doc id is the path relative to the directory given
   (``/``-separated, without extension); a file given directly has its stem as doc id. The title is
-  the first ``# H1`` (HTML: ``<title>``, else the first ``<h1>``), else the file name. Markdown may
-  start with YAML front matter (``---`` ... ``---``) whose ``title:`` and ``url:`` take precedence;
-  its other keys become metadata.
+  the first ``# H1`` (HTML: ``<title>``, else the first ``<h1>``; PDF: the document information
+  title; DOCX: the ``title`` core property, else the ``Title`` paragraph), else the file name.
+  Markdown may start with YAML front matter (``---`` ... ``---``) whose ``title:`` and ``url:``
+  take precedence; its other keys become metadata.
 - JSONL (``.jsonl``): one record per line, ``{"id" (or "doc_id"), "title", "text", "url"?,
   "metadata"?}``; ``section_url`` is accepted for ``url``. Record text is read as Markdown.
 
@@ -26,12 +29,18 @@ import yaml
 
 from bot.errors import SwitchboardError
 from knowledge.chunk import CHUNKER_VERSION, Document, html_to_markdown, markdown_title
+from knowledge.extract import ExtractionError, docx_to_markdown, pdf_to_markdown
 
 MARKDOWN_SUFFIXES = frozenset({".md", ".markdown", ".mdx"})
 HTML_SUFFIXES = frozenset({".html", ".htm"})
 TEXT_SUFFIXES = frozenset({".txt", ".text", ".rst"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson"})
-SUPPORTED_SUFFIXES = MARKDOWN_SUFFIXES | HTML_SUFFIXES | TEXT_SUFFIXES | JSONL_SUFFIXES
+PDF_SUFFIXES = frozenset({".pdf"})
+DOCX_SUFFIXES = frozenset({".docx"})
+BINARY_SUFFIXES = PDF_SUFFIXES | DOCX_SUFFIXES
+SUPPORTED_SUFFIXES = (
+    MARKDOWN_SUFFIXES | HTML_SUFFIXES | TEXT_SUFFIXES | JSONL_SUFFIXES | BINARY_SUFFIXES
+)
 
 
 class IngestError(SwitchboardError):
@@ -97,14 +106,37 @@ def _with_base(url: str | None, doc_id: str, base_url: str | None) -> str | None
     return base_url + doc_id
 
 
+def _read_binary(path: Path, doc_id: str, base_url: str | None) -> Document:
+    """Read a PDF or DOCX file (see :mod:`knowledge.extract`)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise IngestError(f"cannot read: {exc}", source=str(path)) from exc
+    extractor = pdf_to_markdown if path.suffix.lower() in PDF_SUFFIXES else docx_to_markdown
+    try:
+        title, text = extractor(data)
+    except ExtractionError as exc:
+        raise IngestError(str(exc), source=str(path)) from exc
+    return Document(
+        doc_id=doc_id,
+        title=title or markdown_title(text) or path.name,
+        text=text,
+        format="markdown",
+        url=_with_base(None, doc_id, base_url),
+        source=str(path),
+    )
+
+
 def read_file(path: Path, doc_id: str, *, base_url: str | None = None) -> Document:
-    """Read one Markdown, HTML or text file as a document with id ``doc_id``.
+    """Read one Markdown, HTML, text, PDF or DOCX file as a document with id ``doc_id``.
 
     Raises:
-        IngestError: when the file cannot be read, its front matter is invalid, or its type is
-            not supported.
+        IngestError: when the file cannot be read or parsed, its front matter is invalid, or
+            its type is not supported.
     """
     suffix = path.suffix.lower()
+    if suffix in PDF_SUFFIXES or suffix in DOCX_SUFFIXES:
+        return _read_binary(path, doc_id, base_url)
     text = _read_text(path)
     source = str(path)
     metadata: dict[str, Any] = {}

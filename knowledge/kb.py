@@ -160,11 +160,27 @@ class KnowledgeBase:
         async with self._ingest_lock:
             return await self._ingest(paths, base_url=base_url, progress=progress)
 
+    async def ingest_documents(
+        self, docs: Sequence[Document], *, progress: Progress | None = None
+    ) -> IngestReport:
+        """Add or update documents read elsewhere (a site crawl, an upload), as :meth:`ingest`.
+
+        Raises:
+            bot.errors.BackendUnavailable: when Qdrant or a remote embedder fails.
+        """
+        async with self._ingest_lock:
+            return await self._ingest_docs(list(docs), time.perf_counter(), progress)
+
     async def _ingest(
         self, paths: Sequence[Path], *, base_url: str | None, progress: Progress | None
     ) -> IngestReport:
         started = time.perf_counter()
         docs = await asyncio.to_thread(lambda: list(read_documents(paths, base_url=base_url)))
+        return await self._ingest_docs(docs, started, progress)
+
+    async def _ingest_docs(
+        self, docs: list[Document], started: float, progress: Progress | None
+    ) -> IngestReport:
         by_id: dict[str, Document] = {}
         for doc in docs:
             if doc.doc_id in by_id:

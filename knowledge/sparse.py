@@ -6,13 +6,16 @@ created with ``Modifier.IDF`` so Qdrant multiplies in the inverse document frequ
 time (https://qdrant.tech/documentation/concepts/indexing/#idf-modifier). A query vector holds
 weight 1 per distinct term, so the dot product Qdrant computes is the BM25 score.
 
-Terms are lower-cased words, stop words removed, stemmed with the Snowball English stemmer,
-and mapped to a 32-bit index by a stable hash (collisions are rare and harmless).
+Terms are words of the NFKC-normalized, lower-cased text (so PDF ligatures such as "ﬁ",
+full-width letters and non-breaking spaces match their plain forms), stop words removed, stemmed
+with the Snowball English stemmer, and mapped to a 32-bit index by a stable hash (collisions are
+rare and harmless).
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 import zlib
 from collections import Counter
 from dataclasses import dataclass
@@ -55,7 +58,7 @@ def _stem(word: str) -> str:
 def terms(text: str) -> list[str]:
     """The stemmed, stop-word-free terms of ``text``, in order (with repeats)."""
     out: list[str] = []
-    for match in _WORD.finditer(text.lower()):
+    for match in _WORD.finditer(unicodedata.normalize("NFKC", text).lower()):
         word = match.group().replace(_APOSTROPHE, "'")
         if word in STOP_WORDS:
             continue
