@@ -1,0 +1,117 @@
+"""Curated answers: the store, the JSONL import and the matcher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from knowledge.answers import AnswerStore, CuratedAnswers, parse_answer, read_answers_file
+from knowledge.ingest import IngestError
+from tests.knowledge.embedders import CountingEmbedder
+
+RESET = {
+    "id": "reset",
+    "questions": ["How do I reset my password?"],
+    "answer": "Open the sign-in page and choose **Forgot password**.",
+    "sources": [{"doc_id": "kb-1042", "title": "Reset your password", "url": "https://x/1042"}],
+}
+SHIPPING = {
+    "questions": ["Do you ship to Canada?", "Can I get a parcel delivered to Canada?"],
+    "answer": "Yes: parcels to Canada take 5 to 8 days.",
+    "sources": ["shipping"],
+}
+
+
+async def test_paraphrases_match_and_other_questions_do_not(
+    tmp_path: Path, embedder: CountingEmbedder
+) -> None:
+    store = AnswerStore(tmp_path / "answers.jsonl")
+    store.upsert(
+        [parse_answer(RESET, source="t"), parse_answer(SHIPPING, source="t", author="cli")]
+    )
+    curated = CuratedAnswers(store, embedder)
+
+    match = await curated.match("I forgot my password, what do I do?")
+    assert match is not None
+    assert match.answer.id == "reset"
+    assert match.similarity >= curated.min_similarity
+    assert [(c.doc_id, c.title, c.url) for c in match.citations] == [
+        ("kb-1042", "Reset your password", "https://x/1042")
+    ]
+    assert match.citations[0].score == pytest.approx(match.similarity, abs=1e-5)
+
+    canada = await curated.match("do you deliver to canada")
+    assert canada is not None
+    assert canada.answer.author == "cli"
+    assert canada.answer.sources[0].title == "shipping"
+
+    for other in (
+        "Do you ship to Mexico?",
+        "How do I reset my PIN?",
+        "What is your refund policy?",
+    ):
+        assert await curated.match(other) is None, other
+    assert await curated.match("   ") is None
+
+
+async def test_an_answer_saved_by_another_process_is_served_without_restart(
+    tmp_path: Path, embedder: CountingEmbedder
+) -> None:
+    path = tmp_path / "answers.jsonl"
+    curated = CuratedAnswers(AnswerStore(path), embedder)
+    assert await curated.match("How do I reset my password?") is None
+    assert embedder.texts == 0  # nothing stored: no embedding at all
+
+    AnswerStore(path).upsert([parse_answer(RESET, source="t")])  # e.g. the CLI
+    match = await curated.match("how can i reset my password")
+    assert match is not None
+    assert match.answer.id == "reset"
+
+    texts = embedder.texts
+    await curated.match("how can i reset my password")
+    assert embedder.texts == texts + 1  # only the question: stored phrasings stay embedded
+
+    edited = {**RESET, "answer": "Use the new self-service page."}
+    AnswerStore(path).upsert([parse_answer(edited, source="t")])
+    again = await curated.match("how can i reset my password")
+    assert again is not None
+    assert again.answer.answer == "Use the new self-service page."
+    assert len(await curated.answers()) == 1
+
+    assert AnswerStore(path).remove("reset") is True
+    assert AnswerStore(path).remove("reset") is False
+    assert await curated.match("how can i reset my password") is None
+
+
+def test_import_file_names_the_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "import.jsonl"
+    path.write_text(
+        json.dumps(RESET) + "\n\n" + json.dumps({"questions": ["Q?"], "answer": ""}) + "\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(IngestError, match=r"import\.jsonl:3: \"answer\" must be a non-empty"):
+        read_answers_file(path)
+    path.write_text(json.dumps(SHIPPING) + "\n", encoding="utf-8")
+    (answer,) = read_answers_file(path, author="cli")
+    assert answer.id.startswith("ca-")
+    assert answer.questions == (
+        "Do you ship to Canada?",
+        "Can I get a parcel delivered to Canada?",
+    )
+    assert answer.author == "cli"
+
+
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"answer": "a"}, '"questions" must be'),
+        ({"question": "q?", "answer": "a", "sources": [{"title": "t"}]}, 'needs a "doc_id"'),
+        ({"question": "q?", "answer": "a", "created_at": "yesterday"}, "ISO 8601"),
+        ({"question": "q?", "answer": "x" * 9000}, "over 8000 characters"),
+    ],
+)
+def test_invalid_records_are_refused(record: dict[str, object], message: str) -> None:
+    with pytest.raises(IngestError, match=message):
+        parse_answer(record, source="body")
