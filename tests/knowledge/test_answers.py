@@ -115,3 +115,39 @@ def test_import_file_names_the_bad_line(tmp_path: Path) -> None:
 def test_invalid_records_are_refused(record: dict[str, object], message: str) -> None:
     with pytest.raises(IngestError, match=message):
         parse_answer(record, source="body")
+
+
+def test_command_line_add_import_list_remove(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bot.cli import main
+
+    data = ["--data-dir", str(tmp_path)]
+    source = json.dumps({"doc_id": "kb-1042", "title": "Reset your password"})
+    add = ["kb", "answers", "add", *data, "--question", "How do I reset my password?"]
+    add += ["--question", "I forgot my password", "--answer", "Use Forgot password."]
+    add += ["--source", source, "--source", "faq", "--id", "reset"]
+    assert main(add) == 0
+    assert capsys.readouterr().out.strip() == "reset"
+    imported = tmp_path / "more.jsonl"
+    imported.write_text(json.dumps(SHIPPING) + "\n", encoding="utf-8")
+    assert main(["kb", "answers", "import", *data, str(imported)]) == 0
+    assert "1 answers saved" in capsys.readouterr().out
+
+    assert main(["kb", "answers", "list", *data, "--json"]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [a["questions"][0] for a in listed] == [
+        "How do I reset my password?",
+        "Do you ship to Canada?",
+    ]
+    assert listed[0]["sources"] == [
+        {"doc_id": "kb-1042", "title": "Reset your password", "url": None},
+        {"doc_id": "faq", "title": "faq", "url": None},
+    ]
+    assert listed[0]["author"] == "cli"
+
+    assert main(["kb", "answers", "remove", *data, "reset"]) == 0
+    assert main(["kb", "answers", "remove", *data, "reset"]) == 2
+    imported.write_text('{"questions": ["Q?"]}\n', encoding="utf-8")
+    assert main(["kb", "answers", "import", *data, str(imported)]) == 2
+    assert 'more.jsonl:1: "answer" must be' in capsys.readouterr().err
