@@ -40,7 +40,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -48,6 +48,9 @@ from bot.config import Settings
 from bot.envelope import Citation
 from knowledge.embed import Embedder
 from knowledge.ingest import IngestError
+
+if TYPE_CHECKING:  # bot.agent loads litellm: only for type checking here
+    from bot.agent import AgentReply, SupportAgent, TurnInput
 
 log = logging.getLogger(__name__)
 
@@ -399,3 +402,41 @@ class CuratedAnswers:
             extra={"answer_id": answer.id, "similarity": round(similarity, 4)},
         )
         return AnswerMatch(answer, self._phrasings[best], similarity)
+
+
+class CuratedFirstAgent:
+    """A :class:`bot.agent.SupportAgent` that answers from curated answers before ``inner``.
+
+    When the turn's text matches a curated answer, the reply is that answer with its sources
+    and a "Talk to a person" button, and ``inner`` is not called (no retrieval, no model);
+    otherwise ``inner`` answers. A store that cannot be read (a corrupt file, a remote
+    embedder down) is logged and ``inner`` answers.
+
+    Args:
+        inner: the agent that answers everything else.
+        curated: the matcher.
+    """
+
+    def __init__(self, inner: SupportAgent, curated: CuratedAnswers) -> None:
+        self.inner = inner
+        self.curated = curated
+
+    async def respond(self, turn: TurnInput) -> AgentReply:
+        """Answer ``turn`` (a :class:`bot.agent.TurnInput`); see the class docstring.
+
+        Raises:
+            bot.errors.LLMUnavailable: from ``inner``.
+        """
+        from bot.agent import AgentReply
+        from bot.envelope import TALK_TO_HUMAN
+        from bot.errors import SwitchboardError
+
+        text = "\n".join(m.text.strip() for m in turn.messages if m.text.strip())
+        try:
+            match = await self.curated.match(text)
+        except SwitchboardError as exc:
+            log.warning("knowledge.curated_answers_failed", extra={"error": str(exc)})
+            match = None
+        if match is None:
+            return await self.inner.respond(turn)
+        return AgentReply(match.answer.answer, citations=match.citations, actions=[TALK_TO_HUMAN])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -151,3 +153,45 @@ def test_command_line_add_import_list_remove(
     imported.write_text('{"questions": ["Q?"]}\n', encoding="utf-8")
     assert main(["kb", "answers", "import", *data, str(imported)]) == 2
     assert 'more.jsonl:1: "answer" must be' in capsys.readouterr().err
+
+
+class _Inner:
+    def __init__(self) -> None:
+        self.turns = 0
+
+    async def respond(self, turn: Any) -> Any:
+        from bot.agent import AgentReply
+
+        self.turns += 1
+        return AgentReply("from the knowledge base")
+
+
+def _turn(*texts: str) -> Any:
+    return SimpleNamespace(messages=[SimpleNamespace(text=t) for t in texts])
+
+
+async def test_curated_first_agent_answers_before_the_inner_agent(
+    tmp_path: Path, embedder: CountingEmbedder
+) -> None:
+    from bot.envelope import TALK_TO_HUMAN
+    from knowledge.answers import CuratedFirstAgent
+
+    store = AnswerStore(tmp_path / "answers.jsonl")
+    store.upsert([parse_answer(RESET, source="t")])
+    inner = _Inner()
+    agent = CuratedFirstAgent(inner, CuratedAnswers(store, embedder))
+
+    reply = await agent.respond(_turn("hi", "how can I reset my password"))  # joined lines
+    assert inner.turns == 0
+    assert reply.text == RESET["answer"]
+    assert [c.doc_id for c in reply.citations] == ["kb-1042"]
+    assert reply.actions == [TALK_TO_HUMAN]
+    assert reply.escalate is None
+
+    other = await agent.respond(_turn("Where is my parcel?"))
+    assert (other.text, inner.turns) == ("from the knowledge base", 1)
+
+    (tmp_path / "answers.jsonl").write_text("not json\n", encoding="utf-8")
+    assert (await agent.respond(_turn("how can I reset my password"))).text == (
+        "from the knowledge base"
+    )
