@@ -1,7 +1,7 @@
 """The ``switchboard`` command line.
 
-Commands: ``serve``, ``worker``, ``ingest``, ``chat``, ``kb eval``, ``parse``, ``agents add``,
-``db upgrade``, ``bench``, ``redact``, ``privacy bench`` (:mod:`bot.privacy.cli`).
+Commands: ``serve``, ``worker``, ``ingest``, ``chat``, ``kb eval``, ``kb answers``, ``parse``,
+``agents add``, ``db upgrade``, ``bench``, ``redact``, ``privacy bench`` (:mod:`bot.privacy.cli`).
 Every command takes ``--data-dir`` and ``--config``; settings also come from ``SWITCHBOARD_*``
 environment variables (see :mod:`bot.config`).
 """
@@ -32,6 +32,29 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     return load_settings(args.config, data_dir=args.data_dir, **extra)
+
+
+def _answers_parser(kb_sub: Any) -> None:
+    """``kb answers add|import|list|remove`` (run by :mod:`knowledge.commands`)."""
+    p = kb_sub.add_parser("answers", help="curated answers served before any generation")
+    sub = p.add_subparsers(dest="answers_command", required=True)
+    pa = sub.add_parser("add", help="save an approved answer for a question")
+    _common(pa)
+    pa.add_argument("--question", action="append", required=True, help="a phrasing (repeat)")
+    text = pa.add_mutually_exclusive_group(required=True)
+    text.add_argument("--answer", help="the answer text (CommonMark)")
+    text.add_argument("--answer-file", type=Path, help="read the answer text from a file")
+    pa.add_argument("--source", action="append", default=[], help="doc id or JSON (repeat)")
+    pa.add_argument("--id", default=None, help="id to give it (replaces a stored one)")
+    pi = sub.add_parser("import", help="save the answers of a JSONL file")
+    _common(pi)
+    pi.add_argument("file", type=Path)
+    pl = sub.add_parser("list", help="list the stored answers")
+    _common(pl)
+    pl.add_argument("--json", action="store_true", help="one JSON object per line")
+    pr = sub.add_parser("remove", help="delete a stored answer")
+    _common(pr)
+    pr.add_argument("id")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(pe)
     pe.add_argument("qa", type=Path)
     pe.add_argument("--json", action="store_true", help="print one JSON object")
+    _answers_parser(kb_sub)
 
     p = sub.add_parser("parse", help="run a channel's parser on recorded payloads")
     _common(p)
@@ -140,6 +164,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_ingest(args))
         if args.command == "chat":
             return asyncio.run(_chat(args))
+        if args.command == "kb" and args.kb_command == "answers":
+            from knowledge.commands import answers_command
+
+            return answers_command(args, _settings(args))
         if args.command == "kb":
             return asyncio.run(_kb_eval(args))
         if args.command == "parse":

@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     port: int = 8080
     public_url: str | None = None
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
+    # Keys of the admin routes /api/v1/admin/* (knowledge ingest, curated answers); none: off.
+    admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_message_bytes: int = 32 * 1024
     max_body_bytes: int = 1024 * 1024
     drain_timeout_s: float = 20.0
@@ -134,6 +136,8 @@ class Settings(BaseSettings):
     retrieve_top_k: int = 5
     max_citations: int = 3
     answer_min_score: float = 0.0
+    # Cosine similarity (0..1) a customer question needs to get a curated answer.
+    curated_answer_min_similarity: float = 0.85
     sample_kb: bool = True
     sample_kb_dir: Path = Path("docs")
 
@@ -225,7 +229,9 @@ class Settings(BaseSettings):
         """The entity types redacted on a channel: its override, else ``pii_entities``."""
         return self.pii_channel_entities.get(channel, self.pii_entities)
 
-    @field_validator("api_keys", "llm_fallbacks", "email_trusted_authserv_ids", mode="before")
+    @field_validator(
+        "api_keys", "admin_api_keys", "llm_fallbacks", "email_trusted_authserv_ids", mode="before"
+    )
     @classmethod
     def _lists(cls, value: Any) -> Any:
         return _split_csv(value)

@@ -27,6 +27,7 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -62,6 +63,8 @@ read it to mark the sender as verified)."""
 
 API_PREFIX = "/api/v1/"
 PUBLIC_API_PATHS = frozenset({"/api/v1/openapi.json"})
+ADMIN_API_PREFIX = "/api/v1/admin/"
+"""Routes that check admin keys and body sizes themselves (:mod:`knowledge.http`)."""
 RETRY_AFTER_S = 5
 READY_PROBE_TIMEOUT_S = 2.0
 CONNECTION_CLOSE_TIMEOUT_S = 5.0
@@ -153,6 +156,8 @@ def body_limit_middleware(max_body_bytes: int) -> Any:
     @web.middleware
     async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         length = request.content_length
+        if request.path.startswith(ADMIN_API_PREFIX):
+            return await handler(request)  # uploads: the admin handlers bound them
         if length is not None and length > max_body_bytes:
             raise PayloadTooLarge(
                 f"request body is {length} bytes; the limit is {max_body_bytes}",
@@ -173,7 +178,12 @@ def auth_middleware(keys: list[bytes]) -> Any:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         path = request.path
-        if keys and path.startswith(API_PREFIX) and path not in PUBLIC_API_PATHS:
+        if (
+            keys
+            and path.startswith(API_PREFIX)
+            and path not in PUBLIC_API_PATHS
+            and not path.startswith(ADMIN_API_PREFIX)
+        ):
             scheme, _, token = request.headers.get("Authorization", "").partition(" ")
             presented = token.strip().encode()
             matched: int | None = None
@@ -290,7 +300,8 @@ def make_app(hub: Hub) -> web.Application:
 
     Returns:
         The application: health, readiness and metrics routes, every channel's ``routes()``,
-        and the console when :mod:`bot.console` is importable.
+        the console when :mod:`bot.console` is importable, and the routes of every
+        ``switchboard.http`` entry point (a ``setup(app, hub)`` callable).
     """
     settings = hub.settings
     keys = [k.get_secret_value().encode() for k in settings.api_keys]
@@ -314,6 +325,9 @@ def make_app(hub: Hub) -> web.Application:
     for channel in hub.channels.values():
         app.add_routes(channel.routes())
     _add_console(app, hub)
+    for extension in entry_points(group="switchboard.http"):
+        # Plugin packages' routes (e.g. knowledge.http's admin API): setup(app, hub).
+        extension.load()(app, hub)
     if settings.sample_kb and settings.sample_kb_dir.is_dir():
         from bot.docs_site import docs_routes
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from knowledge.crawl import crawl_sitemap, fetch_pages
+from knowledge.crawl import CrawlProgress, crawl_sitemap, fetch_pages
 from knowledge.ingest import SUPPORTED_SUFFIXES
 from knowledge.kb import IngestReport, KnowledgeBase, Progress
 
@@ -78,15 +78,21 @@ _EMPTY = IngestReport(0, 0, 0, 0, 0, 0.0)
 
 
 async def ingest_sources(
-    kb: KnowledgeBase, sources: Sources, *, progress: Progress | None = None
+    kb: KnowledgeBase,
+    sources: Sources,
+    *,
+    progress: Progress | None = None,
+    fetching: CrawlProgress | None = None,
 ) -> SyncReport:
     """Read every source once and ingest it.
 
     Args:
         kb: the knowledge base.
         sources: what to read.
-        progress: ``(done, total, name)``: chunks embedded for files and for the pages of each
-            web source, and pages fetched (with the page URL) while a sitemap is read.
+        progress: ``(done, total, doc_id)``: chunks embedded, for the files and then for the
+            pages of each web source.
+        fetching: ``(done, total, url)``: pages fetched, while each web source is read
+            (default: ``progress``).
 
     Raises:
         knowledge.ingest.IngestError: a path is missing, a file is malformed, or a sitemap
@@ -95,17 +101,18 @@ async def ingest_sources(
     """
     total = _EMPTY
     failed: list[tuple[str, str]] = []
+    fetching = fetching or progress
     if sources.paths:
         total = add_reports(
             total,
             await kb.ingest(list(sources.paths), base_url=sources.base_url, progress=progress),
         )
     for sitemap in sources.sitemaps:
-        crawl = await crawl_sitemap(sitemap, progress=progress)
+        crawl = await crawl_sitemap(sitemap, progress=fetching)
         failed += crawl.failed
         total = add_reports(total, await kb.ingest_documents(crawl.documents, progress=progress))
     if sources.urls:
-        pages = await fetch_pages(list(sources.urls), progress=progress)
+        pages = await fetch_pages(list(sources.urls), progress=fetching)
         failed += pages.failed
         total = add_reports(total, await kb.ingest_documents(pages.documents, progress=progress))
     return SyncReport(total, failed)
