@@ -148,6 +148,12 @@ async def build_hub(
             retriever = TracedRetriever(retriever)
     if agent is None:
         agent = default_agent(settings, retriever)
+        embedder = getattr(getattr(retriever, "inner", retriever), "embedder", None)
+        if settings.agent == "auto" and embedder is not None:
+            # Approved answers come before retrieval and generation (knowledge.answers).
+            from knowledge.answers import CuratedAnswers, CuratedFirstAgent
+
+            agent = CuratedFirstAgent(agent, CuratedAnswers.for_settings(settings, embedder))
     if channels is None:
         from bot.registry import load_channels
 

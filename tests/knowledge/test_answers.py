@@ -195,3 +195,23 @@ async def test_curated_first_agent_answers_before_the_inner_agent(
     assert (await agent.respond(_turn("how can I reset my password"))).text == (
         "from the knowledge base"
     )
+
+
+async def test_the_hub_serves_a_saved_answer_before_its_own_agent(
+    tmp_path: Path, embedder: CountingEmbedder
+) -> None:
+    from bot.compose import build_hub
+    from channels.memory.pytest_plugin import make_settings
+    from knowledge import KnowledgeBase
+
+    settings = make_settings(tmp_path / "data")
+    settings.data_dir.mkdir(parents=True)
+    kb = await KnowledgeBase.open(settings, embedder=embedder)
+    try:
+        hub = await build_hub(settings, retriever=kb, channels=[])
+        AnswerStore.for_settings(settings).upsert([parse_answer(RESET, source="t")])
+        reply = await hub.agent.respond(_turn("I forgot my password, what do I do?"))
+        assert reply.text == RESET["answer"]
+        assert [c.doc_id for c in reply.citations] == ["kb-1042"]
+    finally:
+        await kb.close()
