@@ -47,7 +47,7 @@ import numpy as np
 from bot.config import Settings
 from bot.envelope import Citation
 from knowledge.embed import Embedder
-from knowledge.ingest import IngestError
+from knowledge.ingest import IngestError, jsonl_records
 
 if TYPE_CHECKING:  # bot.agent loads litellm: only for type checking here
     from bot.agent import AgentReply, SupportAgent, TurnInput
@@ -187,21 +187,10 @@ def read_answers_file(path: Path, *, author: str | None = None) -> list[CuratedA
     Raises:
         IngestError: when the file cannot be read, or a line is not valid (names the line).
     """
-    try:
-        lines = path.read_text(encoding="utf-8-sig").splitlines()
-    except OSError as exc:
-        raise IngestError(f"cannot read: {exc}", source=str(path)) from exc
-    out: list[CuratedAnswer] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        source = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise IngestError(f"invalid JSON: {exc}", source=source) from exc
-        out.append(parse_answer(record, source=source, author=author))
-    return out
+    return [
+        parse_answer(record, source=source, author=author)
+        for source, record in jsonl_records(path)
+    ]
 
 
 class AnswerStore:

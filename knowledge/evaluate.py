@@ -18,7 +18,6 @@ first and also prints ingest speed and query latency.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bot.retrieval import Retriever
-from knowledge.ingest import IngestError
+from knowledge.ingest import IngestError, jsonl_records
 
 #: Ranks considered: MRR is computed at 10.
 DEPTH = 10
@@ -70,19 +69,8 @@ def load_questions(path: Path) -> list[Question]:
     Raises:
         IngestError: when the file cannot be read or a line is not a valid question record.
     """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise IngestError(f"cannot read: {exc}", source=str(path)) from exc
     out: list[Question] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        source = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise IngestError(f"invalid JSON: {exc}", source=source) from exc
+    for source, record in jsonl_records(path):
         question = record.get("question") if isinstance(record, dict) else None
         if not isinstance(question, str) or not question.strip():
             raise IngestError('record needs a "question" string', source=source)

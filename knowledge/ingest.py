@@ -169,11 +169,16 @@ def read_file(path: Path, doc_id: str, *, base_url: str | None = None) -> Docume
     )
 
 
-def read_jsonl(path: Path, *, base_url: str | None = None) -> Iterator[Document]:
-    """The records of a JSONL file, one document per non-blank line.
+def jsonl_records(path: Path) -> Iterator[tuple[str, Any]]:
+    """The JSON values of a JSON Lines file (https://jsonlines.org/), read line by line.
+
+    Blank lines are skipped; a UTF-8 byte-order mark is accepted.
+
+    Yields:
+        ``(source, value)``: ``source`` is ``"{path}:{line number}"`` (for error messages).
 
     Raises:
-        IngestError: on invalid JSON, or a record without an id or text (names the line).
+        IngestError: the file cannot be read, or a line is not valid JSON (names the line).
     """
     try:
         handle = path.open(encoding="utf-8-sig")
@@ -185,31 +190,41 @@ def read_jsonl(path: Path, *, base_url: str | None = None) -> Iterator[Document]
                 continue
             source = f"{path}:{number}"
             try:
-                record = json.loads(line)
+                value = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise IngestError(f"invalid JSON: {exc}", source=source) from exc
-            if not isinstance(record, dict):
-                raise IngestError("record is not a JSON object", source=source)
-            doc_id = record.get("id", record.get("doc_id"))
-            text = record.get("text")
-            if not isinstance(doc_id, str | int) or str(doc_id) == "":
-                raise IngestError('record needs a non-empty "id" (or "doc_id")', source=source)
-            if not isinstance(text, str):
-                raise IngestError('record needs a "text" string', source=source)
-            metadata = record.get("metadata") or {}
-            if not isinstance(metadata, dict):
-                raise IngestError('"metadata" must be an object', source=source)
-            url = record.get("url") or record.get("section_url")
-            doc_id = str(doc_id)
-            yield Document(
-                doc_id=doc_id,
-                title=str(record.get("title") or doc_id),
-                text=text,
-                format="markdown",
-                url=_with_base(str(url) if url else None, doc_id, base_url),
-                metadata=metadata,
-                source=source,
-            )
+            yield source, value
+
+
+def read_jsonl(path: Path, *, base_url: str | None = None) -> Iterator[Document]:
+    """The records of a JSONL file, one document per non-blank line.
+
+    Raises:
+        IngestError: on invalid JSON, or a record without an id or text (names the line).
+    """
+    for source, record in jsonl_records(path):
+        if not isinstance(record, dict):
+            raise IngestError("record is not a JSON object", source=source)
+        doc_id = record.get("id", record.get("doc_id"))
+        text = record.get("text")
+        if not isinstance(doc_id, str | int) or str(doc_id) == "":
+            raise IngestError('record needs a non-empty "id" (or "doc_id")', source=source)
+        if not isinstance(text, str):
+            raise IngestError('record needs a "text" string', source=source)
+        metadata = record.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise IngestError('"metadata" must be an object', source=source)
+        url = record.get("url") or record.get("section_url")
+        doc_id = str(doc_id)
+        yield Document(
+            doc_id=doc_id,
+            title=str(record.get("title") or doc_id),
+            text=text,
+            format="markdown",
+            url=_with_base(str(url) if url else None, doc_id, base_url),
+            metadata=metadata,
+            source=source,
+        )
 
 
 def _doc_id(path: Path, root: Path | None) -> str:
