@@ -13,6 +13,7 @@ Sources: RFC 2045/2046 (MIME), RFC 2183 (``Content-Disposition``), RFC 2231 (fil
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from email import policy
@@ -21,6 +22,8 @@ from email.message import EmailMessage, Message
 from bs4 import BeautifulSoup, Tag
 from mailparser_reply.parser import EmailMessage as ReplyText
 from talon import quotations
+
+log = logging.getLogger(__name__)
 
 REPLY_LANGUAGES = ["en", "de", "fr", "es", "it", "nl", "pl", "sv", "da", "cs"]
 """Languages whose reply headers ("On ... wrote:", "Am ... schrieb") are recognized."""
@@ -92,13 +95,18 @@ def strip_quoted(text: str) -> str:
     Android headers) or text and keeps the text whether it stands above or below the quote;
     ``mail-parser-reply`` then removes the signature and any reply header talon does not know
     (hyphen lists are kept, not taken for signatures). talon reads at most its first
-    ``MAX_LINES_COUNT`` lines and drops the rest, so a longer body skips it. When nothing would
-    remain (a message that is only a quote), the text is returned whole.
+    ``MAX_LINES_COUNT`` lines and drops the rest, so a longer body skips it; a body talon
+    fails on (it is old code, and this is untrusted input) goes on without it rather than
+    failing the message. When nothing would remain (a message that is only a quote), the text
+    is returned whole.
     """
     text = text.replace("\r\n", "\n")
     reply = text
     if text.count("\n") < quotations.MAX_LINES_COUNT:
-        reply = quotations.extract_from_plain(text) or text
+        try:
+            reply = quotations.extract_from_plain(text) or text
+        except Exception as exc:  # never lose a customer's mail to the quotation heuristics
+            log.warning("email.quotation_extraction_failed", extra={"error": type(exc).__name__})
     replies = ReplyText(text=reply, languages=REPLY_LANGUAGES, keep_hyphen_lists=True).read()
     body = replies.replies[0].body.strip() if replies.replies else ""
     return body or reply.strip() or text.strip()

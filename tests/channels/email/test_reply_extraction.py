@@ -159,3 +159,14 @@ def test_a_body_longer_than_talons_window_loses_no_line() -> None:
     lines = [f"line {i} of a long log the customer pasted" for i in range(1500)]
     body = "\n".join(lines) + "\n"
     assert strip_quoted(body).splitlines()[-1] == lines[-1]
+
+
+def test_a_body_talon_fails_on_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    from channels.email import body as email_body
+
+    def broken(text: str) -> str:
+        raise IndexError("string index out of range")
+
+    monkeypatch.setattr(email_body.quotations, "extract_from_plain", broken)
+    reply = "Danke!\n\nAm 06.01.2025 um 10:00 schrieb Support <s@e.com>:\n> Hallo\n"
+    assert strip_quoted(reply) == "Danke!"  # mail-parser-reply still removes the quote
