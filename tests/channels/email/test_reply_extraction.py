@@ -162,11 +162,11 @@ def test_a_body_longer_than_talons_window_loses_no_line() -> None:
 
 
 def test_a_body_talon_fails_on_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
-    from channels.email import body as email_body
+    from talon import quotations
 
     def broken(text: str) -> str:
         raise IndexError("string index out of range")
 
-    monkeypatch.setattr(email_body.quotations, "extract_from_plain", broken)
+    monkeypatch.setattr(quotations, "extract_from_plain", broken)
     reply = "Danke!\n\nAm 06.01.2025 um 10:00 schrieb Support <s@e.com>:\n> Hallo\n"
     assert strip_quoted(reply) == "Danke!"  # mail-parser-reply still removes the quote
