@@ -148,7 +148,7 @@ async def build_hub(
             retriever = TracedRetriever(retriever)
     if agent is None:
         agent = default_agent(settings, retriever)
-        embedder = getattr(getattr(retriever, "inner", retriever), "embedder", None)
+        embedder = getattr(retriever, "embedder", None)  # a knowledge.KnowledgeBase
         if settings.agent == "auto" and embedder is not None:
             # Approved answers come before retrieval and generation (knowledge.answers).
             from knowledge.answers import CuratedAnswers, CuratedFirstAgent
