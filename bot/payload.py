@@ -9,13 +9,25 @@ naming the dotted field, and text over the configured size is
 from __future__ import annotations
 
 import json
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from bot.errors import PayloadInvalid, PayloadTooLarge
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def decode_json(data: bytes) -> Any:
+    """Decode ``data`` as UTF-8 JSON (RFC 8259) into Python values (dict, list, str...).
+
+    Raises:
+        PayloadInvalid: the bytes are not UTF-8 JSON (HTTP 400).
+    """
+    try:
+        return json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadInvalid(f"malformed JSON: {exc}") from exc
 
 
 def parse_json_model(model: type[ModelT], data: bytes, *, what: str = "body") -> ModelT:
@@ -30,10 +42,7 @@ def parse_json_model(model: type[ModelT], data: bytes, *, what: str = "body") ->
         PayloadInvalid: malformed JSON (``field`` None) or a schema violation (``field`` is the
             dotted path of the first error, e.g. ``user.id``).
     """
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadInvalid(f"malformed JSON: {exc}") from exc
+    doc = decode_json(data)
     try:
         return model.model_validate(doc)
     except ValidationError as exc:

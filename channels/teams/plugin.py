@@ -27,11 +27,12 @@ from bot.channel import HubAPI, Ignored, ParseResult
 from bot.config import Settings
 from bot.envelope import OutboundMessage
 from bot.errors import ConfigError
+from bot.payload import decode_json
 from channels.teams.credentials import TokenCredentialsFactory, TokenSource
 from channels.teams.receive import TeamsReceiver
 from channels.teams.references import ConversationReferences
 from channels.teams.send import TeamsSender
-from channels.teams.translate import CHANNEL, activity_object, decode_json, to_result
+from channels.teams.translate import CHANNEL, activity_object, to_result
 from channels.teams.verify import (
     BOT_CONNECTOR_SCOPE,
     BOT_FRAMEWORK_ISSUER,

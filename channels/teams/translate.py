@@ -21,7 +21,6 @@ button back as a ``message`` activity whose ``value`` is that data.
 
 from __future__ import annotations
 
-import json
 import mimetypes
 import re
 from datetime import UTC, datetime
@@ -41,6 +40,7 @@ from bot.envelope import (
     session_key,
 )
 from bot.errors import PayloadInvalid, PayloadTooLarge
+from bot.payload import decode_json
 
 CHANNEL = "teams"
 NO_TENANT = "default"
@@ -73,18 +73,6 @@ IGNORED_TYPES: dict[str, str] = {
 
 
 # --- inbound ------------------------------------------------------------------------------------
-def decode_json(data: bytes) -> Any:
-    """Decode a JSON body.
-
-    Raises:
-        PayloadInvalid: not UTF-8 JSON (status 400).
-    """
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadInvalid(f"malformed JSON: {exc}") from exc
-
-
 def load_activity(data: bytes) -> dict[str, Any]:
     """Decode one activity.
 

@@ -11,7 +11,6 @@ https://core.telegram.org/bots/api#message
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final
 
 from telegram import Update
@@ -30,18 +29,6 @@ _UNSUPPORTED_CONTENT = (
     "successful_payment",
     "story",
 )
-
-
-def decode_json(data: bytes) -> Any:
-    """Parse a JSON body.
-
-    Raises:
-        PayloadInvalid: when the bytes are not UTF-8 JSON.
-    """
-    try:
-        return json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadInvalid(f"malformed JSON: {exc}") from exc
 
 
 UNSUPPORTED_KEY: Final = "switchboard_unsupported"

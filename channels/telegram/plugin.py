@@ -34,8 +34,8 @@ from bot.channel import HubAPI, Ignored, ParseResult
 from bot.config import Settings
 from bot.envelope import Attachment, OutboundMessage
 from bot.errors import ConfigError
+from bot.payload import decode_json
 from channels.telegram.bot_api import call, delete_webhook, make_bot, set_webhook
-from channels.telegram.decode import decode_json
 from channels.telegram.migrations import ChatMigrations
 from channels.telegram.polling import Poller
 from channels.telegram.receive import TelegramReceiver

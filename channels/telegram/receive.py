@@ -31,8 +31,9 @@ from bot.channel import HubAPI, Ignored
 from bot.config import Settings
 from bot.envelope import InboundMessage
 from bot.errors import NotFound, PayloadTooLarge, SwitchboardError
+from bot.payload import decode_json
 from channels.telegram.bot_api import call
-from channels.telegram.decode import decode_json, decode_update
+from channels.telegram.decode import decode_update
 from channels.telegram.media_group import MediaGroupBuffer
 from channels.telegram.migrations import ChatMigrations
 from channels.telegram.send import REMEMBER_S, REMEMBERED, TelegramSender
