@@ -4,10 +4,14 @@ Mounted at ``/console`` as an aiohttp sub-application (it has its own session an
 middlewares, which touch nothing else of the server):
 
 - ``GET /console/``: the single-page console (HTML); ``GET /console/static/{file}``: its JS, CSS.
-- ``POST /console/api/login`` ``{"name", "password"}`` → ``{"agent", "csrf"}``; 401 when wrong,
-  429 (``Retry-After``) after too many failures.
-- ``POST /console/api/logout`` → 204. ``GET /console/api/me`` → ``{"agent", "csrf",
-  "capacity"}``; 401 when logged out.
+- ``POST /console/api/login`` ``{"name", "password"}`` → ``{"agent", "permissions", "csrf"}``;
+  401 when wrong, 429 (``Retry-After``) after too many failures.
+- ``POST /console/api/logout`` → 204. ``GET /console/api/me`` → ``{"agent", "permissions",
+  "csrf", "capacity"}``; 401 when logged out. ``agent`` is ``{"name", "display_name", "role",
+  "active"}``; ``permissions`` lists ``read``, ``act``, ``manage`` as the role grants
+  (:data:`bot.auth.ROLE_PERMISSIONS`). Every call below checks them on the server: reading
+  needs ``read``; claim, reply, note and resolve need ``act`` (403 for a viewer).
+- ``/console/api/agents``: account administration (``manage``, admins): :mod:`bot.console.admin`.
 - ``GET /console/api/queue`` → ``{"conversations": [...]}`` (queued first, longest wait first).
 - ``GET /console/api/conversations/{key}/messages?after=SEQ`` → ``{"conversation",
   "messages"}`` (internal notes included).
@@ -169,7 +173,13 @@ async def login(request: web.Request) -> web.StreamResponse:
     token = await auth.start_session(request, account)
     await hub_of(request).store.audit(account.name, "login", None, {"remote": _address(request)})
     log.info("console.login", extra={"agent": account.name})
-    return web.json_response({"agent": agent_json(account), "csrf": token})
+    return web.json_response(
+        {
+            "agent": agent_json(account),
+            "permissions": sorted(p.value for p in auth.permissions(account)),
+            "csrf": token,
+        }
+    )
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
