@@ -11,6 +11,8 @@
   window, in memory).
 - State-changing console calls need the ``X-Switchboard-CSRF`` header to equal the token stored
   in the session (returned by login and ``/me``); cookies are ``SameSite=Strict`` as well.
+- Every account has a role (:class:`~bot.store.base.AgentRole`); :func:`require` checks a
+  :class:`Permission` against :data:`ROLE_PERMISSIONS` on the server for every console call.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import os
 import re
 import secrets
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -37,9 +41,9 @@ from limits.aio.storage import MemoryStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from bot.config import Settings
-from bot.errors import Forbidden, PayloadInvalid, RateLimited, Unauthorized
+from bot.errors import Conflict, Forbidden, NotFound, PayloadInvalid, RateLimited, Unauthorized
 from bot.rate_limits import counted
-from bot.store.base import AgentAccount, Store
+from bot.store.base import AgentAccount, AgentRole, Store
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,61 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 _hasher = PasswordHasher()
 # Verified when a login name is unknown, so unknown names cost as much time as wrong passwords.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+# --- roles --------------------------------------------------------------------------------------
+
+
+class Permission(StrEnum):
+    """What a console call needs.
+
+    ``read``: see the queue, conversations, the event stream; ``act``: claim, reply, add notes,
+    resolve, transfer; ``manage``: agent accounts and settings.
+    """
+
+    READ = "read"
+    ACT = "act"
+    MANAGE = "manage"
+
+
+ROLE_PERMISSIONS: Mapping[AgentRole, frozenset[Permission]] = {
+    AgentRole.ADMIN: frozenset(Permission),
+    AgentRole.AGENT: frozenset({Permission.READ, Permission.ACT}),
+    AgentRole.VIEWER: frozenset({Permission.READ}),
+}
+"""The permissions of each role."""
+
+
+class RoleForbidden(Forbidden):
+    """The account's role lacks the permission a call needs (HTTP 403)."""
+
+
+def permissions(account: AgentAccount) -> frozenset[Permission]:
+    """The permissions the account's role grants."""
+    return ROLE_PERMISSIONS[account.role]
+
+
+def require(account: AgentAccount, permission: Permission) -> None:
+    """Refuse unless the account's role grants ``permission``.
+
+    Raises:
+        RoleForbidden: the role lacks it (HTTP 403).
+    """
+    if permission not in ROLE_PERMISSIONS[account.role]:
+        raise RoleForbidden(f"the {account.role.value} role may not {permission.value}")
+
+
+def parse_role(value: object) -> AgentRole:
+    """A role from user input (``admin``, ``agent``, ``viewer``).
+
+    Raises:
+        PayloadInvalid: anything else (``field`` is ``role``).
+    """
+    try:
+        return AgentRole(str(value))
+    except ValueError:
+        roles = ", ".join(r.value for r in AgentRole)
+        raise PayloadInvalid(f"role must be one of {roles}", field="role") from None
 
 
 # --- passwords ----------------------------------------------------------------------------------
@@ -118,8 +177,21 @@ class AgentUpdater(Protocol):
         """Replace the account with the same name."""
 
 
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_CHARS:
+        raise PayloadInvalid(
+            f"passwords need at least {MIN_PASSWORD_CHARS} characters", field="password"
+        )
+
+
 async def add_agent(
-    store: Store, name: str, password: str, display_name: str | None = None
+    store: Store,
+    name: str,
+    password: str,
+    display_name: str | None = None,
+    *,
+    role: AgentRole = AgentRole.AGENT,
+    actor: str | None = None,
 ) -> AgentAccount:
     """Create a human agent account (``switchboard agents add NAME``).
 
@@ -128,6 +200,8 @@ async def add_agent(
         name: login name: 1-64 characters of letters, digits, ``.``, ``_``, ``@``, ``-``.
         password: at least :data:`MIN_PASSWORD_CHARS` characters; only its hash is stored.
         display_name: the name customers see; defaults to ``name``.
+        role: what the account may do in the console.
+        actor: who creates it, for the audit log (defaults to ``name``: the command line).
 
     Returns:
         The stored account.
@@ -140,19 +214,91 @@ async def add_agent(
         raise PayloadInvalid(
             "agent names are 1-64 letters, digits, '.', '_', '@' or '-'", field="name"
         )
-    if len(password) < MIN_PASSWORD_CHARS:
-        raise PayloadInvalid(
-            f"passwords need at least {MIN_PASSWORD_CHARS} characters", field="password"
-        )
+    _check_password(password)
     account = AgentAccount(
         name=name,
-        display_name=(display_name or name).strip() or name,
+        display_name=(display_name or name).strip()[:100] or name,
         password_hash=await asyncio.to_thread(hash_password, password),
+        role=role,
     )
     await store.create_agent(account)
-    await store.audit(name, "agent.create", None, {"display_name": account.display_name})
-    log.info("auth.agent_added", extra={"agent": name})
+    await store.audit(
+        actor or name,
+        "agent.create",
+        None,
+        {"agent": name, "display_name": account.display_name, "role": role.value},
+    )
+    log.info("auth.agent_added", extra={"agent": name, "role": role.value})
     return account
+
+
+async def change_agent(
+    store: Store,
+    name: str,
+    *,
+    actor: str,
+    role: AgentRole | None = None,
+    active: bool | None = None,
+    display_name: str | None = None,
+    password: str | None = None,
+) -> AgentAccount:
+    """Change an account: role, enabled or disabled, display name, password (reset).
+
+    Disabling takes effect on the account's next console request (sessions check ``active``).
+    The last active admin can be neither demoted nor disabled, so someone can always manage
+    accounts.
+
+    Args:
+        store: where accounts live.
+        name: the login name.
+        actor: who changes it, for the audit log (``cli`` from the command line).
+        role: the new role, or None to keep it.
+        active: False disables login, True enables it, None keeps it.
+        display_name: the new display name, or None to keep it.
+        password: a new password (at least :data:`MIN_PASSWORD_CHARS`), or None to keep it.
+
+    Returns:
+        The stored account.
+
+    Raises:
+        NotFound: no account has that name.
+        PayloadInvalid: the password is too short or the display name empty.
+        Conflict: the change would leave no active admin.
+    """
+    account = await store.agent(name)
+    if account is None:
+        raise NotFound(f"no agent {name!r}")
+    new_hash = None
+    if password is not None:
+        _check_password(password)
+        new_hash = await asyncio.to_thread(hash_password, password)
+    if display_name is not None and not display_name.strip():
+        raise PayloadInvalid("the display name is empty", field="display_name")
+    updated = replace(
+        account,
+        password_hash=new_hash or account.password_hash,
+        display_name=display_name.strip()[:100] if display_name else account.display_name,
+        role=role or account.role,
+        active=account.active if active is None else active,
+    )
+    loses_admin = account.role is AgentRole.ADMIN and account.active
+    if loses_admin and (updated.role is not AgentRole.ADMIN or not updated.active):
+        admins = [a for a in await store.list_agents() if a.role is AgentRole.ADMIN and a.active]
+        if len(admins) <= 1:
+            raise Conflict("this is the last active admin; make another admin first")
+    await store.update_agent(updated)
+    detail: dict[str, object] = {"agent": name}
+    if role is not None:
+        detail["role"] = role.value
+    if active is not None:
+        detail["active"] = active
+    if display_name is not None:
+        detail["display_name"] = updated.display_name
+    if password is not None:
+        detail["password_reset"] = True
+    await store.audit(actor, "agent.update", None, detail)
+    log.info("auth.agent_changed", extra={"agent": name, "actor": actor})
+    return updated
 
 
 async def authenticate(store: Store, name: str, password: str) -> AgentAccount:
@@ -324,17 +470,24 @@ def check_csrf(request: web.Request, session: Session) -> None:
 
 __all__ = [
     "CSRF_HEADER",
+    "ROLE_PERMISSIONS",
     "SESSION_COOKIE",
     "SESSION_MAX_AGE_S",
     "AgentUpdater",
     "CsrfFailed",
     "LoginLimiter",
     "PasswordCheck",
+    "Permission",
+    "RoleForbidden",
     "add_agent",
     "authenticate",
+    "change_agent",
     "check_csrf",
     "end_session",
     "hash_password",
+    "parse_role",
+    "permissions",
+    "require",
     "session_agent",
     "session_key_bytes",
     "start_session",

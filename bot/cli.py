@@ -1,7 +1,8 @@
 """The ``switchboard`` command line.
 
 Commands: ``serve``, ``worker``, ``ingest``, ``chat``, ``kb eval``, ``kb answers``, ``parse``,
-``agents add``, ``db upgrade``, ``bench``, ``redact``, ``privacy bench`` (:mod:`bot.privacy.cli`).
+``agents add|list|disable|enable|set-role|reset-password`` (:mod:`bot.agents_cli`),
+``db upgrade``, ``bench``, ``redact``, ``privacy bench`` (:mod:`bot.privacy.cli`).
 Every command takes ``--data-dir`` and ``--config``; settings also come from ``SWITCHBOARD_*``
 environment variables (see :mod:`bot.config`).
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
 import os
 import sys
@@ -110,15 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("channel")
     p.add_argument("files", nargs="+", type=Path)
 
-    p = sub.add_parser("agents", help="human agent accounts")
-    ag_sub = p.add_subparsers(dest="agents_command", required=True)
-    pa = ag_sub.add_parser("add", help="create a human agent account")
-    _common(pa)
-    pa.add_argument("name")
-    pa.add_argument("--display-name", default=None)
-    pa.add_argument(
-        "--password-stdin", action="store_true", help="read the password from standard input"
-    )
+    from bot.agents_cli import add_parsers as add_agents_parsers
+
+    add_agents_parsers(sub, _common)
 
     p = sub.add_parser("db", help="database schema")
     db_sub = p.add_subparsers(dest="db_command", required=True)
@@ -173,7 +167,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "parse":
             return _parse(args)
         if args.command == "agents":
-            return asyncio.run(_agents_add(args))
+            from bot.agents_cli import run as run_agents
+
+            return asyncio.run(run_agents(args, _settings(args)))
         if args.command == "db":
             return asyncio.run(_db_upgrade(args))
         if args.command in ("redact", "privacy"):
@@ -400,31 +396,6 @@ def _parse(args: argparse.Namespace) -> int:
             else:
                 line["ignored"] = result.reason
         print(json.dumps(line, ensure_ascii=False))
-    return 0
-
-
-async def _agents_add(args: argparse.Namespace) -> int:
-    from bot.auth import add_agent
-    from bot.store import open_store
-
-    settings = _settings(args)
-    if args.password_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass(f"password for {args.name}: ")
-        if getpass.getpass("again: ") != password:
-            print("switchboard: passwords differ", file=sys.stderr)
-            return 2
-    if len(password) < 8:
-        print("switchboard: the password needs at least 8 characters", file=sys.stderr)
-        return 2
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = await open_store(settings)
-    try:
-        account = await add_agent(store, args.name, password, args.display_name)
-    finally:
-        await store.close()
-    print(f"agent {account.name!r} created")
     return 0
 
 

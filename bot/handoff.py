@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from bot.auth import Permission, require
 from bot.config import Settings
 from bot.envelope import TALK_TO_HUMAN, OutboundKind, OutboundMessage, SessionKey, utcnow
 from bot.errors import Conflict, Forbidden, NotFound, PayloadInvalid, SwitchboardError
@@ -364,7 +365,9 @@ class Handoff:
             NotFound: the session never wrote.
             Conflict: another agent owns it, it is closed, it changed meanwhile, or the agent
                 already owns ``settings.agent_capacity`` sessions.
+            bot.auth.RoleForbidden: the agent's role may not act (a viewer).
         """
+        require(agent, Permission.ACT)
         conv = await self._conversation(session_key)
         if conv.mode == SessionMode.HUMAN:
             if conv.assigned_agent == agent.name:
@@ -402,6 +405,7 @@ class Handoff:
         return [c for c in human if c.assigned_agent == agent_name]
 
     async def _owned(self, session_key: SessionKey, agent: AgentAccount) -> Conversation:
+        require(agent, Permission.ACT)
         conv = await self._conversation(session_key)
         if conv.mode != SessionMode.HUMAN:
             raise Conflict("claim the conversation before replying")
@@ -421,7 +425,7 @@ class Handoff:
             PayloadInvalid: the text is empty.
             NotFound: the session never wrote.
             Conflict: nobody owns the session (claim it first).
-            Forbidden: another agent owns it.
+            Forbidden: another agent owns it, or the agent's role may not act (a viewer).
         """
         text = text.strip()
         if not text:
@@ -456,7 +460,9 @@ class Handoff:
         Raises:
             PayloadInvalid: the text is empty.
             NotFound: the session never wrote.
+            bot.auth.RoleForbidden: the agent's role may not act (a viewer).
         """
+        require(agent, Permission.ACT)
         text = text.strip()
         if not text:
             raise PayloadInvalid("the note is empty", field="text")
@@ -499,9 +505,10 @@ class Handoff:
 
         Raises:
             NotFound: the session never wrote.
-            Forbidden: another agent owns it.
+            Forbidden: another agent owns it, or the agent's role may not act (a viewer).
             Conflict: it changed meanwhile.
         """
+        require(agent, Permission.ACT)
         conv = await self._conversation(session_key)
         target = SessionMode.CLOSED if close else SessionMode.BOT
         if conv.mode == target or (conv.mode == SessionMode.CLOSED and not close):

@@ -4,10 +4,14 @@ Mounted at ``/console`` as an aiohttp sub-application (it has its own session an
 middlewares, which touch nothing else of the server):
 
 - ``GET /console/``: the single-page console (HTML); ``GET /console/static/{file}``: its JS, CSS.
-- ``POST /console/api/login`` ``{"name", "password"}`` → ``{"agent", "csrf"}``; 401 when wrong,
-  429 (``Retry-After``) after too many failures.
-- ``POST /console/api/logout`` → 204. ``GET /console/api/me`` → ``{"agent", "csrf",
-  "capacity"}``; 401 when logged out.
+- ``POST /console/api/login`` ``{"name", "password"}`` → ``{"agent", "permissions", "csrf"}``;
+  401 when wrong, 429 (``Retry-After``) after too many failures.
+- ``POST /console/api/logout`` → 204. ``GET /console/api/me`` → ``{"agent", "permissions",
+  "csrf", "capacity"}``; 401 when logged out. ``agent`` is ``{"name", "display_name", "role",
+  "active"}``; ``permissions`` lists ``read``, ``act``, ``manage`` as the role grants
+  (:data:`bot.auth.ROLE_PERMISSIONS`). Every call below checks them on the server: reading
+  needs ``read``; claim, reply, note and resolve need ``act`` (403 for a viewer).
+- ``/console/api/agents``: account administration (``manage``, admins): :mod:`bot.console.admin`.
 - ``GET /console/api/queue`` → ``{"conversations": [...]}`` (queued first, longest wait first).
 - ``GET /console/api/conversations/{key}/messages?after=SEQ`` → ``{"conversation",
   "messages"}`` (internal notes included).
@@ -36,21 +40,28 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp_session
 from aiohttp import web
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from bot import auth
-from bot.config import Settings
-from bot.envelope import SessionKey, utcnow
-from bot.errors import NotFound, PayloadInvalid, PayloadTooLarge, RateLimited, SwitchboardError
-from bot.events import EventBus
-from bot.handoff import Handoff
-from bot.payload import check_text_bytes
+from bot.auth import Permission
+from bot.console import admin
+from bot.console.context import (
+    HUB_KEY,
+    ConsoleHub,
+    actor,
+    agent_json,
+    hub_of,
+    json_body,
+    text_field,
+)
+from bot.console.views import conversation_json, iso, message_json
+from bot.envelope import SessionKey
+from bot.errors import NotFound, PayloadInvalid, RateLimited, SwitchboardError
 from bot.rate_limits import counter_storage
-from bot.store.base import AgentAccount, Conversation, Store, StoredMessage
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +71,6 @@ HEARTBEAT_S = 15.0
 MAX_TEXT_BYTES_DEFAULT = 32 * 1024
 
 
-class ConsoleHub(Protocol):
-    """What the console needs of the hub (:class:`bot.hub.Hub` has it)."""
-
-    @property
-    def settings(self) -> Settings:
-        """The hub's settings."""
-
-    @property
-    def store(self) -> Store:
-        """Conversations, messages and agent accounts."""
-
-    @property
-    def events(self) -> EventBus:
-        """The hub's event feed (the SSE stream subscribes to it)."""
-
-    @property
-    def handoff(self) -> Handoff:
-        """The human queue and agents' actions."""
-
-
-HUB_KEY = web.AppKey("switchboard_console_hub", ConsoleHub)
 LIMITER_KEY = web.AppKey("switchboard_console_limiter", auth.LoginLimiter)
 STREAMS_KEY: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("switchboard_console_streams")
 
@@ -96,59 +86,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # --- serialization ------------------------------------------------------------------------------
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def conversation_json(conv: Conversation) -> dict[str, Any]:
-    """A conversation as the console API returns it (``waiting_s`` in seconds, or null)."""
-    waiting = None
-    if conv.queued_at is not None:
-        waiting = max(0.0, (utcnow() - conv.queued_at).total_seconds())
-    return {
-        "session_key": conv.session_key,
-        "channel": conv.channel,
-        "account": conv.account,
-        "customer": {
-            "id": conv.customer.id,
-            "name": conv.customer.name,
-            "email": conv.customer.email,
-            "verified": conv.customer.verified,
-        },
-        "mode": conv.mode.value,
-        "assigned_agent": conv.assigned_agent,
-        "ticket_id": conv.ticket_id,
-        "escalation_reason": conv.escalation_reason,
-        "queued_at": _iso(conv.queued_at),
-        "waiting_s": waiting,
-        "last_seq": conv.last_seq,
-        "created_at": _iso(conv.created_at),
-        "updated_at": _iso(conv.updated_at),
-    }
-
-
-def message_json(msg: StoredMessage) -> dict[str, Any]:
-    """A stored message as the console API returns it (notes have ``internal: true``)."""
-    return {
-        "seq": msg.seq,
-        "role": msg.role.value,
-        "kind": msg.kind,
-        "text": msg.text,
-        "author": msg.author,
-        "internal": msg.internal,
-        "reply_to": msg.reply_to,
-        "citations": [
-            {"doc_id": c.doc_id, "title": c.title, "url": c.url, "score": c.score}
-            for c in msg.citations
-        ],
-        "created_at": msg.created_at.isoformat(),
-    }
-
-
-def _agent_json(account: AgentAccount) -> dict[str, Any]:
-    return {"name": account.name, "display_name": account.display_name}
 
 
 # --- middleware ---------------------------------------------------------------------------------
@@ -198,44 +135,6 @@ async def _no_store(request: web.Request, handler: Handler) -> web.StreamRespons
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _hub(request: web.Request) -> ConsoleHub:
-    return request.app[HUB_KEY]
-
-
-async def _json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object; only ``application/json`` is accepted (CSRF defence)."""
-    if request.content_type != "application/json":
-        raise PayloadInvalid("send application/json", field="content-type")
-    limit = _hub(request).settings.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge("body too large", limit_bytes=limit)
-    raw = await request.content.read(limit + 1)
-    if len(raw) > limit:
-        raise PayloadTooLarge("body too large", limit_bytes=limit)
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise PayloadInvalid(f"malformed JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise PayloadInvalid("the body must be a JSON object")
-    return data
-
-
-def _text_field(request: web.Request, data: dict[str, Any]) -> str:
-    text = data.get("text")
-    if not isinstance(text, str) or not text.strip():
-        raise PayloadInvalid("text must be a non-empty string", field="text")
-    check_text_bytes(text, _hub(request).settings.max_message_bytes)
-    return text
-
-
-async def _agent(request: web.Request, *, csrf: bool) -> AgentAccount:
-    account, session = await auth.session_agent(request, _hub(request).store)
-    if csrf:
-        auth.check_csrf(request, session)
-    return account
-
-
 def _key(request: web.Request) -> SessionKey:
     # aiohttp percent-decodes path parameters once (the page encodes with encodeURIComponent).
     return SessionKey(request.match_info["session_key"])
@@ -256,7 +155,7 @@ async def page(request: web.Request) -> web.StreamResponse:
 
 async def login(request: web.Request) -> web.StreamResponse:
     """Log in: starts a new session; answers the agent and the CSRF token."""
-    data = await _json_body(request)
+    data = await json_body(request)
     name, password = data.get("name"), data.get("password")
     if not isinstance(name, str) or not name:
         raise PayloadInvalid("name is required", field="name")
@@ -265,49 +164,56 @@ async def login(request: web.Request) -> web.StreamResponse:
     limiter = request.app[LIMITER_KEY]
     await limiter.check(name, _address(request))
     try:
-        account = await auth.authenticate(_hub(request).store, name, password)
+        account = await auth.authenticate(hub_of(request).store, name, password)
     except SwitchboardError:
         await limiter.failed(name, _address(request))
         log.warning("console.login_failed", extra={"agent": name, "remote": _address(request)})
         raise
     await limiter.succeeded(name)
     token = await auth.start_session(request, account)
-    await _hub(request).store.audit(account.name, "login", None, {"remote": _address(request)})
+    await hub_of(request).store.audit(account.name, "login", None, {"remote": _address(request)})
     log.info("console.login", extra={"agent": account.name})
-    return web.json_response({"agent": _agent_json(account), "csrf": token})
+    return web.json_response(
+        {
+            "agent": agent_json(account),
+            "permissions": sorted(p.value for p in auth.permissions(account)),
+            "csrf": token,
+        }
+    )
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     """Log out (needs the CSRF header)."""
-    account = await _agent(request, csrf=True)
+    account = await actor(request, Permission.READ)
     await auth.end_session(request)
     log.info("console.logout", extra={"agent": account.name})
     return web.Response(status=204)
 
 
 async def me(request: web.Request) -> web.StreamResponse:
-    """The logged-in agent, the CSRF token and the agent's capacity."""
-    account, session = await auth.session_agent(request, _hub(request).store)
+    """The logged-in agent, its permissions, the CSRF token and the agent's capacity."""
+    account, session = await auth.session_agent(request, hub_of(request).store)
     return web.json_response(
         {
-            "agent": _agent_json(account),
+            "agent": agent_json(account),
+            "permissions": sorted(p.value for p in auth.permissions(account)),
             "csrf": session.get("csrf"),
-            "capacity": _hub(request).settings.agent_capacity,
+            "capacity": hub_of(request).settings.agent_capacity,
         }
     )
 
 
 async def queue(request: web.Request) -> web.StreamResponse:
     """Queued conversations (longest waiting first), then human-owned ones."""
-    await _agent(request, csrf=False)
-    convs = await _hub(request).handoff.queue()
+    await actor(request, Permission.READ)
+    convs = await hub_of(request).handoff.queue()
     return web.json_response({"conversations": [conversation_json(c) for c in convs]})
 
 
 async def messages(request: web.Request) -> web.StreamResponse:
     """A conversation and its messages after ``?after=SEQ`` (notes included)."""
-    await _agent(request, csrf=False)
-    hub = _hub(request)
+    await actor(request, Permission.READ)
+    hub = hub_of(request)
     key = _key(request)
     try:
         after = int(request.query.get("after", "0"))
@@ -325,36 +231,36 @@ async def messages(request: web.Request) -> web.StreamResponse:
 
 async def claim(request: web.Request) -> web.StreamResponse:
     """Claim a conversation for the logged-in agent."""
-    account = await _agent(request, csrf=True)
-    await _json_body(request)
-    conv = await _hub(request).handoff.claim(_key(request), account)
+    account = await actor(request, Permission.ACT)
+    await json_body(request)
+    conv = await hub_of(request).handoff.claim(_key(request), account)
     return web.json_response({"conversation": conversation_json(conv)})
 
 
 async def reply(request: web.Request) -> web.StreamResponse:
     """Send the agent's reply to the customer."""
-    account = await _agent(request, csrf=True)
-    text = _text_field(request, await _json_body(request))
-    msg = await _hub(request).handoff.reply(_key(request), account, text)
+    account = await actor(request, Permission.ACT)
+    text = text_field(request, await json_body(request))
+    msg = await hub_of(request).handoff.reply(_key(request), account, text)
     return web.json_response({"message": message_json(msg)})
 
 
 async def note(request: web.Request) -> web.StreamResponse:
     """Add an internal note."""
-    account = await _agent(request, csrf=True)
-    text = _text_field(request, await _json_body(request))
-    msg = await _hub(request).handoff.note(_key(request), account, text)
+    account = await actor(request, Permission.ACT)
+    text = text_field(request, await json_body(request))
+    msg = await hub_of(request).handoff.note(_key(request), account, text)
     return web.json_response({"message": message_json(msg)})
 
 
 async def resolve(request: web.Request) -> web.StreamResponse:
     """Hand the conversation back to the bot, or close it with ``{"close": true}``."""
-    account = await _agent(request, csrf=True)
-    data = await _json_body(request)
+    account = await actor(request, Permission.ACT)
+    data = await json_body(request)
     close = data.get("close", False)
     if not isinstance(close, bool):
         raise PayloadInvalid("close must be a boolean", field="close")
-    conv = await _hub(request).handoff.resolve(_key(request), account, close=close)
+    conv = await hub_of(request).handoff.resolve(_key(request), account, close=close)
     return web.json_response({"conversation": conversation_json(conv)})
 
 
@@ -368,14 +274,14 @@ def backend_health(hub: ConsoleHub) -> dict[str, Any]:
     if not isinstance(connected, bool):
         return {"redis": None, "since": None}
     changed_at = getattr(hub.events, "changed_at", None)
-    since = _iso(changed_at) if isinstance(changed_at, datetime) else None
+    since = iso(changed_at) if isinstance(changed_at, datetime) else None
     return {"redis": "up" if connected else "down", "since": since}
 
 
 async def health(request: web.Request) -> web.StreamResponse:
     """Redis reachability of this process (see :func:`backend_health`)."""
-    await _agent(request, csrf=False)
-    return web.json_response(backend_health(_hub(request)))
+    await actor(request, Permission.READ)
+    return web.json_response(backend_health(hub_of(request)))
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
@@ -384,8 +290,8 @@ def _sse(event: str, data: dict[str, Any]) -> bytes:
 
 async def events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: ``ready``, then the hub's ``message``, ``mode``, ``backend`` events."""
-    account = await _agent(request, csrf=False)
-    hub = _hub(request)
+    account = await actor(request, Permission.READ)
+    hub = hub_of(request)
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -471,6 +377,7 @@ def console_app(hub: ConsoleHub) -> web.Application:
             web.post("/api/conversations/{session_key:.+}/reply", reply),
             web.post("/api/conversations/{session_key:.+}/note", note),
             web.post("/api/conversations/{session_key:.+}/resolve", resolve),
+            *admin.ROUTES,
         ]
     )
     return app

@@ -124,6 +124,18 @@ class Conversation:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+class AgentRole(StrEnum):
+    """What a console account may do (see :data:`bot.auth.ROLE_PERMISSIONS`).
+
+    ``admin``: everything, including managing agents and settings; ``agent``: read, claim,
+    reply, note, resolve; ``viewer``: read only.
+    """
+
+    ADMIN = "admin"
+    AGENT = "agent"
+    VIEWER = "viewer"
+
+
 @dataclass(frozen=True, slots=True)
 class AgentAccount:
     """A human agent who can log in to the console.
@@ -133,12 +145,14 @@ class AgentAccount:
         display_name: name shown to customers.
         password_hash: an argon2id PHC string (never the password).
         active: False disables login.
+        role: what the account may do in the console.
     """
 
     name: str
     display_name: str
     password_hash: str
     active: bool = True
+    role: AgentRole = AgentRole.AGENT
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,6 +274,16 @@ class Store(Protocol):
 
     async def agent(self, name: str) -> AgentAccount | None:
         """An agent account by login name."""
+
+    async def update_agent(self, account: AgentAccount) -> None:
+        """Replace the agent account with the same name (hash, display name, active, role).
+
+        Raises:
+            bot.errors.NotFound: when no agent has that name.
+        """
+
+    async def list_agents(self) -> list[AgentAccount]:
+        """Every agent account, by login name."""
 
     async def audit(
         self, actor: str, action: str, session_key: SessionKey | None, detail: dict[str, Any]

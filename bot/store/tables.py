@@ -1,4 +1,4 @@
-"""The store's tables: conversations, messages, agents, audit and outbox (SQLAlchemy Core).
+"""The store's tables: conversations, messages, agents, agent roles, audit, outbox (SQLAlchemy).
 
 :data:`metadata` is what ``SqlStore.open()`` creates when missing and what the Alembic
 migrations (:mod:`bot.store.migrate`) manage, with the tables plugin packages register.
@@ -70,6 +70,20 @@ agents = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
 )
 """Human agent accounts of the console."""
+
+agent_profiles = sa.Table(
+    "agent_profiles",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+"""Console roles of agent accounts (Alembic 0003); an account without a row is an ``agent``.
+
+A table of its own rather than a column of ``agents``: ``SqlStore.open()`` creates missing
+tables but never alters existing ones, so an embedded database made by an older version keeps
+working before ``switchboard db upgrade`` runs.
+"""
 
 audit = sa.Table(
     "audit",

@@ -108,7 +108,12 @@ class TestPageAndLogin:
         )
         assert resp.status == 200
         body = await resp.json()
-        assert body["agent"] == {"name": "alice", "display_name": "Alice Agent"}
+        assert body["agent"] == {
+            "name": "alice",
+            "display_name": "Alice Agent",
+            "role": "agent",
+            "active": True,
+        }
         cookie = resp.cookies[auth.SESSION_COOKIE]
         assert cookie["httponly"]
         assert cookie["samesite"] == "Strict"
@@ -119,6 +124,7 @@ class TestPageAndLogin:
         me = await client.get("/console/api/me")
         assert me.status == 200
         assert (await me.json())["csrf"] == body["csrf"]
+        assert (await me.json())["permissions"] == ["act", "read"]
 
         assert (await post(client, "/console/api/logout", None)).status == 403
         assert (await post(client, "/console/api/logout", "forged")).status == 403

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from importlib.metadata import EntryPoint
 from pathlib import Path
 
@@ -13,12 +14,21 @@ from bot.config import Settings
 from bot.envelope import Citation, InboundMessage, Participant, session_key
 from bot.errors import ConfigError
 from bot.store import migrate, open_store
-from bot.store.base import AgentAccount, NewMessage, Role, SessionMode
+from bot.store.base import AgentAccount, AgentRole, NewMessage, Role, SessionMode
 from bot.store.engine import make_engine
 from plugins.ticketing.local import LocalTicketBackend
 from tests.fakes.postgres import PostgresServer
 
-TABLES = {"conversations", "messages", "agents", "audit", "tickets", "ticket_comments", "outbox"}
+TABLES = {
+    "conversations",
+    "messages",
+    "agents",
+    "audit",
+    "tickets",
+    "ticket_comments",
+    "outbox",
+    "agent_profiles",
+}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -50,7 +60,7 @@ async def _execute(settings: Settings, sql: str) -> None:
 
 def test_one_head_after_the_baseline() -> None:
     assert migrate.BASELINE == "0001"
-    assert migrate.head_revision() == "0002"
+    assert migrate.head_revision() == "0003_agent_profiles"
 
 
 async def test_upgrade_empty_database_matches_the_models(empty: Settings) -> None:
@@ -141,6 +151,28 @@ async def test_database_created_by_the_store_is_adopted(empty: Settings) -> None
     store = await open_store(empty)
     try:
         assert await store.agent("ann") is not None
+    finally:
+        await store.close()
+
+
+async def test_accounts_made_before_roles_existed_are_agents(empty: Settings) -> None:
+    """A 0002 database (agents but no agent_profiles) upgrades; its accounts are ``agent``."""
+    assert await migrate.upgrade(empty, "0002") == "0002"
+    await _execute(
+        empty,
+        "insert into agents (name, display_name, password_hash, active, created_at)"
+        " values ('old', 'Old', 'h', true, '2026-01-01T00:00:00.000000')",
+    )
+    assert await migrate.upgrade(empty) == migrate.head_revision()
+    store = await open_store(empty)
+    try:
+        old = await store.agent("old")
+        assert old is not None
+        assert old.role is AgentRole.AGENT
+        await store.update_agent(replace(old, role=AgentRole.ADMIN))
+        again = await store.agent("old")
+        assert again is not None
+        assert again.role is AgentRole.ADMIN
     finally:
         await store.close()
 

@@ -14,7 +14,7 @@ from bot.config import Settings
 from bot.envelope import Citation, InboundMessage, Participant, SessionKey, session_key
 from bot.errors import BackendUnavailable, Conflict, NotFound, PayloadInvalid
 from bot.store import batcher, open_store
-from bot.store.base import AgentAccount, NewMessage, Role, SessionMode, Store
+from bot.store.base import AgentAccount, AgentRole, NewMessage, Role, SessionMode, Store
 from bot.store.sql import SqlStore
 from tests.store.databases import count
 
@@ -358,6 +358,20 @@ class TestAgentsAndAudit:
         assert await store.agent("ann") == updated
         with pytest.raises(NotFound):
             await store.update_agent(AgentAccount("bob", "Bob", "h"))
+
+    async def test_agent_roles(self, store: SqlStore) -> None:
+        await store.create_agent(AgentAccount("zed", "Zed", "h", role=AgentRole.VIEWER))
+        await store.create_agent(AgentAccount("amy", "Amy", "h", role=AgentRole.ADMIN))
+        await store.create_agent(AgentAccount("kim", "Kim", "h"))
+        assert [(a.name, a.role) for a in await store.list_agents()] == [
+            ("amy", AgentRole.ADMIN),
+            ("kim", AgentRole.AGENT),
+            ("zed", AgentRole.VIEWER),
+        ]
+        await store.update_agent(AgentAccount("zed", "Zed", "h", role=AgentRole.AGENT))
+        zed = await store.agent("zed")
+        assert zed is not None
+        assert zed.role is AgentRole.AGENT
 
     async def test_audit_rows(self, store: SqlStore, settings: Settings) -> None:
         before = datetime.now(UTC)

@@ -8,7 +8,8 @@
   const $ = (id) => document.getElementById(id);
 
   const state = {
-    agent: null,          // {name, display_name}
+    agent: null,          // {name, display_name, role, active}
+    permissions: [],      // "read", "act", "manage" (the server checks them too)
     csrf: null,
     conversations: [],    // queue as last fetched
     selected: null,       // session key of the open conversation
@@ -106,7 +107,9 @@
     turn_failed: "bot error",
   };
   const reasonLabel = (r) => REASONS[r] || (r ? r.replace(/_/g, " ") : "");
-  const customerName = (c) => c.customer.name || c.customer.email || c.customer.id;
+  // The server picks a readable label (never a platform id); e-mail is given only when verified.
+  const customerName = (c) => c.customer.display_name || c.customer.name || "Customer";
+  const can = (permission) => state.permissions.includes(permission);
 
   // --- views ----------------------------------------------------------------------------------
 
@@ -123,10 +126,13 @@
 
   async function showApp(me) {
     state.agent = me.agent;
+    state.permissions = me.permissions || [];
     state.csrf = me.csrf;
     $("login-view").hidden = true;
     $("app-view").hidden = false;
     $("agent-name").textContent = me.agent.display_name;
+    $("agent-role").textContent = me.agent.role;
+    $("agents-open").hidden = !can("manage");
     openEvents();
     await refreshQueue();
     const fromHash = decodeURIComponent(location.hash.replace(/^#\/c\//, ""));
@@ -154,7 +160,8 @@
     const wait = c.mode === "queued" && c.queued_at
       ? el("span", { class: "qi-wait", "data-since": c.queued_at, "data-testid": "queue-wait" })
       : null;
-    const sub = el("span", { class: "qi-sub" }, el("span", { class: "chip", text: c.channel }));
+    const sub = el("span", { class: "qi-sub" },
+      el("span", { class: "chip", "data-testid": "queue-channel", text: c.channel_label || c.channel }));
     if (c.mode === "queued" && c.escalation_reason) {
       sub.append(el("span", { class: "chip reason", text: reasonLabel(c.escalation_reason) }));
     }
@@ -217,6 +224,7 @@
       history.replaceState(null, "", `#/c/${encodeURIComponent(key)}`);
     }
     $("placeholder").hidden = true;
+    $("agents-view").hidden = true;
     $("conv-view").hidden = false;
     for (const item of document.querySelectorAll(".queue-item")) {
       item.setAttribute("aria-current", item.dataset.sessionKey === key ? "true" : "false");
@@ -306,7 +314,9 @@
     const c = state.conv;
     if (!c) return;
     $("conv-customer").textContent = customerName(c);
-    const meta = [c.channel, c.customer.email, c.ticket_id && `ticket ${c.ticket_id}`,
+    const email = c.customer.email && c.customer.email !== customerName(c) ? c.customer.email : null;
+    const meta = [c.channel_label || c.channel, email && `${email} (verified)`,
+      c.ticket_id && `ticket ${c.ticket_id}`,
       c.mode === "queued" && c.escalation_reason && reasonLabel(c.escalation_reason)];
     $("conv-meta").textContent = meta.filter(Boolean).join(" · ");
     const badge = $("conv-mode");
@@ -315,11 +325,11 @@
     badge.textContent = c.mode === "human" ? (mine ? "with you" : `with ${c.assigned_agent}`) : c.mode;
 
     const claim = $("claim");
-    claim.hidden = mine || c.mode === "closed";
+    claim.hidden = mine || c.mode === "closed" || !can("act");
     claim.disabled = c.mode === "human";
     claim.textContent = c.mode === "bot" ? "Take over" : "Claim";
     const resolve = $("resolve");
-    resolve.hidden = !(c.mode === "queued" || mine);
+    resolve.hidden = !can("act") || !(c.mode === "queued" || mine);
     $("close-conv").hidden = resolve.hidden;
     updateComposer();
   }
@@ -333,11 +343,13 @@
     $("reply-text").placeholder = note
       ? "Internal note: only agents see this…"
       : "Reply to the customer…";
-    const canSend = note || mine;
+    const canSend = can("act") && (note || mine);
     $("send").disabled = !canSend;
     $("reply-text").disabled = !canSend;
+    $("note-toggle").disabled = !can("act");
     let hint = "";
-    if (note) hint = "Notes are never shown to the customer.";
+    if (!can("act")) hint = "Your role is read-only (viewer).";
+    else if (note) hint = "Notes are never shown to the customer.";
     else if (!c) hint = "";
     else if (c.mode === "human" && !mine) hint = `${c.assigned_agent} owns this conversation.`;
     else if (!mine) hint = "Claim the conversation to reply.";
@@ -468,6 +480,78 @@
     state.source = null;
   }
 
+  // --- agents (admins) -----------------------------------------------------------------------
+
+  async function showAgents() {
+    $("placeholder").hidden = true;
+    $("conv-view").hidden = true;
+    $("agents-view").hidden = false;
+    await refreshAgents();
+  }
+
+  function hideAgents() {
+    $("agents-view").hidden = true;
+    if (state.selected) $("conv-view").hidden = false;
+    else $("placeholder").hidden = false;
+  }
+
+  async function changeAgent(name, change, done) {
+    try {
+      await api("POST", `/agents/${encodeURIComponent(name)}`, change);
+      toast(done);
+    } catch (err) {
+      if (err.status !== 401) toast(err.message, "error");
+    }
+    await refreshAgents();
+  }
+
+  function agentRow(a) {
+    const role = el("select", { "data-testid": "agent-role-select", "aria-label": `role of ${a.name}` });
+    for (const r of ["admin", "agent", "viewer"]) {
+      role.append(el("option", { value: r, selected: r === a.role, text: r }));
+    }
+    role.addEventListener("change", () => changeAgent(a.name, { role: role.value }, `${a.name} is now ${role.value}.`));
+    const active = el("input", { type: "checkbox", "data-testid": "agent-active", checked: a.active,
+      "aria-label": `${a.name} active` });
+    active.addEventListener("change", () => changeAgent(a.name, { active: active.checked },
+      active.checked ? `${a.name} enabled.` : `${a.name} disabled.`));
+    const reset = el("button", { type: "button", class: "ghost", "data-testid": "agent-reset", text: "Reset password" });
+    reset.addEventListener("click", () => {
+      const password = window.prompt(`New password for ${a.name} (8+ characters)`);
+      if (password) changeAgent(a.name, { password }, `Password of ${a.name} reset.`);
+    });
+    return el("tr", { "data-testid": "agent-row", "data-name": a.name },
+      el("td", { text: a.name }), el("td", { text: a.display_name }),
+      el("td", {}, role), el("td", {}, active), el("td", {}, reset));
+  }
+
+  async function refreshAgents() {
+    try {
+      const data = await api("GET", "/agents");
+      $("agents-list").replaceChildren(...data.agents.map(agentRow));
+    } catch (err) {
+      if (err.status !== 401) toast(err.message, "error");
+    }
+  }
+
+  async function addAgent(event) {
+    event.preventDefault();
+    const body = {
+      name: $("new-agent-name").value.trim(),
+      display_name: $("new-agent-display").value.trim() || undefined,
+      password: $("new-agent-password").value,
+      role: $("new-agent-role").value,
+    };
+    try {
+      await api("POST", "/agents", body);
+      $("agent-form").reset();
+      toast(`${body.name} added.`);
+    } catch (err) {
+      if (err.status !== 401) toast(err.message, "error");
+    }
+    await refreshAgents();
+  }
+
   // --- wiring ---------------------------------------------------------------------------------
 
   async function login(event) {
@@ -504,6 +588,9 @@
   function init() {
     $("login-form").addEventListener("submit", login);
     $("logout").addEventListener("click", logout);
+    $("agents-open").addEventListener("click", showAgents);
+    $("agents-close").addEventListener("click", hideAgents);
+    $("agent-form").addEventListener("submit", addAgent);
     $("claim").addEventListener("click", claimSelected);
     $("resolve").addEventListener("click", resolveSelected);
     $("close-conv").addEventListener("click", closeSelected);
