@@ -13,7 +13,9 @@ demo page ``/``); the console adds ``/console`` when :mod:`bot.console` is insta
 Middlewares, outermost first: a structured access log (``http.request``), JSON error answers for
 :mod:`bot.errors` and aiohttp's HTTP errors, the request body cap (``max_body_bytes``, 413), and
 API-key authentication of ``/api/v1/*`` (``Authorization: Bearer KEY``, RFC 6750) when keys are
-configured. Without keys, :func:`run_server` binds to loopback only.
+configured. Without keys, :func:`run_server` binds to loopback only. Every answer carries the
+security headers of :func:`bot.web_security.install_security_headers` (CSP, nosniff, HSTS over
+HTTPS...).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from bot.errors import (
     SwitchboardError,
     Unauthorized,
 )
+from bot.web_security import install_security_headers
 
 if TYPE_CHECKING:
     from bot.hub import Hub
@@ -315,6 +318,7 @@ def make_app(hub: Hub) -> web.Application:
         client_max_size=settings.max_body_bytes,
     )
     app[HUB_KEY] = hub
+    install_security_headers(app, settings)
     app.add_routes(
         [
             web.get("/healthz", healthz),
