@@ -11,7 +11,8 @@ Channels add theirs (``/api/v1/...`` for REST with its OpenAPI document, ``/webc
 demo page ``/``); the console adds ``/console`` when :mod:`bot.console` is installed.
 
 Middlewares, outermost first: a structured access log (``http.request``), JSON error answers for
-:mod:`bot.errors` and aiohttp's HTTP errors, the request body cap (``max_body_bytes``, 413), and
+:mod:`bot.errors` and aiohttp's HTTP errors, cookie flags (:mod:`bot.web_security`: HttpOnly,
+SameSite, Secure over HTTPS), the request body cap (``max_body_bytes``, 413), and
 API-key authentication of ``/api/v1/*`` (``Authorization: Bearer KEY``, RFC 6750) when keys are
 configured. Without keys, :func:`run_server` binds to loopback only. Every answer carries the
 security headers of :func:`bot.web_security.install_security_headers` (CSP, nosniff, HSTS over
@@ -50,7 +51,7 @@ from bot.errors import (
     SwitchboardError,
     Unauthorized,
 )
-from bot.web_security import install_security_headers
+from bot.web_security import cookie_flags_middleware, install_security_headers
 
 if TYPE_CHECKING:
     from bot.hub import Hub
@@ -312,6 +313,7 @@ def make_app(hub: Hub) -> web.Application:
         middlewares=[
             access_log_middleware,
             error_middleware,
+            cookie_flags_middleware(settings),
             body_limit_middleware(settings.max_body_bytes),
             auth_middleware(keys),
         ],

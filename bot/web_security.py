@@ -1,6 +1,6 @@
 """The web surface's browser defences: security headers, cookie flags and console CSRF checks.
 
-Two pieces, installed by :func:`bot.server.make_app` and :mod:`bot.console`:
+Three pieces, installed by :func:`bot.server.make_app` and :mod:`bot.console`:
 
 - :func:`install_security_headers`: an ``on_response_prepare`` hook, so it reaches every
   answer of the application and its sub-applications, streamed ones (SSE, WebSocket) and
@@ -8,8 +8,9 @@ Two pieces, installed by :func:`bot.server.make_app` and :mod:`bot.console`:
   anywhere, ``frame-ancestors 'none'`` except on the web chat's embed page, whose allowed
   origins are ``webchat_frame_ancestors``), ``X-Content-Type-Options: nosniff``,
   ``Referrer-Policy``, a minimal ``Permissions-Policy``, and ``Strict-Transport-Security``
-  (RFC 6797) on HTTPS answers. Every cookie the hub sets gets ``HttpOnly``, ``SameSite=Lax``
-  unless stricter, and ``Secure`` over HTTPS.
+  (RFC 6797) on HTTPS answers.
+- :func:`cookie_flags_middleware`: every cookie the hub sets gets ``HttpOnly``,
+  ``SameSite=Lax`` unless stricter, and ``Secure`` over HTTPS.
 - :func:`csrf_middleware`: inside the console's sub-application (after its session
   middleware), every state-changing request (POST, PUT, PATCH, DELETE) under ``/console``
   whose ``Sec-Fetch-Site`` (W3C Fetch Metadata) is not ``same-origin``/``none``, or whose
@@ -127,14 +128,36 @@ def install_security_headers(app: web.Application, settings: Settings) -> None:
         headers.pop("X-Frame-Options", None)  # superseded by frame-ancestors
         if https and settings.hsts_max_age_s > 0:
             headers["Strict-Transport-Security"] = f"max-age={settings.hsts_max_age_s}"
+
+    app.on_response_prepare.append(on_prepare)
+
+
+def cookie_flags_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Flag every cookie an answer sets (RFC 6265bis §4.1.2).
+
+    ``HttpOnly`` always, ``SameSite=Lax`` unless already ``Strict``/``Lax``, ``Secure`` over
+    HTTPS.
+
+    A middleware rather than a prepare hook: aiohttp serializes cookies before the hook runs.
+    Answers prepared inside the handler (streams) set no cookies.
+    """
+    trusted = trusted_networks(settings)
+
+    @web.middleware
+    async def cookie_flags(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        if response.prepared or not response.cookies:
+            return response
+        https = is_https(request, settings, trusted)
         for morsel in response.cookies.values():
             morsel["httponly"] = True
             if str(morsel["samesite"]).lower() not in ("strict", "lax"):
                 morsel["samesite"] = "Lax"
             if https:
                 morsel["secure"] = True
+        return response
 
-    app.on_response_prepare.append(on_prepare)
+    return cookie_flags
 
 
 def _origin(url: str) -> str:
@@ -201,6 +224,7 @@ def csrf_middleware(settings: Settings) -> Callable[..., Awaitable[web.StreamRes
 __all__ = [
     "check_same_origin",
     "content_security_policy",
+    "cookie_flags_middleware",
     "csrf_middleware",
     "install_security_headers",
     "is_https",
