@@ -232,6 +232,20 @@ class Settings(BaseSettings):
     def _privacy_lists(cls, value: Any) -> Any:
         return _split_csv(value)
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an IP address or network"
+                ) from exc
+        return value
+
     def pii_entities_for(self, channel: str) -> list[str]:
         """The entity types redacted on a channel: its override, else ``pii_entities``."""
         return self.pii_channel_entities.get(channel, self.pii_entities)

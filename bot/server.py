@@ -374,12 +374,17 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, *, api_keys_configured: bool) -> None:
     """Refuse to expose an unauthenticated API beyond this machine.
 
+    The REST channel is always enabled and the admin API (``/api/v1/admin/*``) only exists
+    with ``admin_api_keys``, so "no API keys" means an open REST API. ``switchboard serve``
+    calls this before anything starts (exit code 2 with the message).
+
     Raises:
         ConfigError: when no API key is configured and ``host`` is not a loopback address.
     """
     if not api_keys_configured and not is_loopback(host):
         raise ConfigError(
-            f"refusing to listen on {host!r} without API keys: set SWITCHBOARD_API_KEYS "
+            f"refusing to listen on {host!r} without API keys: the REST API (/api/v1) would "
+            "take messages from anyone who reaches this address. Set SWITCHBOARD_API_KEYS "
             "(or api_keys: in switchboard.yaml) to serve beyond loopback, or use "
             "--host 127.0.0.1"
         )
