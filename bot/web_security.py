@@ -121,11 +121,15 @@ def install_security_headers(app: web.Application, settings: Settings) -> None:
     async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
         https = is_https(request, settings, trusted)
         headers = response.headers
-        headers["Content-Security-Policy"] = content_security_policy(request.path, settings)
+        csp = content_security_policy(request.path, settings)
+        headers["Content-Security-Policy"] = csp
+        if csp.endswith("frame-ancestors 'none'"):
+            headers["X-Frame-Options"] = "DENY"  # the same rule for browsers before CSP 2
+        else:
+            headers.pop("X-Frame-Options", None)  # frame-ancestors decides
         headers["X-Content-Type-Options"] = "nosniff"
         headers["Permissions-Policy"] = PERMISSIONS_POLICY
         headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-        headers.pop("X-Frame-Options", None)  # superseded by frame-ancestors
         if https and settings.hsts_max_age_s > 0:
             headers["Strict-Transport-Security"] = f"max-age={settings.hsts_max_age_s}"
 

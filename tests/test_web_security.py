@@ -97,8 +97,11 @@ async def test_framing_console_never_embed_page_by_setting(served: Served) -> No
         assert console["frame-ancestors"] == "'none'"
         assert console["script-src"] == "'self'"
         assert console["style-src"] == "'self'"
-        demo = directives((await client.get("/")).headers["Content-Security-Policy"])
+        assert (await client.get("/console/")).headers["X-Frame-Options"] == "DENY"
+        page = await client.get("/")
+        demo = directives(page.headers["Content-Security-Policy"])
         assert demo["frame-ancestors"] == "'self'"
+        assert "X-Frame-Options" not in page.headers
         api = directives((await client.get("/healthz")).headers["Content-Security-Policy"])
         assert api["default-src"] == "'none'"
     async with served(webchat_frame_ancestors="https://shop.example, https://help.example") as c:
