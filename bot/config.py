@@ -74,6 +74,13 @@ class Settings(BaseSettings):
     admin_api_keys: Annotated[list[SecretStr], NoDecode] = Field(default_factory=list)
     max_message_bytes: int = 32 * 1024
     max_body_bytes: int = 1024 * 1024
+    # Web surface (bot.web_security). Peers (IP addresses or CIDR networks) whose
+    # X-Forwarded-Proto is believed: a TLS-terminating proxy in front of the hub.
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Origins allowed to frame the web chat demo/embed page (CSP frame-ancestors); none: 'self'.
+    webchat_frame_ancestors: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Strict-Transport-Security max-age (seconds), sent on HTTPS answers only; 0: no header.
+    hsts_max_age_s: int = 31_536_000
     drain_timeout_s: float = 20.0
     log_level: str = "INFO"
     log_json: bool = True
@@ -225,12 +232,32 @@ class Settings(BaseSettings):
     def _privacy_lists(cls, value: Any) -> Any:
         return _split_csv(value)
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as exc:
+                raise ValueError(
+                    f"trusted_proxies: {entry!r} is not an IP address or network"
+                ) from exc
+        return value
+
     def pii_entities_for(self, channel: str) -> list[str]:
         """The entity types redacted on a channel: its override, else ``pii_entities``."""
         return self.pii_channel_entities.get(channel, self.pii_entities)
 
     @field_validator(
-        "api_keys", "admin_api_keys", "llm_fallbacks", "email_trusted_authserv_ids", mode="before"
+        "api_keys",
+        "admin_api_keys",
+        "llm_fallbacks",
+        "email_trusted_authserv_ids",
+        "trusted_proxies",
+        "webchat_frame_ancestors",
+        mode="before",
     )
     @classmethod
     def _lists(cls, value: Any) -> Any:

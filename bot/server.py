@@ -11,9 +11,12 @@ Channels add theirs (``/api/v1/...`` for REST with its OpenAPI document, ``/webc
 demo page ``/``); the console adds ``/console`` when :mod:`bot.console` is installed.
 
 Middlewares, outermost first: a structured access log (``http.request``), JSON error answers for
-:mod:`bot.errors` and aiohttp's HTTP errors, the request body cap (``max_body_bytes``, 413), and
+:mod:`bot.errors` and aiohttp's HTTP errors, cookie flags (:mod:`bot.web_security`: HttpOnly,
+SameSite, Secure over HTTPS), the request body cap (``max_body_bytes``, 413), and
 API-key authentication of ``/api/v1/*`` (``Authorization: Bearer KEY``, RFC 6750) when keys are
-configured. Without keys, :func:`run_server` binds to loopback only.
+configured. Without keys, :func:`run_server` binds to loopback only. Every answer carries the
+security headers of :func:`bot.web_security.install_security_headers` (CSP, nosniff, HSTS over
+HTTPS...).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from bot.errors import (
     SwitchboardError,
     Unauthorized,
 )
+from bot.web_security import cookie_flags_middleware, install_security_headers
 
 if TYPE_CHECKING:
     from bot.hub import Hub
@@ -309,12 +313,14 @@ def make_app(hub: Hub) -> web.Application:
         middlewares=[
             access_log_middleware,
             error_middleware,
+            cookie_flags_middleware(settings),
             body_limit_middleware(settings.max_body_bytes),
             auth_middleware(keys),
         ],
         client_max_size=settings.max_body_bytes,
     )
     app[HUB_KEY] = hub
+    install_security_headers(app, settings)
     app.add_routes(
         [
             web.get("/healthz", healthz),
@@ -368,12 +374,17 @@ def is_loopback(host: str) -> bool:
 def check_bind(host: str, *, api_keys_configured: bool) -> None:
     """Refuse to expose an unauthenticated API beyond this machine.
 
+    The REST channel is always enabled and the admin API (``/api/v1/admin/*``) only exists
+    with ``admin_api_keys``, so "no API keys" means an open REST API. ``switchboard serve``
+    calls this before anything starts (exit code 2 with the message).
+
     Raises:
         ConfigError: when no API key is configured and ``host`` is not a loopback address.
     """
     if not api_keys_configured and not is_loopback(host):
         raise ConfigError(
-            f"refusing to listen on {host!r} without API keys: set SWITCHBOARD_API_KEYS "
+            f"refusing to listen on {host!r} without API keys: the REST API (/api/v1) would "
+            "take messages from anyone who reaches this address. Set SWITCHBOARD_API_KEYS "
             "(or api_keys: in switchboard.yaml) to serve beyond loopback, or use "
             "--host 127.0.0.1"
         )

@@ -164,3 +164,34 @@ def test_db_upgrade_migrates_an_empty_database(
     assert "revision" in capsys.readouterr().out
     assert (tmp_path / "switchboard.db").is_file()
     assert main(["db", "upgrade", "--data-dir", str(tmp_path)]) == 0
+
+
+def _serve(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
+    return subprocess.run(
+        [sys.executable, "-m", "bot.cli", "serve", "--data-dir", str(tmp_path / "d"), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env={**clean, "PYTHONPATH": str(ROOT), **env},
+        check=False,
+    )
+
+
+def test_serve_refuses_an_open_rest_api_beyond_loopback(tmp_path: Path) -> None:
+    proc = _serve(tmp_path, "--host", "0.0.0.0", "--port", "0")
+    assert proc.returncode == 2
+    assert "refusing to listen on '0.0.0.0' without API keys" in proc.stderr
+    assert "SWITCHBOARD_API_KEYS" in proc.stderr
+    assert not (tmp_path / "d").exists()  # refused before anything was created
+    # Admin keys open the admin API only; the REST API would still be open.
+    proc = _serve(tmp_path, "--host", "::", "--port", "0", SWITCHBOARD_ADMIN_API_KEYS="adm-1")
+    assert proc.returncode == 2
+    assert "refusing to listen on '::'" in proc.stderr
+
+
+def test_serve_rejects_a_malformed_trusted_proxy(tmp_path: Path) -> None:
+    proc = _serve(tmp_path, "--port", "0", SWITCHBOARD_TRUSTED_PROXIES="10.0.0.0/8,proxy.lan")
+    assert proc.returncode == 2
+    assert "'proxy.lan' is not an IP address or network" in proc.stderr

@@ -46,7 +46,7 @@ import aiohttp_session
 from aiohttp import web
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
-from bot import auth
+from bot import auth, web_security
 from bot.auth import Permission
 from bot.console import admin
 from bot.console.context import (
@@ -118,17 +118,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 @web.middleware
 async def _no_store(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """API answers and the page are never cached; the page forbids framing and inline script."""
+    """API answers and the page are never cached (CSP and the rest: :mod:`bot.web_security`)."""
     response = await handler(request)
     if not response.prepared:
         response.headers.setdefault("Cache-Control", "no-store")
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
         response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'",
-        )
     return response
 
 
@@ -355,7 +349,12 @@ def console_app(hub: ConsoleHub) -> web.Application:
         secure=secure,
     )
     app = web.Application(
-        middlewares=[_no_store, _errors, aiohttp_session.session_middleware(storage)]
+        middlewares=[
+            _no_store,
+            _errors,
+            aiohttp_session.session_middleware(storage),
+            web_security.csrf_middleware(settings),
+        ]
     )
     app[HUB_KEY] = hub
     app[LIMITER_KEY] = auth.LoginLimiter(storage=counter_storage(hub.settings))
@@ -391,8 +390,9 @@ def setup_console(app: web.Application, hub: ConsoleHub) -> None:
     """Mount the console at ``/console`` on the server's application.
 
     Call once while building the application (before it starts). Adds a sub-application with
-    its own cookie-session and error middlewares, and a redirect from ``/console`` to
-    ``/console/``.
+    its own cookie-session, error and CSRF middlewares, a redirect from ``/console`` to
+    ``/console/``, and the security headers (:mod:`bot.web_security`) on ``app``.
     """
+    web_security.install_security_headers(app, hub.settings)
     app.router.add_get("/console", _to_console)
     app.add_subapp("/console", console_app(hub))

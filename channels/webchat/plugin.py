@@ -82,7 +82,9 @@ class WebchatChannel:
         self._hub: HubAPI | None = None
         self._sockets: dict[SessionKey, set[_Socket]] = {}
         self._widget = _asset("widget.js")
+        self._widget_css = _asset("widget.css")
         self._demo = _asset("demo.html")
+        self._demo_css = _asset("demo.css")
 
     # --- ChannelPlugin ------------------------------------------------------------------------
     @classmethod
@@ -109,13 +111,19 @@ class WebchatChannel:
         return Parsed(msg)
 
     def routes(self) -> Sequence[web.RouteDef]:
-        """Widget script, WebSocket and (with ``demo_site``) the demo page at ``/``."""
+        """Widget script and stylesheet, WebSocket, and (with ``demo_site``) the demo page.
+
+        The demo page is ``/``, its stylesheet ``/webchat/demo.css`` (files, never inline: the
+        pages' CSP forbids inline style).
+        """
         out = [
             web.get("/webchat/widget.js", self._widget_js),
+            web.get("/webchat/widget.css", self._widget_stylesheet),
             web.get("/webchat/ws", self._websocket),
         ]
         if self.settings.demo_site:
             out.append(web.get("/", self._demo_page))
+            out.append(web.get("/webchat/demo.css", self._demo_stylesheet))
         return out
 
     async def start(self, hub: HubAPI) -> None:
@@ -161,6 +169,17 @@ class WebchatChannel:
             charset="utf-8",
             headers={"Cache-Control": "public, max-age=300"},
         )
+
+    async def _widget_stylesheet(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=self._widget_css,
+            content_type="text/css",
+            charset="utf-8",
+            headers={"Cache-Control": "public, max-age=300"},
+        )
+
+    async def _demo_stylesheet(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._demo_css, content_type="text/css", charset="utf-8")
 
     async def _demo_page(self, request: web.Request) -> web.Response:
         return web.Response(body=self._demo, content_type="text/html", charset="utf-8")

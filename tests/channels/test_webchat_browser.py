@@ -20,6 +20,7 @@ from channels.memory.pytest_plugin import HubFactory, ScriptedAgent
 from channels.webchat.plugin import WebchatChannel
 from channels.webchat.translate import visitor_session_key
 from tests.channels.support import serve_hub
+from tests.csp_watch import csp_violations, watch_csp
 
 CHROMIUM = Path(os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -69,6 +70,7 @@ async def test_widget_in_chromium(hub_factory: HubFactory, scripted_agent: Scrip
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
             page.on("dialog", lambda d: errors.append(f"dialog: {d.message}"))
+            csp = await watch_csp(page)
             await page.goto(str(client.make_url("/")))
             await page.get_by_role("button", name="Open chat").click()
             await page.get_by_label("Message").fill("How do I connect Slack?")
@@ -126,5 +128,7 @@ async def test_widget_in_chromium(hub_factory: HubFactory, scripted_agent: Scrip
             assert conv is not None
             assert conv.mode == SessionMode.QUEUED
             assert errors == []
+            # The demo page and the widget work under the hub's CSP (no inline style/script).
+            assert await csp_violations(page, csp) == []
         finally:
             await browser.close()

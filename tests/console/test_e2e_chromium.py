@@ -28,6 +28,7 @@ from bot.config import Settings
 from bot.envelope import SessionKey, session_key
 from bot.hub import Hub
 from bot.server import run_server
+from tests.csp_watch import csp_violations, watch_csp
 
 CHROMIUM = Path(os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -150,6 +151,7 @@ async def test_handoff_round_trip_in_chromium(
                 page = await browser.new_page(viewport={"width": 1280, "height": 820})
                 errors: list[str] = []
                 page.on("pageerror", lambda exc: errors.append(str(exc)))
+                csp = await watch_csp(page)
 
                 # 3. the agent logs in and sees the conversation waiting
                 await page.goto(f"{base}/console")
@@ -213,6 +215,8 @@ async def test_handoff_round_trip_in_chromium(
                 await expect(page.get_by_test_id("conv-mode")).to_have_text("bot")
                 await expect(item).to_have_count(0)
                 assert errors == []
+                # The console works under its CSP (no inline script, style or handler).
+                assert await csp_violations(page, csp) == []
             finally:
                 await browser.close()
 

@@ -92,34 +92,6 @@
   }
 
   // --- DOM ----------------------------------------------------------------------------------
-  var css = [
-    ".sbw-btn{position:fixed;right:20px;bottom:20px;z-index:2147483000;border:0;border-radius:28px;",
-    "padding:14px 20px;background:#2451d6;color:#fff;font:600 15px system-ui,sans-serif;cursor:pointer;",
-    "box-shadow:0 4px 14px rgba(0,0,0,.25)}",
-    ".sbw-panel{position:fixed;right:20px;bottom:84px;z-index:2147483000;width:360px;max-width:calc(100vw - 40px);",
-    "height:520px;max-height:calc(100vh - 120px);display:none;flex-direction:column;background:#fff;",
-    "border-radius:12px;box-shadow:0 8px 30px rgba(0,0,0,.3);font:14px/1.4 system-ui,sans-serif;color:#1d2330;overflow:hidden}",
-    ".sbw-open .sbw-panel{display:flex}",
-    ".sbw-head{background:#2451d6;color:#fff;padding:10px 12px;display:flex;align-items:center;gap:8px}",
-    ".sbw-head b{flex:1}.sbw-status{font-size:12px;opacity:.85}",
-    ".sbw-human{border:1px solid #fff;background:transparent;color:#fff;border-radius:14px;padding:3px 9px;cursor:pointer;font-size:12px}",
-    ".sbw-log{flex:1;overflow-y:auto;padding:12px;display:flex;flex-direction:column;gap:8px;background:#f5f7fb}",
-    ".sbw-msg{max-width:85%;padding:8px 10px;border-radius:10px;background:#fff;border:1px solid #e1e5ee;word-wrap:break-word}",
-    ".sbw-msg p{margin:0 0 6px}.sbw-msg p:last-child{margin:0}.sbw-msg ul,.sbw-msg ol{margin:4px 0;padding-left:20px}",
-    ".sbw-customer{align-self:flex-end;background:#2451d6;color:#fff;border-color:#2451d6}",
-    ".sbw-customer a{color:#fff}.sbw-pending{opacity:.6}",
-    ".sbw-who{font-size:11px;color:#5b6475;margin-bottom:2px}",
-    ".sbw-notice{align-self:center;background:#fff6d6;border-color:#f0dc8c;font-size:13px;text-align:center}",
-    ".sbw-cites{margin-top:6px;font-size:12px;border-top:1px solid #e1e5ee;padding-top:4px}",
-    ".sbw-cites a{display:block;color:#2451d6}",
-    ".sbw-actions{display:flex;flex-wrap:wrap;gap:6px}",
-    ".sbw-actions button{border:1px solid #2451d6;background:#fff;color:#2451d6;border-radius:14px;padding:4px 10px;cursor:pointer}",
-    ".sbw-typing{font-size:12px;color:#5b6475;padding:0 12px 4px;min-height:16px}",
-    ".sbw-form{display:flex;border-top:1px solid #e1e5ee}",
-    ".sbw-form textarea{flex:1;border:0;resize:none;padding:10px;font:inherit;height:44px}",
-    ".sbw-form button{border:0;background:#2451d6;color:#fff;padding:0 16px;cursor:pointer;font-weight:600}"
-  ].join("");
-
   function el(tag, cls, text) {
     var e = document.createElement(tag);
     if (cls) e.className = cls;
@@ -128,8 +100,13 @@
   }
 
   function mount() {
-    var style = el("style"); style.textContent = css; document.head.appendChild(style);
+    var sheet = document.createElement("link");
+    sheet.rel = "stylesheet";
+    sheet.href = hubUrl + "/webchat/widget.css";
     var root = el("div", "sbw-root");
+    root.hidden = true; // until the stylesheet applies (no flash of an unstyled panel)
+    sheet.onload = sheet.onerror = function () { root.hidden = false; };
+    document.head.appendChild(sheet);
     root.setAttribute("data-switchboard", "widget");
     var button = el("button", "sbw-btn", "Chat with us");
     button.type = "button";
