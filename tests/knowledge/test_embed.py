@@ -118,3 +118,15 @@ async def test_litellm_embedder_through_a_fake_openai_server(
     assert requests[0]["auth"] == "Bearer sk-test"
     with pytest.raises(BackendUnavailable, match="test-embed"):
         await embedder.embed(["fail"])
+
+
+def test_a_vector_does_not_depend_on_its_batch(local_embedder: LocalEmbedder) -> None:
+    # embed_sync sorts by token count and pads each model batch to its longest text: a short
+    # text batched with long ones must get the vector it gets alone.
+    short = "Reset the router."
+    long_ = "How do I pair my earbuds with the phone? " * 30
+    alone = local_embedder.embed_sync([short])[0]
+    mixed = local_embedder.embed_sync([long_, short, long_[:200], short + " Now."])
+    assert float(alone @ mixed[1]) >= 0.9999
+    assert float(mixed[0] @ local_embedder.embed_sync([long_])[0]) >= 0.9999
+    assert float(alone @ mixed[3]) < 0.9999  # a different text gets another vector
