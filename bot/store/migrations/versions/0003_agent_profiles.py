@@ -1,6 +1,6 @@
 """Agent profiles: the console role of each agent account (admin, agent, viewer).
 
-Revision ID: 0003_agent_profiles
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-05 12:00:00.000000
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import context, op
 
-revision: str = "0003_agent_profiles"
+revision: str = "0003"
 down_revision: str | Sequence[str] | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
