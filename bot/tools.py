@@ -86,6 +86,27 @@ class TicketBackend(Protocol):
         """
 
 
+@dataclass(frozen=True, slots=True)
+class BackendCheck:
+    """What ``switchboard doctor`` reports for one configured external system.
+
+    Attributes:
+        name: the system as the user configured it (``zendesk``, ``jira``, ``hubspot``,
+            ``salesforce``, ``mcp:<server>``, ``local``).
+        ok: reachable and authorized (a call that needs the configured credentials succeeded).
+        detail: one human-readable line: what was checked, or what failed and what to fix
+            (never a secret).
+    """
+
+    name: str
+    ok: bool
+    detail: str
+
+
+CheckFn = Callable[[], Awaitable[BackendCheck]]
+"""A reachability and authorization probe of one external system; never raises."""
+
+
 EscalateFn = Callable[[str, str], Awaitable[None]]
 """``escalate(reason, summary)``: put the session on the human queue."""
 
