@@ -27,7 +27,7 @@ from bot.config import Settings
 from bot.envelope import utcnow
 from bot.errors import BackendUnavailable
 from bot.store.agents import AgentsMixin
-from bot.store.audit import AuditMixin, AuditRecord
+from bot.store.audit import AuditRecord
 from bot.store.batcher import BatchResult, Request
 from bot.store.conversations import ConversationsMixin
 from bot.store.engine import JsonType, UtcDateTime, json_dumps, make_engine, sync_sqlite_engine
@@ -36,6 +36,7 @@ from bot.store.messages import MessagesMixin
 from bot.store.outbox import OutboxMixin
 from bot.store.postgres import AsyncRunner
 from bot.store.sqlite import InlineRunner, ThreadRunner
+from bot.store.subjects import SessionsCall, SubjectsMixin
 from bot.store.tables import metadata
 
 __all__ = [
@@ -51,7 +52,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, AuditMixin, AgentsMixin):
+def _schema_outdated(conn: sa.Connection) -> bool:
+    """True when the ``audit`` table predates the hash chain (Alembic 0004)."""
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("audit")}
+    return "seq" not in columns
+
+
+class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, SubjectsMixin, AgentsMixin):
     """The :class:`~bot.store.base.Store` on SQLAlchemy (SQLite by default, PostgreSQL).
 
     Args:
@@ -73,6 +80,8 @@ class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, AuditMixin, Agent
         self._init_message_writes(settings)
         self._init_conversations()
         self._init_outbox()
+        key = settings.audit_key
+        self._audit_key = key.get_secret_value().encode() if key is not None else None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -101,6 +110,9 @@ class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, AuditMixin, Agent
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(metadata.create_all)
+                outdated = await conn.run_sync(_schema_outdated)
+            if outdated:
+                await self._upgrade_schema(engine)
         except (OSError, DBAPIError) as exc:
             await engine.dispose()
             raise BackendUnavailable(f"cannot open the store database: {exc}") from exc
@@ -125,6 +137,18 @@ class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, AuditMixin, Agent
                 raw_sqlite=False,
             )
         logger.info("store.opened", extra={"dialect": engine.dialect.name})
+
+    async def _upgrade_schema(self, engine: AsyncEngine) -> None:
+        """Migrate a database made by an older version whose tables lack new columns.
+
+        ``create_all`` adds missing tables but never columns: such a database (the embedded
+        default, or a server database before ``switchboard db upgrade``) is upgraded here.
+        """
+        from bot.store.migrate import run_upgrade  # loads plugin tables: not at import time
+
+        async with engine.begin() as conn:
+            revision = await conn.run_sync(run_upgrade, "head")
+        logger.info("store.schema_upgraded", extra={"revision": revision})
 
     async def close(self) -> None:
         """Flush pending writes, stop the writer and close connections."""
@@ -160,6 +184,9 @@ class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, AuditMixin, Agent
     def _committed(self, batch: list[Request], result: BatchResult) -> None:
         self._remember_writes(result)
         self._refresh_conversations(batch, result)
+        for req in batch:
+            if isinstance(req, SessionsCall):  # erased or expired sessions: reload them
+                self._forget(req)
 
     def _forget(self, req: Request) -> None:
         for key in req.sessions():
