@@ -149,13 +149,34 @@ def _sender_matches(subject: Subject) -> sa.ColumnElement[bool]:
     return sa.and_(m.inbound.is_not(None), sa.or_(*cond))
 
 
+def _shared(conn: sa.Connection, key: str, customer_id: str, subject: Subject) -> bool:
+    """True when another customer wrote in the session too (a group chat, a shared thread).
+
+    A shared session is not the subject's: only their own messages in it are deleted, and
+    their identifiers elsewhere in it are replaced.
+    """
+    stmt = sa.select(messages.c.inbound).where(
+        messages.c.session_key == key, messages.c.inbound.is_not(None)
+    )
+    for (inbound,) in conn.execute(stmt):
+        sender = inbound.get("sender") or {}
+        email = str(sender.get("email") or "").lower()
+        mine = sender.get("id") == customer_id or bool(
+            subject.email and email == subject.email.lower()
+        )
+        if not mine:
+            return True
+    return False
+
+
 def _discover(conn: sa.Connection, subject: Subject) -> SubjectData:
     data = SubjectData()
     found: set[str] = set()
     for row in conn.execute(sa.select(conversations).where(_customer_matches(subject))):
-        data.sessions.append(SessionKey(row.session_key))
         customer = row.customer or {}
         found.update(str(customer.get(k) or "") for k in ("id", "name", "email"))
+        if not _shared(conn, row.session_key, str(customer.get("id") or ""), subject):
+            data.sessions.append(SessionKey(row.session_key))
     for row in conn.execute(sa.select(messages.c.inbound).where(_sender_matches(subject))):
         sender = (row.inbound or {}).get("sender") or {}
         found.update(str(sender.get(k) or "") for k in ("id", "name", "email"))
