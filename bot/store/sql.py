@@ -35,6 +35,7 @@ from bot.store.message_writes import Append, Inbound
 from bot.store.messages import MessagesMixin
 from bot.store.outbox import OutboxMixin
 from bot.store.postgres import AsyncRunner
+from bot.store.retention import RetentionMixin
 from bot.store.sqlite import InlineRunner, ThreadRunner
 from bot.store.subjects import SessionsCall, SubjectsMixin
 from bot.store.tables import metadata
@@ -58,7 +59,9 @@ def _schema_outdated(conn: sa.Connection) -> bool:
     return "seq" not in columns
 
 
-class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, SubjectsMixin, AgentsMixin):
+class SqlStore(
+    MessagesMixin, ConversationsMixin, OutboxMixin, SubjectsMixin, RetentionMixin, AgentsMixin
+):
     """The :class:`~bot.store.base.Store` on SQLAlchemy (SQLite by default, PostgreSQL).
 
     Args:

@@ -186,8 +186,12 @@ def _discover(conn: sa.Connection, subject: Subject) -> SubjectData:
     return data
 
 
-def _tables(conn: sa.Connection) -> list[sa.Table]:
-    """Every table of the database: the store's own definitions, the others reflected."""
+def database_tables(conn: sa.Connection) -> list[sa.Table]:
+    """Every table of the database: the store's own definitions, the others reflected.
+
+    Returns:
+        Parents before the tables that reference them (``alembic_version`` left out).
+    """
     meta = sa.MetaData()
     meta.reflect(conn)
     return [
@@ -292,7 +296,7 @@ def collect(conn: sa.Connection, subject: Subject) -> SubjectData:
         The sessions, identifiers and, per table, the rows found.
     """
     data = _discover(conn, subject)
-    tables = _tables(conn)
+    tables = database_tables(conn)
     seen: dict[str, set[tuple[Any, ...]]] = {}
 
     def add(table: sa.Table, rows: Iterable[sa.Row[Any]]) -> None:
@@ -336,14 +340,25 @@ def _changes(table: sa.Table, row: sa.Row[Any], identifiers: Sequence[str]) -> d
     return changed
 
 
-def _delete_with_children(
+def delete_with_children(
     conn: sa.Connection, tables: list[sa.Table], table: sa.Table, cond: sa.ColumnElement[bool]
 ) -> dict[str, int]:
+    """Delete the rows of ``table`` matching ``cond`` and, first, the rows referencing them.
+
+    Args:
+        conn: inside the caller's transaction.
+        tables: every table (:func:`database_tables`), whose foreign keys are followed.
+        table: where to delete.
+        cond: which rows, as a condition on ``table``.
+
+    Returns:
+        Rows deleted per table name.
+    """
     counts: dict[str, int] = {}
     for child, fk in _referencing(tables, table):
         sub = sa.select(table.c[fk.column.name]).where(cond)
         child_cond = fk.parent.in_(sub)
-        for name, n in _delete_with_children(conn, tables, child, child_cond).items():
+        for name, n in delete_with_children(conn, tables, child, child_cond).items():
             counts[name] = counts.get(name, 0) + n
     n = conn.execute(sa.delete(table).where(cond)).rowcount or 0
     counts[table.name] = counts.get(table.name, 0) + n
@@ -391,10 +406,10 @@ def erase(
     lock_chain(conn)  # first: the chain's lock before any row lock (no deadlock with appends)
     data = _discover(conn, subject)
     touched.extend(data.sessions)
-    tables = _tables(conn)
+    tables = database_tables(conn)
     deleted: dict[str, int] = {}
     for table, cond in _owned(conn, tables, data, subject):
-        for name, n in _delete_with_children(conn, tables, table, cond).items():
+        for name, n in delete_with_children(conn, tables, table, cond).items():
             deleted[name] = deleted.get(name, 0) + n
     erased = (
         conn.execute(
