@@ -18,7 +18,7 @@ are ``{"error": message}`` with 400 (no customer named, no confirmation), 401, 4
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict
