@@ -1,4 +1,4 @@
-"""``switchboard privacy export|erase`` and ``switchboard audit verify|export``, as users run them."""
+"""``switchboard privacy export|erase`` and ``switchboard audit verify|export``, as run by users."""
 
 from __future__ import annotations
 
