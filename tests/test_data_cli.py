@@ -1,4 +1,4 @@
-"""``switchboard privacy export|erase`` and ``switchboard audit verify|export``, as run by users."""
+"""The ``privacy export|erase`` and ``audit verify|export`` commands, as users run them."""
 
 from __future__ import annotations
 
