@@ -28,7 +28,8 @@ import sqlalchemy as sa
 from bot.config import Settings
 from bot.envelope import SessionKey
 from bot.store.audit import PRUNED_ACTION, AuditMixin, append_rows, lock_chain, personal_row
-from bot.store.subjects import SessionsCall, database_tables, delete_with_children
+from bot.store.reflection import database_tables, delete_with_children
+from bot.store.subjects import SessionsCall
 from bot.store.tables import audit, conversations, messages
 
 SESSIONS_PER_SWEEP: Final = 500

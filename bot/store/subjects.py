@@ -2,8 +2,9 @@
 
 A customer (the data subject, :class:`Subject`) is named by channel and platform user id, or by
 e-mail address. Their **sessions** are the conversations whose stored customer has that id on
-that channel or that e-mail address. Their **identifiers** are the id, the e-mail, the names and
-ids of those conversations' customers, and the session keys.
+that channel or that e-mail address, and where no other customer wrote (a group chat is not
+theirs). Their **identifiers** are the id, the e-mail, the names and ids they appear with in
+conversations and messages, and their session keys.
 
 Every table of the database is covered, plugin tables included, by reflection (no list to keep
 up to date):
@@ -12,15 +13,18 @@ up to date):
    (conversations, messages, outbox, the local backend's tickets, a plugin's own tables) is
    exported, then deleted, with the rows that reference it by foreign key (ticket comments);
 2. customer messages they sent in other sessions (group chats) are exported, then deleted;
-3. audit rows of the sessions, or whose details mention an identifier, are exported, then
-   their personal part is erased (:mod:`bot.store.audit`: the hash chain stays verifiable);
+3. audit rows of the sessions, or whose session or details mention an identifier, are
+   exported, then their personal part is erased (:mod:`bot.store.audit`: the hash chain
+   stays verifiable);
 4. any other text or JSON value anywhere that still contains an identifier (another customer's
    message quoting this one's e-mail, a plugin's row) is exported, then the identifier is
-   replaced by :data:`ERASED` in it; other customers' rows are otherwise untouched.
+   replaced by :data:`~bot.store.reflection.ERASED` in it; other customers' rows are otherwise
+   untouched.
 
-Identifiers of :data:`MIN_SUBSTRING` characters or more are found inside longer text; shorter
-ones (a numeric id such as ``42``) only as a whole value, so other customers' text is not
-mangled.
+Ids, e-mails and session keys of :data:`~bot.store.reflection.MIN_SUBSTRING` characters or
+more, and names of two words or more, are found inside longer text; a short id (``42``) or a
+one-word name only as a whole value (:class:`~bot.store.reflection.Needles`), so other
+customers' text is not mangled.
 
 Erasure runs as one transaction on the store's writer and appends a ``privacy.erase`` audit
 entry holding only counts and the request id (never an identifier).
@@ -40,16 +44,19 @@ from bot.envelope import SessionKey, utcnow
 from bot.errors import PayloadInvalid
 from bot.store.audit import AuditMixin, append_rows, lock_chain, personal_row
 from bot.store.batcher import Call
+from bot.store.reflection import (
+    Needles,
+    anonymize,
+    changes,
+    database_tables,
+    delete_with_children,
+    mentions,
+    referencing,
+)
 from bot.store.tables import audit, conversations, messages
-from bot.store.tables import metadata as store_metadata
 
-ERASED: Final = "[erased]"
-"""What replaces an identifier found in a row that is kept."""
-
-MIN_SUBSTRING: Final = 5
-"""Identifiers at least this long are searched inside longer text; shorter ones as whole values."""
-
-_SKIPPED_TABLES: Final = frozenset({"alembic_version"})
+AUDIT_PERSONAL: Final = ("session_key", "detail")
+"""The audit columns searched for identifiers (the rest is the chain's machinery)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +89,12 @@ class SubjectData:
 
     Attributes:
         sessions: their session keys.
-        identifiers: the values searched for (id, e-mail, names, session keys).
+        needles: the values searched for (ids, e-mails, names, session keys).
         tables: per table, the rows found (column → value), deletions and edits alike.
     """
 
     sessions: list[SessionKey] = field(default_factory=list)
-    identifiers: list[str] = field(default_factory=list)
+    needles: Needles = field(default_factory=Needles)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -171,90 +178,22 @@ def _shared(conn: sa.Connection, key: str, customer_id: str, subject: Subject) -
 
 def _discover(conn: sa.Connection, subject: Subject) -> SubjectData:
     data = SubjectData()
-    found: set[str] = set()
+    ids: set[str] = {v for v in (subject.user_id, subject.email) if v}
+    names: set[str] = set()
+
+    def note(person: dict[str, Any]) -> None:
+        ids.update(str(person.get(k) or "") for k in ("id", "email"))
+        names.add(str(person.get("name") or ""))
+
     for row in conn.execute(sa.select(conversations).where(_customer_matches(subject))):
         customer = row.customer or {}
-        found.update(str(customer.get(k) or "") for k in ("id", "name", "email"))
+        note(customer)
         if not _shared(conn, row.session_key, str(customer.get("id") or ""), subject):
             data.sessions.append(SessionKey(row.session_key))
     for row in conn.execute(sa.select(messages.c.inbound).where(_sender_matches(subject))):
-        sender = (row.inbound or {}).get("sender") or {}
-        found.update(str(sender.get(k) or "") for k in ("id", "name", "email"))
-    found.update(v for v in (subject.user_id, subject.email) if v)
-    found.update(data.sessions)
-    data.identifiers = sorted(v for v in (s.strip() for s in found) if v)
+        note((row.inbound or {}).get("sender") or {})
+    data.needles = Needles.of([*ids, *data.sessions], names=names)
     return data
-
-
-def database_tables(conn: sa.Connection) -> list[sa.Table]:
-    """Every table of the database: the store's own definitions, the others reflected.
-
-    Returns:
-        Parents before the tables that reference them (``alembic_version`` left out).
-    """
-    meta = sa.MetaData()
-    meta.reflect(conn)
-    return [
-        store_metadata.tables.get(t.name, t)
-        for t in meta.sorted_tables
-        if t.name not in _SKIPPED_TABLES
-    ]
-
-
-def _texty(column: sa.Column[Any]) -> bool:
-    return isinstance(
-        column.type, sa.String | sa.Text | sa.JSON
-    ) or column.type.__class__.__name__ in {
-        "JSONB",
-        "JSON",
-    }
-
-
-def _mentions(table: sa.Table, identifiers: Sequence[str]) -> sa.ColumnElement[bool] | None:
-    """Rows of ``table`` whose text or JSON columns hold an identifier (a superset for JSON)."""
-    cond: list[sa.ColumnElement[bool]] = []
-    for column in table.columns:
-        if not _texty(column):
-            continue
-        text = sa.cast(column, sa.Text)
-        plain = isinstance(column.type, sa.String | sa.Text)
-        for ident in identifiers:
-            if len(ident) >= MIN_SUBSTRING:
-                cond.append(text.contains(ident, autoescape=True))
-            elif plain:
-                cond.append(text == ident)
-            else:  # a short id as a whole JSON string
-                cond.append(text.contains(f'"{ident}"', autoescape=True))
-    return sa.or_(*cond) if cond else None
-
-
-def _plain(row: sa.Row[Any]) -> dict[str, Any]:
-    return dict(row._mapping)
-
-
-def _scrub(value: Any, identifiers: Sequence[str]) -> Any:
-    """``value`` with identifiers replaced by :data:`ERASED` (recursively in JSON)."""
-    if isinstance(value, str):
-        for ident in identifiers:
-            if len(ident) >= MIN_SUBSTRING:
-                value = value.replace(ident, ERASED)
-            elif value == ident:
-                value = ERASED
-        return value
-    if isinstance(value, list):
-        return [_scrub(v, identifiers) for v in value]
-    if isinstance(value, dict):
-        return {_scrub(k, identifiers): _scrub(v, identifiers) for k, v in value.items()}
-    return value
-
-
-def _referencing(tables: list[sa.Table], parent: sa.Table) -> list[tuple[sa.Table, sa.ForeignKey]]:
-    return [
-        (child, fk)
-        for child in tables
-        for fk in child.foreign_keys
-        if fk.column.table.name == parent.name and child.name != parent.name
-    ]
 
 
 def _session_rows(table: sa.Table, sessions: Sequence[str]) -> sa.ColumnElement[bool] | None:
@@ -279,7 +218,7 @@ def _owned(
 
 
 def _audit_rows(data: SubjectData) -> sa.ColumnElement[bool]:
-    mention = _mentions(audit, data.identifiers)
+    mention = mentions(audit, data.needles, AUDIT_PERSONAL)
     sessions = audit.c.session_key.in_(list(data.sessions)) if data.sessions else sa.false()
     return sa.and_(
         audit.c.salt.is_not(None), sa.or_(sessions, mention if mention is not None else sa.false())
@@ -303,7 +242,7 @@ def collect(conn: sa.Connection, subject: Subject) -> SubjectData:
         keys = seen.setdefault(table.name, set())
         pk = [c.name for c in table.primary_key.columns] or [c.name for c in table.columns]
         for row in rows:
-            plain = _plain(row)
+            plain = dict(row._mapping)
             ident = tuple(plain[k] for k in pk)
             if ident not in keys:
                 keys.add(ident)
@@ -312,7 +251,7 @@ def collect(conn: sa.Connection, subject: Subject) -> SubjectData:
     for table, cond in _owned(conn, tables, data, subject):
         owned = list(conn.execute(sa.select(table).where(cond)))
         add(table, owned)
-        for child, fk in _referencing(tables, table):
+        for child, fk in referencing(tables, table):
             parent_col = table.c[fk.column.name]
             sub = sa.select(parent_col).where(cond)
             add(child, conn.execute(sa.select(child).where(fk.parent.in_(sub))))
@@ -320,65 +259,11 @@ def collect(conn: sa.Connection, subject: Subject) -> SubjectData:
     for table in tables:
         if table.name == audit.name:
             continue
-        mention = _mentions(table, data.identifiers)
+        mention = mentions(table, data.needles)
         if mention is not None:
             rows = conn.execute(sa.select(table).where(mention)).all()
-            add(table, (r for r in rows if _changes(table, r, data.identifiers)))
+            add(table, (r for r in rows if changes(table, r, data.needles)))
     return data
-
-
-def _changes(table: sa.Table, row: sa.Row[Any], identifiers: Sequence[str]) -> dict[str, Any]:
-    """The values of ``row`` that :func:`_scrub` changes (empty when it only looked similar)."""
-    pk = {c.name for c in table.primary_key.columns}
-    changed: dict[str, Any] = {}
-    for column in table.columns:
-        if _texty(column) and column.name not in pk:
-            old = row._mapping[column.name]
-            new = _scrub(old, identifiers)
-            if new != old:
-                changed[column.name] = new
-    return changed
-
-
-def delete_with_children(
-    conn: sa.Connection, tables: list[sa.Table], table: sa.Table, cond: sa.ColumnElement[bool]
-) -> dict[str, int]:
-    """Delete the rows of ``table`` matching ``cond`` and, first, the rows referencing them.
-
-    Args:
-        conn: inside the caller's transaction.
-        tables: every table (:func:`database_tables`), whose foreign keys are followed.
-        table: where to delete.
-        cond: which rows, as a condition on ``table``.
-
-    Returns:
-        Rows deleted per table name.
-    """
-    counts: dict[str, int] = {}
-    for child, fk in _referencing(tables, table):
-        sub = sa.select(table.c[fk.column.name]).where(cond)
-        child_cond = fk.parent.in_(sub)
-        for name, n in delete_with_children(conn, tables, child, child_cond).items():
-            counts[name] = counts.get(name, 0) + n
-    n = conn.execute(sa.delete(table).where(cond)).rowcount or 0
-    counts[table.name] = counts.get(table.name, 0) + n
-    return counts
-
-
-def _anonymize(conn: sa.Connection, table: sa.Table, identifiers: Sequence[str]) -> int:
-    """Replace identifiers in the rows of ``table`` that mention one; returns rows changed."""
-    cond = _mentions(table, identifiers)
-    pk = list(table.primary_key.columns)
-    if cond is None or not pk:
-        return 0
-    changed = 0
-    for row in conn.execute(sa.select(table).where(cond)).all():
-        values = _changes(table, row, identifiers)
-        if values:
-            where = sa.and_(*(c == row._mapping[c.name] for c in pk))
-            conn.execute(sa.update(table).where(where).values(**values))
-            changed += 1
-    return changed
 
 
 def erase(
@@ -422,7 +307,7 @@ def erase(
     anonymized: dict[str, int] = {}
     for table in tables:
         if table.name != audit.name:
-            n = _anonymize(conn, table, data.identifiers)
+            n = anonymize(conn, table, data.needles)
             if n:
                 anonymized[table.name] = n
     report = ErasureReport(

@@ -83,6 +83,7 @@ async def _populate(store: SqlStore) -> None:
     # A group chat both write in: Oskar's part stays, Zofia's goes.
     await _say(store, OSKAR, GROUP, 10, "anyone else waiting for refunds?")
     await _say(store, ZOFIA, GROUP, 11, ZOFIA_TEXTS[2])
+    await _say(store, OSKAR, GROUP, 12, "ask zofia.w@example.org, Zofia knows")
     await store.audit("ann", "agent.create", None, {"agent": "bob"})
     async with store.engine.begin() as conn:
         await conn.run_sync(crm.create_all)
@@ -176,7 +177,9 @@ async def test_export_then_erase_leaves_nothing_of_the_customer(
     untouched = _untouched(before)
     still = _untouched(after)
     assert [r for r in untouched if r not in still] == []
-    assert "anyone else waiting for refunds?" in json.dumps(after, ensure_ascii=False)
+    kept = json.dumps(after, ensure_ascii=False)
+    assert "anyone else waiting for refunds?" in kept
+    assert "ask [erased], Zofia knows" in kept  # his words stay; her address goes
 
     check = await store.verify_audit()
     assert check.ok, check.chain.problems
