@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -90,7 +91,11 @@ def _subject(args: argparse.Namespace) -> Any:
 
 
 def _out(path: Path | None) -> IO[str]:
-    return sys.stdout if path is None else path.open("w", encoding="utf-8")
+    """Standard output, or ``path`` created readable by its owner only (it holds personal data)."""
+    if path is None:
+        return sys.stdout
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    return os.fdopen(fd, "w", encoding="utf-8")
 
 
 async def run(args: argparse.Namespace, settings: Settings) -> int:

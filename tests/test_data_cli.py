@@ -45,6 +45,7 @@ def test_export_erase_and_verify_from_the_command_line(
     out = tmp_path / "nora.json"
 
     assert main(["privacy", "export", *who, "--out", str(out)]) == 0
+    assert out.stat().st_mode & 0o077 == 0  # personal data: the owner's eyes only
     doc = json.loads(out.read_text())
     assert [m["text"] for m in doc["tables"]["messages"]] == ["hello from Nora Berg"]
     assert "Ole Dahl" not in out.read_text()
