@@ -9,7 +9,8 @@ SQLAlchemy 2 Core, one module per concept; :class:`SqlStore` composes them:
 - :mod:`bot.store.sqlite` and :mod:`bot.store.postgres`: how statements reach each database.
 - the concepts, one mixin each: :mod:`bot.store.messages` (with
   :mod:`bot.store.message_writes`), :mod:`bot.store.conversations`, :mod:`bot.store.outbox`,
-  :mod:`bot.store.audit`, :mod:`bot.store.agents`.
+  :mod:`bot.store.audit` (the hash-chained audit log), :mod:`bot.store.subjects`
+  (data-subject export and erasure), :mod:`bot.store.retention`, :mod:`bot.store.agents`.
 
 The names other packages build on (``make_engine``, ``JsonType``, ``UtcDateTime``, ``metadata``)
 are re-exported here.
