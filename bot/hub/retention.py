@@ -83,11 +83,22 @@ class RetentionSweeper:
         await self._end()
 
     async def sweep(self) -> RetentionReport:
-        """One sweep now; the deleted counts are logged (``retention.swept``)."""
+        """One sweep now, logged as ``retention.swept`` with the counts and the audit head.
+
+        The head (``SEQ:HASH``) in the log archive is a copy of the chain outside the database,
+        for ``switchboard audit verify --expect-head``.
+        """
         assert self._store is not None
         report = await self._store.apply_retention(self.policy)
         self.sweeps += 1
-        log.info("retention.swept", extra={"deleted": report.deleted})
+        head = report.audit_head
+        log.info(
+            "retention.swept",
+            extra={
+                "deleted": report.deleted,
+                "audit_head": f"{head.seq}:{head.hash}" if head is not None else None,
+            },
+        )
         return report
 
     async def _on_acquired(self) -> None:

@@ -27,7 +27,15 @@ import sqlalchemy as sa
 
 from bot.config import Settings
 from bot.envelope import SessionKey
-from bot.store.audit import PRUNED_ACTION, AuditMixin, append_rows, lock_chain, personal_row
+from bot.privacy.audit_chain import ChainHead
+from bot.store.audit import (
+    PRUNED_ACTION,
+    AuditMixin,
+    append_rows,
+    chain_head,
+    lock_chain,
+    personal_row,
+)
 from bot.store.reflection import database_tables, delete_with_children
 from bot.store.subjects import SessionsCall
 from bot.store.tables import audit, conversations, messages
@@ -66,10 +74,13 @@ class RetentionReport:
     Attributes:
         deleted: rows per table (audit entries under ``audit``).
         more: True when a limit was reached and another sweep has work left.
+        audit_head: the audit chain's newest link after the sweep (worth logging: a copy
+            outside the database for ``audit verify --expect-head``).
     """
 
     deleted: dict[str, int] = field(default_factory=dict)
     more: bool = False
+    audit_head: ChainHead | None = None
 
     def add(self, counts: dict[str, int]) -> None:
         """Add per-table counts."""
@@ -148,6 +159,7 @@ def sweep(
     if policy.audit_days:
         pruned = _prune_audit(conn, now - timedelta(days=policy.audit_days), now, key)
         report.add({"audit": pruned})
+    report.audit_head = chain_head(conn)
     return report
 
 
@@ -164,6 +176,7 @@ class RetentionMixin(AuditMixin):
         while True:
             report = await self._sweep_once(policy)
             total.add(report.deleted)
+            total.audit_head = report.audit_head
             if not report.more:
                 return total
             policy = RetentionPolicy(conversation_days=policy.conversation_days)

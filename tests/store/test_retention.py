@@ -93,6 +93,7 @@ async def test_expired_records_are_deleted_and_the_chain_still_verifies(
     assert check.anchor is not None
     assert check.anchor.seq == 3
     assert check.chain.entries == 2  # the entry of day 400 and the pruning's
+    assert report.audit_head == check.chain.head  # what the sweeper logs
 
     # Deleting beyond what retention recorded is caught.
     async with store.engine.begin() as conn:
