@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
-import subprocess
-import sys
-import textwrap
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -20,8 +17,6 @@ from bot.envelope import session_key
 from bot.store import migrate, open_store
 from bot.store.engine import make_engine
 from tests.fakes.postgres import PostgresServer
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -106,57 +101,43 @@ def test_verify_names_the_first_edited_entry(
     assert "truncated" in out
 
 
-_WRITER = textwrap.dedent(
-    """
-    import asyncio, sys
-    from pathlib import Path
-    from bot.config import Settings
-    from bot.store import open_store
+def _writer(name: str, data_dir: Path, url: str | None, n: int) -> None:
+    """One writing process: opens its own store, waits for ``go``, appends ``n`` entries."""
 
-    async def main(name, data_dir, url, n):
-        store = await open_store(Settings(data_dir=Path(data_dir), database_url=url or None))
+    async def main() -> None:
+        store = await open_store(Settings(data_dir=data_dir, database_url=url))
         try:
-            (Path(data_dir) / f"ready-{name}").touch()
-            while not (Path(data_dir) / "go").exists():  # start together
+            (data_dir / f"ready-{name}").touch()
+            while not (data_dir / "go").exists():  # noqa: ASYNC110 - a file from another process
                 await asyncio.sleep(0.01)
             for i in range(n):
                 await store.audit(name, "tool:lookup", None, {"i": i})
         finally:
             await store.close()
 
-    asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
-    """
-)
+    asyncio.run(main())
 
 
 def test_two_processes_appending_do_not_fork_the_chain(
     fresh: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _append(fresh, [("system", "start", {})])  # the schema exists before both start
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # Forked: the children share nothing with this process but the database.
+    fork = multiprocessing.get_context("fork")
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                _WRITER,
-                name,
-                str(fresh.data_dir),
-                fresh.database_url or "",
-                "40",
-            ],
-            cwd=ROOT,
-            env=env,
-        )
+        fork.Process(target=_writer, args=(name, fresh.data_dir, fresh.database_url, 40))
         for name in ("writer-a", "writer-b")
     ]
+    for proc in procs:
+        proc.start()
     ready = [fresh.data_dir / f"ready-{name}" for name in ("writer-a", "writer-b")]
     deadline = time.monotonic() + 120
     while not all(p.exists() for p in ready) and time.monotonic() < deadline:
         time.sleep(0.02)
     (fresh.data_dir / "go").touch()
     for proc in procs:
-        assert proc.wait(timeout=120) == 0
+        proc.join(timeout=120)
+        assert proc.exitcode == 0
     code, out = _verify(fresh, capsys)
     assert code == 0, out
     assert "intact: 81 entries" in out
