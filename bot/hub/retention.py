@@ -52,7 +52,9 @@ class RetentionSweeper:
         self._lease: LeaderLease | None = None
         self._task: asyncio.Task[None] | None = None
         self.sweeps = 0
-        """Sweeps this process finished (for tests and metrics)."""
+        """Sweeps this process finished."""
+        self.swept = asyncio.Event()
+        """Set once this process finished a sweep."""
 
     @property
     def enabled(self) -> bool:
@@ -91,6 +93,7 @@ class RetentionSweeper:
         assert self._store is not None
         report = await self._store.apply_retention(self.policy)
         self.sweeps += 1
+        self.swept.set()
         head = report.audit_head
         log.info(
             "retention.swept",

@@ -12,6 +12,7 @@ import pytest
 import redis.asyncio as aioredis
 
 import bot.store.sql
+from bot.compose import build_hub
 from bot.config import Settings
 from bot.envelope import InboundMessage, Participant, SessionKey, session_key, utcnow
 from bot.hub.retention import RetentionSweeper
@@ -19,6 +20,7 @@ from bot.privacy.audit_chain import Fault
 from bot.store.base import SessionMode
 from bot.store.retention import RetentionPolicy, RetentionReport
 from bot.store.sql import SqlStore
+from channels.memory.pytest_plugin import ScriptedAgent, make_settings
 from plugins.ticketing.local import LocalTicketBackend
 from tests.fakes.redis_server import RedisServer
 from tests.store.databases import count
@@ -138,3 +140,22 @@ async def test_one_process_sweeps_at_a_time(tmp_path: Path) -> None:
         for client in clients:
             await client.aclose()
         server.stop()
+
+
+async def test_the_hub_sweeps_when_it_starts(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path / "data", retention_audit_days=1)
+    settings.data_dir.mkdir(parents=True)
+    hub = await build_hub(settings, agent=ScriptedAgent(), load_knowledge=False, channels=[])
+    await hub.start()
+    try:
+        assert hub.retention.enabled
+        await asyncio.wait_for(hub.retention.swept.wait(), timeout=20)
+    finally:
+        await hub.stop(timeout_s=2.0)
+    off = make_settings(
+        tmp_path / "off",
+        retention_conversation_days=0,
+        retention_message_days=0,
+        retention_audit_days=0,
+    )
+    assert not RetentionSweeper(off, hub.store).enabled
