@@ -131,12 +131,23 @@ def changes(table: sa.Table, row: sa.Row[Any], needles: Needles) -> dict[str, An
     return changed
 
 
-def anonymize(conn: sa.Connection, table: sa.Table, needles: Needles) -> int:
-    """Replace the needles in every row of ``table`` holding one; returns the rows changed.
+def anonymize(
+    conn: sa.Connection,
+    table: sa.Table,
+    needles: Needles,
+    where: sa.ColumnElement[bool] | None = None,
+) -> int:
+    """Replace the needles in the rows of ``table`` holding one; returns the rows changed.
+
+    Args:
+        conn: inside the caller's transaction.
+        table: where.
+        needles: what to replace.
+        where: only these rows (default: every row that may hold a needle: a full scan).
 
     Tables without a primary key are left alone (a row could not be named for the update).
     """
-    cond = mentions(table, needles)
+    cond = mentions(table, needles) if where is None else where
     pk = list(table.primary_key.columns)
     if cond is None or not pk:
         return 0

@@ -118,15 +118,27 @@ def _expire_messages(conn: sa.Connection, cutoff: datetime, report: RetentionRep
 
 
 def _prune_audit(conn: sa.Connection, cutoff: datetime, now: datetime, key: bytes | None) -> int:
+    """Delete the chain's expired prefix; append the ``audit.pruned`` anchor. Returns rows deleted.
+
+    The prefix ends before the first entry still within its age (found by walking ``seq`` up
+    from the oldest: entries are appended in time order, so only expired rows are read).
+    """
     lock_chain(conn)
     a = audit.c
+    chained = a.seq.is_not(None)
+    first_kept = conn.scalar(
+        sa.select(a.seq).where(chained, a.at >= cutoff).order_by(a.seq).limit(1)
+    )
+    bound = [chained] if first_kept is None else [chained, a.seq < first_kept]
     last = conn.execute(
-        sa.select(a.seq, a.hash)
-        .where(a.seq.is_not(None), a.at < cutoff, a.action != PRUNED_ACTION)
-        .order_by(a.seq.desc())
-        .limit(1)
+        sa.select(a.seq, a.hash).where(*bound).order_by(a.seq.desc()).limit(1)
     ).first()
     if last is None:
+        return 0
+    worth = conn.scalar(
+        sa.select(a.seq).where(a.seq <= last.seq, a.action != PRUNED_ACTION).limit(1)
+    )
+    if worth is None:  # only the previous anchor is old: nothing to prune
         return 0
     n = conn.execute(sa.delete(audit).where(a.seq <= last.seq)).rowcount or 0
     detail = {"through_seq": last.seq, "through_hash": last.hash, "deleted": n}

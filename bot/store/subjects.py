@@ -26,24 +26,29 @@ more, and names of two words or more, are found inside longer text; a short id (
 one-word name only as a whole value (:class:`~bot.store.reflection.Needles`), so other
 customers' text is not mangled.
 
-Erasure runs as one transaction on the store's writer and appends a ``privacy.erase`` audit
-entry holding only counts and the request id (never an identifier).
+The scan (:func:`collect`) reads every text and JSON column, so it runs on a connection of its
+own, off the event loop; erasure (:func:`erase`) then deletes and rewrites the rows found, by
+key, in one short transaction on the store's writer, and appends a ``privacy.erase`` audit entry
+holding only counts and the request id (never an identifier).
 """
 
 from __future__ import annotations
 
+import asyncio
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.envelope import SessionKey, utcnow
-from bot.errors import PayloadInvalid
+from bot.errors import BackendUnavailable, PayloadInvalid
 from bot.store.audit import AuditMixin, append_rows, lock_chain, personal_row
 from bot.store.batcher import Call
+from bot.store.engine import sync_sqlite_engine
 from bot.store.reflection import (
     Needles,
     anonymize,
@@ -54,6 +59,8 @@ from bot.store.reflection import (
     referencing,
 )
 from bot.store.tables import audit, conversations, messages
+
+_T = TypeVar("_T")
 
 AUDIT_PERSONAL: Final = ("session_key", "detail")
 """The audit columns searched for identifiers (the rest is the chain's machinery)."""
@@ -91,10 +98,17 @@ class SubjectData:
         sessions: their session keys.
         needles: the values searched for (ids, e-mails, names, session keys).
         tables: per table, the rows found (column → value), deletions and edits alike.
+        owned: per table, the primary keys of the rows that are theirs (erasure deletes them).
+        mentioned: per table, the primary keys of other rows holding a needle (erasure
+            replaces the needles).
+        audit_ids: ids of the audit rows about them (erasure clears their personal part).
     """
 
     sessions: list[SessionKey] = field(default_factory=list)
     needles: Needles = field(default_factory=Needles)
+    owned: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    mentioned: dict[str, list[tuple[Any, ...]]] = field(default_factory=dict)
+    audit_ids: list[int] = field(default_factory=list)
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
@@ -125,7 +139,7 @@ class SessionsCall(Call):
     touched: list[SessionKey] = field(default_factory=list)
 
     def sessions(self) -> Iterable[SessionKey]:
-        """The sessions the call deleted (filled in while it runs)."""
+        """The sessions the call deletes (retention fills them in while it runs)."""
         return self.touched
 
 
@@ -225,91 +239,124 @@ def _audit_rows(data: SubjectData) -> sa.ColumnElement[bool]:
     )
 
 
-# --- export and erase (sync, inside one transaction) ----------------------------------------
+# --- export and erase (sync) ------------------------------------------------------------------
+
+PK_CHUNK: Final = 500
+"""Primary keys per statement when rows are named one by one."""
+
+
+def _pk(table: sa.Table) -> list[sa.Column[Any]]:
+    return list(table.primary_key.columns) or list(table.columns)
+
+
+def _by_pk(table: sa.Table, keys: Sequence[tuple[Any, ...]]) -> sa.ColumnElement[bool]:
+    cols = _pk(table)
+    if len(cols) == 1:
+        return cols[0].in_([k[0] for k in keys])
+    return sa.or_(*(sa.and_(*(c == v for c, v in zip(cols, k, strict=True))) for k in keys))
 
 
 def collect(conn: sa.Connection, subject: Subject) -> SubjectData:
     """Everything the database holds about ``subject`` (see the module docstring).
 
+    Read-only: it scans every text and JSON column of every table, so run it off the writer
+    (:meth:`SubjectsMixin.export_subject` runs it on a connection of its own).
+
     Returns:
-        The sessions, identifiers and, per table, the rows found.
+        The sessions, the needles, and per table the rows found and what erasure does to them.
     """
     data = _discover(conn, subject)
     tables = database_tables(conn)
     seen: dict[str, set[tuple[Any, ...]]] = {}
 
-    def add(table: sa.Table, rows: Iterable[sa.Row[Any]]) -> None:
+    def add(table: sa.Table, rows: Iterable[sa.Row[Any]], kind: dict[str, Any] | None) -> None:
         keys = seen.setdefault(table.name, set())
-        pk = [c.name for c in table.primary_key.columns] or [c.name for c in table.columns]
+        pk = [c.name for c in _pk(table)]
         for row in rows:
             plain = dict(row._mapping)
             ident = tuple(plain[k] for k in pk)
             if ident not in keys:
                 keys.add(ident)
                 data.tables.setdefault(table.name, []).append(plain)
+                if kind is not None:
+                    kind.setdefault(table.name, []).append(ident)
 
     for table, cond in _owned(conn, tables, data, subject):
-        owned = list(conn.execute(sa.select(table).where(cond)))
-        add(table, owned)
+        add(table, conn.execute(sa.select(table).where(cond)), data.owned)
         for child, fk in referencing(tables, table):
-            parent_col = table.c[fk.column.name]
-            sub = sa.select(parent_col).where(cond)
-            add(child, conn.execute(sa.select(child).where(fk.parent.in_(sub))))
-    add(audit, conn.execute(sa.select(audit).where(_audit_rows(data))))
+            sub = sa.select(table.c[fk.column.name]).where(cond)
+            add(child, conn.execute(sa.select(child).where(fk.parent.in_(sub))), data.owned)
+    about = list(conn.execute(sa.select(audit).where(_audit_rows(data))))
+    data.audit_ids = [r.id for r in about]
+    add(audit, about, None)
     for table in tables:
         if table.name == audit.name:
             continue
         mention = mentions(table, data.needles)
         if mention is not None:
             rows = conn.execute(sa.select(table).where(mention)).all()
-            add(table, (r for r in rows if changes(table, r, data.needles)))
+            add(table, (r for r in rows if changes(table, r, data.needles)), data.mentioned)
     return data
 
 
 def erase(
     conn: sa.Connection,
-    subject: Subject,
+    data: SubjectData,
     *,
     actor: str,
     now: datetime,
     key: bytes | None,
-    touched: list[SessionKey],
 ) -> ErasureReport:
-    """Erase ``subject`` everywhere (see the module docstring), in the caller's transaction.
+    """Erase what :func:`collect` found, in the caller's transaction (short: rows by key).
+
+    Rows of the subject's sessions written since the scan go too (they are deleted by session
+    key); other rows written since are not: run the erasure again if the customer was writing.
 
     Args:
         conn: the writer's connection (the caller commits).
-        subject: whom to erase.
-        actor: who asked (``cli``, ``admin:NAME``): written in the audit entry.
+        data: what :func:`collect` found.
+        actor: who asked (``cli``, ``admin-api``): written in the audit entry.
         now: the transaction's time.
         key: the audit chain's HMAC key.
-        touched: filled with the erased sessions (their caches are dropped after commit).
 
     Returns:
         What was deleted and anonymized.
     """
     lock_chain(conn)  # first: the chain's lock before any row lock (no deadlock with appends)
-    data = _discover(conn, subject)
-    touched.extend(data.sessions)
-    tables = database_tables(conn)
+    tables = {t.name: t for t in database_tables(conn)}
+    ordered = list(tables.values())
     deleted: dict[str, int] = {}
-    for table, cond in _owned(conn, tables, data, subject):
-        for name, n in delete_with_children(conn, tables, table, cond).items():
+
+    def delete(table: sa.Table, cond: sa.ColumnElement[bool]) -> None:
+        for name, n in delete_with_children(conn, ordered, table, cond).items():
             deleted[name] = deleted.get(name, 0) + n
+
+    for table in reversed(ordered):  # children first: a parent's rows may be named too
+        if data.sessions and "session_key" in table.c and table.name != audit.name:
+            delete(table, table.c.session_key.in_(list(data.sessions)))
+        keys = data.owned.get(table.name, [])
+        for i in range(0, len(keys), PK_CHUNK):
+            delete(table, _by_pk(table, keys[i : i + PK_CHUNK]))
+    mine: sa.ColumnElement[bool] = audit.c.id.in_(data.audit_ids) if data.audit_ids else sa.false()
+    if data.sessions:
+        mine = sa.or_(mine, audit.c.session_key.in_(list(data.sessions)))
     erased = (
         conn.execute(
             sa.update(audit)
-            .where(_audit_rows(data))
+            .where(audit.c.salt.is_not(None), mine)
             .values(session_key=None, detail={}, salt=None)
         ).rowcount
         or 0
     )
     anonymized: dict[str, int] = {}
-    for table in tables:
-        if table.name != audit.name:
-            n = anonymize(conn, table, data.needles)
+    for name, keys in data.mentioned.items():
+        table = tables.get(name)
+        if table is None or not table.primary_key.columns:
+            continue
+        for i in range(0, len(keys), PK_CHUNK):
+            n = anonymize(conn, table, data.needles, _by_pk(table, keys[i : i + PK_CHUNK]))
             if n:
-                anonymized[table.name] = n
+                anonymized[name] = anonymized.get(name, 0) + n
     report = ErasureReport(
         request_id=secrets.token_hex(8),
         sessions=len(data.sessions),
@@ -331,36 +378,63 @@ def erase(
 class SubjectsMixin(AuditMixin):
     """Data-subject requests on :class:`~bot.store.sql.SqlStore` (export, erase)."""
 
+    _url: str
+    _engine: AsyncEngine | None
+
+    async def _scan(self, fn: Callable[[sa.Connection], _T]) -> _T:
+        """Run a long read on a connection of its own, off the event loop and off the writer.
+
+        SQLite: a ``pysqlite`` connection on a worker thread (the store's reader runs on the
+        loop's thread); a server database: a pooled connection of the async engine.
+        """
+        if self._engine is None:
+            raise BackendUnavailable("the store is closed")
+        if self._engine.dialect.name != "sqlite":
+            async with self._engine.connect() as conn:
+                return await conn.run_sync(fn)
+        engine = sync_sqlite_engine(self._url)
+
+        def run() -> _T:
+            try:
+                with engine.connect() as conn:
+                    return fn(conn)
+            finally:
+                engine.dispose()
+
+        return await asyncio.to_thread(run)
+
     async def export_subject(self, subject: Subject, *, actor: str) -> SubjectData:
         """Everything stored about ``subject``, and an audit entry ``privacy.export``.
 
         Args:
             subject: whom.
-            actor: who asked (``cli``, ``admin:NAME``).
+            actor: who asked (``cli``, ``admin-api``).
 
         Raises:
             bot.errors.BackendUnavailable: when the database cannot be read or written.
         """
-        data = await self._read(lambda conn: collect(conn, subject))
+        data = await self._scan(lambda conn: collect(conn, subject))
         counts = {name: len(rows) for name, rows in data.tables.items()}
         detail = {"sessions": len(data.sessions), "rows": counts}
         await self.audit(actor, "privacy.export", None, detail)
         return data
 
     async def erase_subject(self, subject: Subject, *, actor: str) -> ErasureReport:
-        """Erase ``subject`` from every table, in one transaction (see the module docstring).
+        """Erase ``subject`` from every table (see the module docstring).
+
+        The scan runs first on a connection of its own; then one short transaction on the
+        writer deletes and rewrites the rows it found by key, and appends the audit entry.
 
         Raises:
-            bot.errors.BackendUnavailable: when the database cannot be written.
+            bot.errors.BackendUnavailable: when the database cannot be read or written.
         """
-        touched: list[SessionKey] = []
+        data = await self._scan(lambda conn: collect(conn, subject))
 
         def run(conn: sa.Connection, now: datetime) -> ErasureReport:
-            touched.clear()  # a batch that failed is run again
-            return erase(conn, subject, actor=actor, now=now, key=self._audit_key, touched=touched)
+            return erase(conn, data, actor=actor, now=now, key=self._audit_key)
 
         report: ErasureReport = await self._submit(
-            SessionsCall(self._future(), run, touched=touched)
+            SessionsCall(self._future(), run, touched=list(data.sessions))
         )
         return report
 

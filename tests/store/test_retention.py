@@ -88,6 +88,7 @@ async def test_expired_records_are_deleted_and_the_chain_still_verifies(
 
     with _days_later(monkeypatch, 800):
         report = await store.apply_retention(policy)
+        assert (await store.apply_retention(policy)).deleted == {}  # nothing more, no churn
     assert report.deleted["audit"] == 3
     assert report.deleted["conversations"] == 1  # new-user's; held-user's is still held
     check = await store.verify_audit()
