@@ -149,7 +149,13 @@ def append_rows(
     head = chain_head(conn)
     for old in conn.execute(_UNCHAINED).all():
         salt = secrets.token_hex(16)
-        seal = seal_of(salt, old.session_key, old.detail)
+        detail = old.detail
+        try:
+            seal = seal_of(salt, old.session_key, detail)
+        except (TypeError, ValueError, rfc8785.CanonicalizationError):
+            # Details JSON cannot carry exactly (NaN, huge integers): kept as their JSON text.
+            detail = {"unsealable_detail": json_dumps(detail)}
+            seal = seal_of(salt, old.session_key, detail)
         entry = append_entry(
             head,
             actor=old.actor,
@@ -163,7 +169,12 @@ def append_rows(
             sa.update(audit)
             .where(audit.c.id == old.id)
             .values(
-                seq=entry.seq, salt=salt, seal=seal, prev_hash=entry.prev_hash, hash=entry.hash
+                seq=entry.seq,
+                salt=salt,
+                seal=seal,
+                detail=detail,
+                prev_hash=entry.prev_hash,
+                hash=entry.hash,
             )
         )
         head = entry.head
