@@ -112,6 +112,7 @@ def _writer(name: str, data_dir: Path, url: str | None, n: int) -> None:
                 await asyncio.sleep(0.01)
             for i in range(n):
                 await store.audit(name, "tool:lookup", None, {"i": i})
+                await asyncio.sleep(0.005)  # let the other process in, even on a busy machine
         finally:
             await store.close()
 
