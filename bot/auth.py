@@ -493,3 +493,27 @@ __all__ = [
     "start_session",
     "verify_password",
 ]
+
+
+def require_admin_key(request: web.Request, keys: list[bytes]) -> None:
+    """Check ``Authorization: Bearer KEY`` (RFC 6750) against the admin API keys.
+
+    Every key is compared, in constant time, whatever matched before.
+
+    Args:
+        request: the admin API request.
+        keys: ``settings.admin_api_keys`` as bytes; empty turns the admin API off.
+
+    Raises:
+        bot.errors.Forbidden: when no admin key is configured (whatever the address).
+        bot.errors.Unauthorized: when the request carries no matching key.
+    """
+    if not keys:
+        raise Forbidden("the admin API is off: set SWITCHBOARD_ADMIN_API_KEYS")
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    presented = token.strip().encode()
+    matched = False
+    for key in keys:
+        matched = hmac.compare_digest(presented, key) | matched
+    if scheme.lower() != "bearer" or not presented or not matched:
+        raise Unauthorized("an admin API key is required (Authorization: Bearer KEY)")

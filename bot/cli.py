@@ -2,7 +2,8 @@
 
 Commands: ``serve``, ``worker``, ``ingest``, ``chat``, ``kb eval``, ``kb answers``, ``parse``,
 ``agents add|list|disable|enable|set-role|reset-password`` (:mod:`bot.agents_cli`),
-``db upgrade``, ``bench``, ``redact``, ``privacy bench`` (:mod:`bot.privacy.cli`).
+``db upgrade``, ``bench``, ``redact``, ``privacy bench`` (:mod:`bot.privacy.cli`),
+``audit verify|export``, ``privacy export|erase`` (:mod:`bot.data_cli`).
 Every command takes ``--data-dir`` and ``--config``; settings also come from ``SWITCHBOARD_*``
 environment variables (see :mod:`bot.config`).
 """
@@ -131,9 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url", default=None, help="a running Redis (--backend redis)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (--backend redis)")
 
+    from bot.data_cli import add_parsers as add_data_parsers
     from bot.privacy.cli import add_parsers as add_privacy_parsers
 
-    add_privacy_parsers(sub, _common)
+    add_data_parsers(sub, add_privacy_parsers(sub, _common), _common)
     return parser
 
 
@@ -172,6 +174,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_agents(args, _settings(args)))
         if args.command == "db":
             return asyncio.run(_db_upgrade(args))
+        if args.command == "audit" or (
+            args.command == "privacy" and args.privacy_command in ("export", "erase")
+        ):
+            from bot.data_cli import run as run_data
+
+            return asyncio.run(run_data(args, _settings(args)))
         if args.command in ("redact", "privacy"):
             from bot.privacy.cli import run as run_privacy
 

@@ -227,6 +227,18 @@ class Settings(BaseSettings):
     # Injection score (0-1, bot.privacy.injection) at or above which a text counts as an attack.
     injection_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
 
+    # --- data protection: audit chain, retention (issue 13 part B, bot.store.audit) --------
+    # HMAC-SHA256 key of the audit hash chain (plain SHA-256 without one). Keep it out of the
+    # database: whoever holds it and can write the table could recompute the chain.
+    audit_key: SecretStr | None = None
+    # Days kept (0 keeps forever): conversations after their last activity (with messages,
+    # outbox entries and local tickets), single messages whatever the conversation's activity,
+    # audit entries. The sweeper runs every retention_sweep_s seconds (one process at a time).
+    retention_conversation_days: int = Field(default=365, ge=0)
+    retention_message_days: int = Field(default=0, ge=0)
+    retention_audit_days: int = Field(default=730, ge=0)
+    retention_sweep_s: float = Field(default=3600.0, gt=0)
+
     @field_validator("pii_entities", "pii_phone_regions", mode="before")
     @classmethod
     def _privacy_lists(cls, value: Any) -> Any:

@@ -30,7 +30,6 @@ Crawling fetches the URLs an admin gives from this server: only admins can reach
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import re
@@ -45,14 +44,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import BodyPartReader, web
 
+from bot.auth import require_admin_key
 from bot.errors import (
     BackendUnavailable,
-    Forbidden,
     NotFound,
     PayloadInvalid,
     PayloadTooLarge,
     SwitchboardError,
-    Unauthorized,
 )
 from knowledge.answers import AnswerStore, parse_answer
 from knowledge.ingest import SUPPORTED_SUFFIXES, IngestError
@@ -112,15 +110,7 @@ class AdminKnowledge:
     # --- helpers --------------------------------------------------------------------------
 
     def _authorize(self, request: web.Request) -> None:
-        if not self._keys:
-            raise Forbidden("the admin API is off: set SWITCHBOARD_ADMIN_API_KEYS")
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        presented = token.strip().encode()
-        matched = False
-        for key in self._keys:
-            matched = hmac.compare_digest(presented, key) | matched
-        if scheme.lower() != "bearer" or not presented or not matched:
-            raise Unauthorized("an admin API key is required (Authorization: Bearer KEY)")
+        require_admin_key(request, self._keys)
 
     def _kb(self) -> KnowledgeBase:
         kb = self.hub.retriever

@@ -4,7 +4,8 @@ The hub holds the store, lanes, agent, handoff, channels and event feed it was b
 :func:`bot.compose.build_hub`) and joins its parts: :class:`~bot.hub.ingest.Ingress` (the door
 in), :class:`~bot.hub.deliver.Egress` (the door out), :class:`~bot.hub.outbox.Outbox`,
 :class:`~bot.hub.recovery.Recovery`, the :class:`~bot.router.Router` that runs turns and the
-pull receivers (:class:`bot.leader.PullReceivers`).
+pull receivers (:class:`bot.leader.PullReceivers`) and the retention sweeper
+(:class:`~bot.hub.retention.RetentionSweeper`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from bot.hub.ingest import IngestTimes, Ingress
 from bot.hub.outbox import Outbox
 from bot.hub.policy import DeliveryPolicy
 from bot.hub.recovery import Recovery
+from bot.hub.retention import RetentionSweeper
 from bot.lanes.base import LaneQueue
 from bot.leader import PullReceivers
 from bot.observability import Metrics
@@ -77,6 +79,8 @@ class Hub:
             self.channels.values(), client=lease_client, lease_s=settings.receiver_lease_s
         )
         """Pull receivers, under Redis leases when ``lease_client`` is given (bot.leader)."""
+        self.retention = RetentionSweeper(settings, store, lease_client)
+        """Deletes what is past its ``retention_*_days`` (receiving processes, one at a time)."""
         self.events = events if events is not None else EventBus()
         self.marks = marks
         """Enqueued marks of shared lanes (None: memory lanes, recovery from the store)."""
@@ -138,6 +142,7 @@ class Hub:
             await channel.start(self)
         if self.receives:
             await self.receivers.start()
+            self.retention.start()
         if self.marks is None:
             await self._recovery.requeue_unhandled()
         elif self.consume:
@@ -160,6 +165,7 @@ class Hub:
         self._stopping = True
         self.ready = False
         await self.receivers.stop()
+        await self.retention.stop()
         self._draining = True
         timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
         await self._recovery.stop()

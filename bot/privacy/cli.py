@@ -38,12 +38,16 @@ def _entity_list(values: list[str] | None) -> list[str] | None:
 def add_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     common: Callable[[argparse.ArgumentParser], None],
-) -> None:
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
     """Add ``redact`` and ``privacy`` to the ``switchboard`` parser.
 
     Args:
         sub: the top-level sub-command action.
         common: adds the ``--data-dir`` and ``--config`` options every command takes.
+
+    Returns:
+        The subcommands of ``privacy`` (``export`` and ``erase`` are added by
+        :mod:`bot.data_cli`).
     """
     p = sub.add_parser("redact", help='replace PII in JSONL records {"text": ...} by tokens')
     common(p)
@@ -84,6 +88,7 @@ def add_parsers(
         help="injection: also count false alarms on a JSONL corpus of benign text "
         "(field text, question, answer or prompt); repeatable",
     )
+    return privacy_sub
 
 
 def run(args: argparse.Namespace) -> int:

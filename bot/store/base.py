@@ -288,7 +288,12 @@ class Store(Protocol):
     async def audit(
         self, actor: str, action: str, session_key: SessionKey | None, detail: dict[str, Any]
     ) -> None:
-        """Append an audit record (who did what to which session, and when)."""
+        """Append an audit record (who did what to which session, and when).
+
+        The SQL store chains it (:mod:`bot.store.audit`): ``actor`` and ``action`` are kept as
+        long as the log, so they never name a customer; ``session_key`` and ``detail`` are
+        erased with the customer.
+        """
 
     async def outbox_put(
         self, message: OutboundMessage, *, error: str | None, next_attempt_at: datetime

@@ -160,7 +160,13 @@ def _current(conn: sa.Connection) -> str | None:
     return MigrationContext.configure(conn).get_current_revision()
 
 
-def _upgrade(conn: sa.Connection, revision: str) -> str | None:
+def run_upgrade(conn: sa.Connection, revision: str) -> str | None:
+    """Migrate on ``conn`` (inside its transaction) to ``revision``; returns the revision after.
+
+    A database whose tables ``SqlStore.open()`` created before it was ever migrated is
+    stamped at :data:`BASELINE` first. On PostgreSQL an advisory lock makes concurrent callers
+    run one after another.
+    """
     if conn.dialect.name == "postgresql":  # one upgrade at a time when several pods start
         conn.execute(sa.text("select pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
     cfg = alembic_config(conn)
@@ -197,7 +203,7 @@ async def upgrade(settings: Settings, revision: str = "head") -> str | None:
     engine = make_engine(settings.resolved_database_url)
     try:
         async with engine.begin() as conn:
-            return await conn.run_sync(_upgrade, revision)
+            return await conn.run_sync(run_upgrade, revision)
     except (OSError, DBAPIError) as exc:
         raise BackendUnavailable(f"cannot migrate the database: {exc}") from exc
     finally:

@@ -9,7 +9,8 @@ SQLAlchemy 2 Core, one module per concept; :class:`SqlStore` composes them:
 - :mod:`bot.store.sqlite` and :mod:`bot.store.postgres`: how statements reach each database.
 - the concepts, one mixin each: :mod:`bot.store.messages` (with
   :mod:`bot.store.message_writes`), :mod:`bot.store.conversations`, :mod:`bot.store.outbox`,
-  :mod:`bot.store.audit`, :mod:`bot.store.agents`.
+  :mod:`bot.store.audit` (the hash-chained audit log), :mod:`bot.store.subjects`
+  (data-subject export and erasure), :mod:`bot.store.retention`, :mod:`bot.store.agents`.
 
 The names other packages build on (``make_engine``, ``JsonType``, ``UtcDateTime``, ``metadata``)
 are re-exported here.
@@ -27,7 +28,7 @@ from bot.config import Settings
 from bot.envelope import utcnow
 from bot.errors import BackendUnavailable
 from bot.store.agents import AgentsMixin
-from bot.store.audit import AuditMixin, AuditRecord
+from bot.store.audit import AuditRecord
 from bot.store.batcher import BatchResult, Request
 from bot.store.conversations import ConversationsMixin
 from bot.store.engine import JsonType, UtcDateTime, json_dumps, make_engine, sync_sqlite_engine
@@ -35,7 +36,9 @@ from bot.store.message_writes import Append, Inbound
 from bot.store.messages import MessagesMixin
 from bot.store.outbox import OutboxMixin
 from bot.store.postgres import AsyncRunner
+from bot.store.retention import RetentionMixin
 from bot.store.sqlite import InlineRunner, ThreadRunner
+from bot.store.subjects import SessionsCall, SubjectsMixin
 from bot.store.tables import metadata
 
 __all__ = [
@@ -51,7 +54,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, AuditMixin, AgentsMixin):
+def _schema_outdated(conn: sa.Connection) -> bool:
+    """True when the ``audit`` table predates the hash chain (Alembic 0004)."""
+    columns = {c["name"] for c in sa.inspect(conn).get_columns("audit")}
+    return "seq" not in columns
+
+
+class SqlStore(
+    MessagesMixin, ConversationsMixin, OutboxMixin, SubjectsMixin, RetentionMixin, AgentsMixin
+):
     """The :class:`~bot.store.base.Store` on SQLAlchemy (SQLite by default, PostgreSQL).
 
     Args:
@@ -73,6 +84,8 @@ class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, AuditMixin, Agent
         self._init_message_writes(settings)
         self._init_conversations()
         self._init_outbox()
+        key = settings.audit_key
+        self._audit_key = key.get_secret_value().encode() if key is not None else None
 
     # --- lifecycle ------------------------------------------------------------------------------
 
@@ -101,6 +114,9 @@ class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, AuditMixin, Agent
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(metadata.create_all)
+                outdated = await conn.run_sync(_schema_outdated)
+            if outdated:
+                await self._upgrade_schema(engine)
         except (OSError, DBAPIError) as exc:
             await engine.dispose()
             raise BackendUnavailable(f"cannot open the store database: {exc}") from exc
@@ -125,6 +141,18 @@ class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, AuditMixin, Agent
                 raw_sqlite=False,
             )
         logger.info("store.opened", extra={"dialect": engine.dialect.name})
+
+    async def _upgrade_schema(self, engine: AsyncEngine) -> None:
+        """Migrate a database made by an older version whose tables lack new columns.
+
+        ``create_all`` adds missing tables but never columns: such a database (the embedded
+        default, or a server database before ``switchboard db upgrade``) is upgraded here.
+        """
+        from bot.store.migrate import run_upgrade  # loads plugin tables: not at import time
+
+        async with engine.begin() as conn:
+            revision = await conn.run_sync(run_upgrade, "head")
+        logger.info("store.schema_upgraded", extra={"revision": revision})
 
     async def close(self) -> None:
         """Flush pending writes, stop the writer and close connections."""
@@ -160,6 +188,9 @@ class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, AuditMixin, Agent
     def _committed(self, batch: list[Request], result: BatchResult) -> None:
         self._remember_writes(result)
         self._refresh_conversations(batch, result)
+        for req in batch:
+            if isinstance(req, SessionsCall):  # erased or expired sessions: reload them
+                self._forget(req)
 
     def _forget(self, req: Request) -> None:
         for key in req.sessions():

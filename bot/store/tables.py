@@ -99,9 +99,22 @@ audit = sa.Table(
     sa.Column("action", sa.String, nullable=False),
     sa.Column("session_key", sa.String),
     sa.Column("detail", JsonType, nullable=False),
+    # The hash chain (Alembic 0004; see bot.store.audit): NULL only on rows written before it
+    # existed, which the next append chains.
+    sa.Column("seq", sa.BigInteger().with_variant(sa.Integer, "sqlite")),
+    sa.Column("seal", sa.String(64)),
+    sa.Column("salt", sa.String(32)),
+    sa.Column("prev_hash", sa.String(64)),
+    sa.Column("hash", sa.String(64)),
     sa.Index("ix_audit_session_key", "session_key", "id"),
+    sa.Index("ux_audit_seq", "seq", unique=True),
 )
-"""Who did what to which session, and when."""
+"""Who did what to which session, and when: a tamper-evident hash chain (:mod:`bot.store.audit`).
+
+``seal`` is the HMAC-SHA256, keyed by the row's random ``salt``, of the personal part
+(``session_key`` and ``detail``); the chain's hashes cover the seal, not the personal part, so
+erasing a customer (``salt``, ``session_key`` and ``detail`` cleared) leaves the chain intact.
+"""
 
 outbox = sa.Table(
     "outbox",

@@ -60,7 +60,7 @@ async def _execute(settings: Settings, sql: str) -> None:
 
 def test_one_head_after_the_baseline() -> None:
     assert migrate.BASELINE == "0001"
-    assert migrate.head_revision() == "0003"
+    assert migrate.head_revision() != migrate.BASELINE  # one head (else it raises), later
 
 
 async def test_upgrade_empty_database_matches_the_models(empty: Settings) -> None:
