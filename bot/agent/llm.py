@@ -28,12 +28,22 @@ from bot.agent.base import (
     TurnInput,
 )
 from bot.agent.citations import Sources, strip_citation_markers
-from bot.agent.prompt import compact, fixed_messages, history_messages, overflow_note
+from bot.agent.prompt import (
+    DataMarks,
+    compact,
+    fixed_messages,
+    history_messages,
+    overflow_note,
+    system_rules,
+)
+from bot.agent.redaction import TurnRedaction, redactor_for
 from bot.agent.tokens import TOKEN_SAFETY, count_tokens
 from bot.agent.tools import tool_spec
 from bot.config import Settings
 from bot.envelope import TALK_TO_HUMAN
 from bot.errors import BackendUnavailable, ConfigError, Forbidden, LLMUnavailable, SwitchboardError
+from bot.privacy.injection import DataSource, InjectionDetector
+from bot.privacy.leak import PromptEchoCheck
 from bot.retrieval import Passage
 from bot.tools import Tool, ToolContext
 from bot.tracing import Span
@@ -42,6 +52,12 @@ log = logging.getLogger(__name__)
 
 MAX_TOOL_RESULT_CHARS = 6000
 """A tool result handed back to the model is cut to this many characters."""
+
+WITHHELD_ANSWER = (
+    "Sorry, I can't share that. I'm happy to help with a question about our products or your "
+    "account, or to put you in touch with a person from our team."
+)
+"""Sent instead of an answer that echoes the system prompt."""
 
 _LLM_ERRORS: tuple[type[BaseException], ...] = (
     openai.APIError,
@@ -102,6 +118,9 @@ class LLMAgent:
         self._specs = [tool_spec(t) for t in tools]
         self._specs_tokens = count_tokens(json.dumps(self._specs)) if self._specs else 0
         self._router = self._make_router(settings)
+        self._redactor = redactor_for(settings)
+        self._detector = InjectionDetector()
+        self._echo = PromptEchoCheck([system_rules(settings)])
 
     @staticmethod
     def _make_router(settings: Settings) -> Router:
@@ -144,35 +163,55 @@ class LLMAgent:
         ctx = turn.tools
         extra = {"session_key": turn.session_key, "channel": turn.channel}
         sources = Sources()
+        marks = DataMarks.for_channel(turn.channel)
+        privacy = TurnRedaction(self._redactor, s.pii_entities_for(turn.channel))
+        history = history_messages(turn, await turn.history(), s.agent_history_messages, marks)
+        # Tokens are numbered in a fixed order (stored history first, oldest first), so a
+        # turn resumed by another worker issues the same ones (bot.agent.redaction).
+        await privacy.feed(str(m["content"]) for m in history)
         query = "\n".join(m.text for m in turn.messages if m.text.strip())
         passages: list[Passage] = []
         if query.strip():
             try:
-                passages = await ctx.retriever.search(query[:2000], top_k=s.retrieve_top_k)
+                search = await privacy.redact(query[:2000])
+                passages = await ctx.retriever.search(search, top_k=s.retrieve_top_k)
             except BackendUnavailable as exc:
-                log.warning("agent.retrieve_failed", extra={**extra, "error": str(exc)})
+                log.warning("agent.retrieve_failed", extra={**extra, "error": _kind(exc)})
+        customer = [m.text for m in turn.overflow] + [query]
+        passages, suspect = self._screen(customer, passages, extra)
         user_text = query or "(the customer sent no text)"
-        if turn.overflow:
-            user_text = overflow_note(turn.overflow) + "\n\nLatest message(s):\n" + user_text
-        system, user = fixed_messages(s, self._budget, passages, sources, user_text)
-        history = history_messages(turn, await turn.history(), s.agent_history_messages)
+        preamble = overflow_note(turn.overflow, marks) if turn.overflow else ""
+        system, user = fixed_messages(
+            s, self._budget, passages, sources, user_text, marks, preamble=preamble
+        )
         convo: list[dict[str, Any]] = []  # this turn's assistant tool calls and tool results
         tokens = 0
         text = ""
         rounds = 0
         finished = False
         while rounds <= s.agent_max_tool_rounds:
-            use_tools = bool(self._specs)
+            # A turn that looks like an injection attack answers without tools.
+            use_tools = bool(self._specs) and not suspect
             final_round = rounds == s.agent_max_tool_rounds
             messages = compact(
-                system, history, user, convo, budget=self._budget, session_key=turn.session_key
+                system,
+                history,
+                user,
+                convo,
+                budget=self._budget,
+                session_key=turn.session_key,
+                marks=marks,
             )
             done = await self._complete(
-                messages, tools=use_tools, forbid_tools=final_round, stream=turn.stream
+                await privacy.outbound(messages),
+                tools=use_tools,
+                forbid_tools=final_round,
+                stream=turn.stream,
+                privacy=privacy,
             )
             tokens += done.tokens
             text = done.text
-            if not done.tool_calls:
+            if not done.tool_calls or not use_tools:
                 finished = True
                 break
             if final_round:
@@ -193,9 +232,9 @@ class LLMAgent:
                 }
             )
             for call in done.tool_calls:
-                content = await self._run_tool(call, ctx, sources, extra)
+                content = await self._run_tool(call, ctx, sources, extra, privacy, marks)
                 convo.append({"role": "tool", "tool_call_id": call.id, "content": content})
-        answer = strip_citation_markers(text)
+        answer = strip_citation_markers(privacy.restore(text))
         escalate: str | None = None
         if ctx.escalated:
             escalate = ESCALATE_AGENT_TOOL
@@ -210,6 +249,9 @@ class LLMAgent:
         if not finished and not ctx.escalated:
             answer = ""
             citations = []
+        if answer and self._echo.echoes(answer):
+            log.warning("agent.answer_withheld", extra={**extra, "reason": "prompt_echo"})
+            answer, citations, actions = WITHHELD_ANSWER, [], [TALK_TO_HUMAN]
         log.info(
             "agent.turn_done",
             extra={
@@ -218,9 +260,53 @@ class LLMAgent:
                 "tokens": tokens,
                 "escalate": escalate,
                 "citations": [c.doc_id for c in citations],
+                "redacted": len(privacy.vault),
+                "injection_suspected": suspect,
             },
         )
         return AgentReply(answer, citations, actions, escalate, tokens)
+
+    def _screen(
+        self, customer: Sequence[str], passages: Sequence[Passage], extra: dict[str, Any]
+    ) -> tuple[list[Passage], bool]:
+        """Score the customer's text and each passage for prompt injection.
+
+        Returns:
+            ``(passages kept, suspect)``: passages at or above ``injection_threshold`` are
+            dropped; ``suspect`` is set when the customer's text or any passage scored there.
+            Only scores and signal names are logged, never the text.
+        """
+        threshold = self._settings.injection_threshold
+        verdict = self._detector.verdict("\n".join(customer))
+        suspect = verdict.score >= threshold
+        if suspect:
+            log.warning(
+                "agent.injection_suspected",
+                extra={
+                    **extra,
+                    "source": DataSource.CUSTOMER.value,
+                    "score": verdict.score,
+                    "signals": list(verdict.signals),
+                },
+            )
+        kept: list[Passage] = []
+        for p in passages:
+            verdict = self._detector.verdict(p.text)
+            if verdict.score < threshold:
+                kept.append(p)
+                continue
+            suspect = True
+            log.warning(
+                "agent.injection_suspected",
+                extra={
+                    **extra,
+                    "source": DataSource.PASSAGE.value,
+                    "doc_id": p.doc_id,
+                    "score": verdict.score,
+                    "signals": list(verdict.signals),
+                },
+            )
+        return kept, suspect
 
     # --- model calls ----------------------------------------------------------------------
 
@@ -231,8 +317,12 @@ class LLMAgent:
         tools: bool,
         forbid_tools: bool,
         stream: StreamFn | None,
+        privacy: TurnRedaction,
     ) -> _Completion:
         """One chat completion (streamed when ``stream`` is set).
+
+        ``messages`` are already redacted; the completion comes back in token form (streamed
+        text is restored for ``stream`` only).
 
         Raises:
             bot.errors.LLMUnavailable: every model failed.
@@ -258,55 +348,83 @@ class LLMAgent:
                 if stream is None:
                     response = await self._router.acompletion(**kwargs)
                 else:
-                    response = await self._stream(kwargs, stream)
+                    response = await self._stream(kwargs, stream, privacy)
                 if span is not None:
                     _record_usage(span, response)
         except _LLM_ERRORS as exc:
+            # Provider errors may quote the request: only the type and status are logged.
             log.warning(
                 "agent.llm_failed",
-                extra={"model": self._model, "error": f"{type(exc).__name__}: {exc}"[:500]},
+                extra={
+                    "model": self._model,
+                    "error": _kind(exc),
+                    "status": getattr(exc, "status_code", None),
+                },
             )
             raise LLMUnavailable(f"every model failed: {type(exc).__name__}") from exc
         return _completion_of(response)
 
-    async def _stream(self, kwargs: dict[str, Any], stream: StreamFn) -> Any:
-        """Stream one completion, calling ``stream`` with the cleaned text so far.
+    async def _stream(
+        self, kwargs: dict[str, Any], stream: StreamFn, privacy: TurnRedaction
+    ) -> Any:
+        """Stream one completion, calling ``stream`` with the restored, cleaned text so far.
+
+        Tokens are restored as they complete (one split across chunks is held back); once
+        the text echoes the system prompt nothing more is shown (the answer is withheld).
 
         Returns:
-            The completion rebuilt from the chunks (tool calls included).
+            The completion rebuilt from the chunks (tool calls included), in token form.
         """
         chunks: list[Any] = []
+        restorer = privacy.stream()
         text = ""
         shown = ""
+        echoed = False
         response = await self._router.acompletion(
             **kwargs, stream=True, stream_options={"include_usage": True}
         )
         async for chunk in response:
             chunks.append(chunk)
             delta = chunk.choices[0].delta.content if chunk.choices else None
-            if delta:
-                text += delta
+            if delta and not echoed:
+                text += restorer.feed(delta)
+                echoed = self._echo.echoes(text)
                 visible = strip_citation_markers(text, partial=True)
-                if visible.strip() and visible != shown:
+                if not echoed and visible.strip() and visible != shown:
                     shown = visible
                     await stream(visible)
         built = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
         if built is None:
             raise LLMUnavailable("the model's stream was empty")
-        final = strip_citation_markers(text)
-        if final and final != shown:
+        final = strip_citation_markers(text + restorer.flush())
+        if final and final != shown and not (echoed or self._echo.echoes(final)):
             await stream(final)
         return built
 
     async def _run_tool(
-        self, call: _ToolCall, ctx: ToolContext, sources: Sources, extra: dict[str, Any]
+        self,
+        call: _ToolCall,
+        ctx: ToolContext,
+        sources: Sources,
+        extra: dict[str, Any],
+        privacy: TurnRedaction,
+        marks: DataMarks,
     ) -> str:
-        """Run one tool call; the tool message content (errors included, never raised)."""
+        """Run one tool call; the tool message content (errors included, never raised).
+
+        The model's arguments get their real values back (tools act on them); the result is
+        marked as data (:data:`~bot.privacy.injection.DataSource.TOOL`) and redacted with the
+        rest of the next request.
+        """
         tool = self._tools.get(call.name)
         if tool is None:
             return _tool_error("unknown_tool", f"there is no tool {call.name!r}")
         try:
-            args = tool.args_model.model_validate_json(call.arguments or "{}")
+            raw = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError:
+            return _tool_error("invalid_arguments", "the arguments are not a JSON object")
+        try:
+            args = tool.args_model.model_validate(privacy.restore_data(raw))
         except ValidationError as exc:
             details = exc.errors(include_url=False, include_context=False, include_input=False)
             return _tool_error("invalid_arguments", json.dumps(details, default=str))
@@ -315,11 +433,11 @@ class LLMAgent:
             with tracing.span(Span.TOOL_CALL, attributes={"gen_ai.tool.name": call.name}):
                 result = await tool(args, ctx)
         except Forbidden as exc:
-            log.info("agent.tool_refused", extra={**log_extra, "error": str(exc)})
-            return _tool_error("refused", f"not allowed: {exc}")
+            log.info("agent.tool_refused", extra={**log_extra, "error": _kind(exc)})
+            return marks(_tool_error("refused", f"not allowed: {exc}"), DataSource.TOOL)
         except SwitchboardError as exc:
-            log.warning("agent.tool_failed", extra={**log_extra, "error": str(exc)})
-            return _tool_error("failed", str(exc))
+            log.warning("agent.tool_failed", extra={**log_extra, "error": _kind(exc)})
+            return marks(_tool_error("failed", str(exc)), DataSource.TOOL)
         except Exception:  # a plugin's bug must not end the turn: the model is told
             log.exception("agent.tool_crashed", extra=log_extra)
             return _tool_error("failed", f"tool {call.name!r} failed unexpectedly")
@@ -327,19 +445,25 @@ class LLMAgent:
         body = json.dumps(result.content, ensure_ascii=False, default=str)
         if len(body) > MAX_TOOL_RESULT_CHARS:
             body = body[:MAX_TOOL_RESULT_CHARS] + "…(truncated)"
+        data = marks(body, DataSource.TOOL)
         if not result.citations:
-            return body
+            return data
         ctx.citations.extend(result.citations)
         texts = _texts_by_doc(result.content)
         refs = []
         for c in result.citations:
             src = sources.add(c, texts.get(c.doc_id, body))
             refs.append(f"[{src.number}] {c.title} (doc_id {c.doc_id})")
-        return body + "\n\nCite these documents as: " + "; ".join(refs)
+        return data + "\n\nCite these documents as: " + "; ".join(refs)
 
 
 def _tool_error(kind: str, message: str) -> str:
     return json.dumps({"error": kind, "message": message})
+
+
+def _kind(exc: BaseException) -> str:
+    """What a log may say about an error: its type, never its message (it may quote data)."""
+    return type(exc).__name__
 
 
 def _texts_by_doc(content: Any) -> dict[str, str]:
