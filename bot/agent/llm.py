@@ -94,6 +94,15 @@ class LLMAgent:
     cumulative text of the current call (markers removed), so text the model writes before a
     tool call is replaced by the next call's answer.
 
+    Privacy and injection defences (docs/security.md, "PII redaction and injection defences"):
+    every request is redacted by a :class:`~bot.agent.redaction.TurnRedaction` (values become
+    tokens such as ``<EMAIL_1>``; the answer, streamed text and tool-call arguments get the
+    values back here, at the edge); the customer's text, passages, the history digest and tool
+    results are wrapped in data markers (:class:`~bot.agent.prompt.DataMarks`); when the
+    injection detector scores the customer's text or a passage at or above
+    ``injection_threshold``, the turn answers without tools and flagged passages are left out;
+    an answer echoing the system prompt is replaced by :data:`WITHHELD_ANSWER`.
+
     Escalation reasons: ``agent_tool`` (the model called ``escalate_to_human``), ``no_answer``
     (empty answer), ``tool_loop`` (still calling tools after ``agent_max_tool_rounds``).
 
