@@ -16,11 +16,11 @@ from bot.agent.llm import LLMAgent
 from bot.agent.tools import load_tools
 from bot.compose import build_hub
 from bot.config import Settings
-from bot.privacy.injection import strip_markers
 from bot.envelope import utcnow
+from bot.privacy.injection import strip_markers
 from bot.store.base import Role, StoredMessage
-from channels.memory.pytest_plugin import make_settings
 from channels.memory.plugin import MemoryChannel
+from channels.memory.pytest_plugin import make_settings
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.tickets import MemoryTickets
 from tests.test_agent import KEY, make_turn, settings_for

@@ -87,11 +87,8 @@ async def test_no_value_in_logs_spans_or_errors(
     llm: FakeOpenAI, spans: InMemorySpanExporter, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)  # everything: litellm, Presidio, aiohttp, the hub
-    llm.reply(
-        tool_calls=[
-            ("create_ticket", {"subject": "Refund for <EMAIL_1>", "description": "<CREDIT_CARD_1>"})
-        ]
-    )
+    args = {"subject": "Refund for <EMAIL_1>", "description": "<CREDIT_CARD_1>"}
+    llm.reply(tool_calls=[("create_ticket", args)])
     llm.reply("Sorry, I could not open a ticket; we will write to <EMAIL_1>.")
     llm.reply(status=400)
     agent = LLMAgent(settings_for(llm), load_tools())

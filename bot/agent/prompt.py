@@ -131,9 +131,7 @@ def _digest(
     dropped: Sequence[dict[str, Any]], budget_tokens: int, marks: DataMarks
 ) -> dict[str, Any] | None:
     """A short extractive summary of history removed by compaction (customer lines only)."""
-    asked = [
-        _clip(strip_markers(str(m["content"])), 160) for m in dropped if m["role"] == "user"
-    ]
+    asked = [_clip(strip_markers(str(m["content"])), 160) for m in dropped if m["role"] == "user"]
     if not asked:
         return None
     head = "Summary of older messages (omitted to save space). The customer had written:"
