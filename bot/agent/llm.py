@@ -36,7 +36,7 @@ from bot.agent.prompt import (
     overflow_note,
     system_rules,
 )
-from bot.agent.redaction import TurnRedaction, redactor_for
+from bot.agent.redaction import TurnRedaction, load_redactor, redaction_wanted
 from bot.agent.tokens import TOKEN_SAFETY, count_tokens
 from bot.agent.tools import tool_spec
 from bot.config import Settings
@@ -117,7 +117,8 @@ class LLMAgent:
         """Build the router.
 
         Raises:
-            ConfigError: when ``settings.llm_model`` is not set.
+            ConfigError: when ``settings.llm_model`` is not set, or a ``pii_entities`` or
+                ``pii_channel_entities`` list names an unknown type.
         """
         if not settings.llm_model:
             raise ConfigError("LLMAgent needs llm_model")
@@ -127,7 +128,7 @@ class LLMAgent:
         self._specs = [tool_spec(t) for t in tools]
         self._specs_tokens = count_tokens(json.dumps(self._specs)) if self._specs else 0
         self._router = self._make_router(settings)
-        self._redactor = redactor_for(settings)
+        self._redacts = redaction_wanted(settings)
         self._detector = InjectionDetector()
         self._echo = PromptEchoCheck([system_rules(settings)])
 
@@ -173,7 +174,8 @@ class LLMAgent:
         extra = {"session_key": turn.session_key, "channel": turn.channel}
         sources = Sources()
         marks = DataMarks.for_channel(turn.channel)
-        privacy = TurnRedaction(self._redactor, s.pii_entities_for(turn.channel))
+        redactor = await load_redactor(s) if self._redacts else None
+        privacy = TurnRedaction(redactor, s.pii_entities_for(turn.channel))
         history = history_messages(turn, await turn.history(), s.agent_history_messages, marks)
         # Tokens are numbered in a fixed order (stored history first, oldest first), so a
         # turn resumed by another worker issues the same ones (bot.agent.redaction).

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -36,48 +37,66 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def redactor_for(settings: Settings) -> Redactor | None:
-    """The process's shared redactor for these settings, or None when nothing is redacted.
+def redaction_wanted(settings: Settings) -> bool:
+    """Whether any channel redacts anything (``pii_entities`` or a ``pii_channel_entities``).
 
-    Building a redactor loads Presidio (seconds), so one is built per distinct
-    ``(pii_score_threshold, pii_phone_regions, pii_spacy_model)`` and shared by every agent of
-    the process. None when ``pii_entities`` and every ``pii_channel_entities`` list are empty.
+    Cheap: call it at start to refuse bad settings early.
 
     Raises:
-        bot.errors.ConfigError: an unknown entity type, or a spaCy model that is not installed.
+        bot.errors.ConfigError: an unknown entity type.
     """
     from bot.privacy.redact import check_entity_types
 
     wanted = [settings.pii_entities, *settings.pii_channel_entities.values()]
-    names = check_entity_types(name for names in wanted for name in names)
-    if not names:
-        return None
-    redactor = _shared_redactor(
+    return bool(check_entity_types(name for names in wanted for name in names))
+
+
+async def load_redactor(settings: Settings) -> Redactor:
+    """The process's shared redactor for these settings, built on first use.
+
+    Building one loads Presidio (seconds of CPU), so it happens in a worker thread at the
+    first turn that needs it, once per distinct ``(pii_score_threshold, pii_phone_regions,
+    pii_spacy_model)``, and never in a process that runs no turn (an ingress-only ``serve``).
+
+    Raises:
+        bot.errors.ConfigError: a ``pii_spacy_model`` that is not installed.
+    """
+    return await asyncio.to_thread(
+        _shared_redactor,
         settings.pii_score_threshold,
         tuple(settings.pii_phone_regions),
         settings.pii_spacy_model,
     )
-    missing = sorted(set(names) & set(redactor.unavailable))
-    if missing:
-        log.warning(
-            "privacy.entities_unavailable",
-            extra={"entities": missing, "reason": "no pii_spacy_model installed"},
-        )
-    return redactor
+
+
+_BUILD_LOCK = threading.Lock()
 
 
 @functools.cache
-def _shared_redactor(
+def _cached_redactor(
     score_threshold: float, phone_regions: tuple[str, ...], spacy_model: str | None
 ) -> Redactor:
     from bot.privacy.redact import Redactor
 
-    return Redactor(
+    redactor = Redactor(
         None,
         score_threshold=score_threshold,
         phone_regions=phone_regions,
         spacy_model=spacy_model,
     )
+    if redactor.unavailable:
+        log.warning(
+            "privacy.entities_unavailable",
+            extra={"entities": list(redactor.unavailable), "reason": "no pii_spacy_model"},
+        )
+    return redactor
+
+
+def _shared_redactor(
+    score_threshold: float, phone_regions: tuple[str, ...], spacy_model: str | None
+) -> Redactor:
+    with _BUILD_LOCK:  # two first turns at once build it once
+        return _cached_redactor(score_threshold, phone_regions, spacy_model)
 
 
 class TurnRedaction:
