@@ -7,11 +7,13 @@ system prompt is withheld, streamed or not.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
+from bot.agent.guard import WITHHELD_TOOL_RESULT
 from bot.agent.llm import WITHHELD_ANSWER, LLMAgent
 from bot.agent.prompt import system_rules
 from bot.agent.tools import load_tools
@@ -75,6 +77,23 @@ async def test_a_flagged_passage_is_left_out_and_tools_are_off(llm: FakeOpenAI) 
     system = request["messages"][0]["content"]
     assert SLACK.text in system
     assert "evil.example" not in system
+
+
+async def test_a_flagged_tool_result_is_withheld_and_tools_are_off(llm: FakeOpenAI) -> None:
+    """Indirect injection through a tool: a poisoned passage found by search_knowledge."""
+    llm.reply(tool_calls=[("search_knowledge", {"query": "slack tips"})])
+    llm.reply("Here is how to set up Slack.")
+    retriever = FixedRetriever([SLACK], answers={"tips": [POISONED]})
+    agent = LLMAgent(settings_for(llm), load_tools())
+    reply = await agent.respond(make_turn("How do I connect Slack?", retriever=retriever))
+
+    first, second = llm.requests
+    assert first["tools"]
+    assert "tools" not in second
+    (result,) = [m["content"] for m in second["messages"] if m["role"] == "tool"]
+    assert WITHHELD_TOOL_RESULT in result
+    assert "evil.example" not in json.dumps(second)
+    assert reply.text == "Here is how to set up Slack."
 
 
 async def test_a_benign_turn_keeps_its_tools(llm: FakeOpenAI) -> None:

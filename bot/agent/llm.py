@@ -28,6 +28,7 @@ from bot.agent.base import (
     TurnInput,
 )
 from bot.agent.citations import Sources, strip_citation_markers
+from bot.agent.guard import TurnGuard
 from bot.agent.prompt import (
     DataMarks,
     compact,
@@ -42,7 +43,7 @@ from bot.agent.tools import tool_spec
 from bot.config import Settings
 from bot.envelope import TALK_TO_HUMAN
 from bot.errors import BackendUnavailable, ConfigError, Forbidden, LLMUnavailable, SwitchboardError
-from bot.privacy.injection import DataSource, InjectionDetector
+from bot.privacy.injection import DataSource
 from bot.privacy.leak import PromptEchoCheck
 from bot.retrieval import Passage
 from bot.tools import Tool, ToolContext
@@ -129,7 +130,6 @@ class LLMAgent:
         self._specs_tokens = count_tokens(json.dumps(self._specs)) if self._specs else 0
         self._router = self._make_router(settings)
         self._redacts = redaction_wanted(settings)
-        self._detector = InjectionDetector()
         self._echo = PromptEchoCheck([system_rules(settings)])
 
     @staticmethod
@@ -188,8 +188,9 @@ class LLMAgent:
                 passages = await ctx.retriever.search(search, top_k=s.retrieve_top_k)
             except BackendUnavailable as exc:
                 log.warning("agent.retrieve_failed", extra={**extra, "error": _kind(exc)})
-        customer = [m.text for m in turn.overflow] + [query]
-        passages, suspect = self._screen(customer, passages, extra)
+        guard = TurnGuard(s.injection_threshold, extra)
+        guard.customer([m.text for m in turn.overflow] + [query])
+        passages = guard.passages(passages)
         user_text = query or "(the customer sent no text)"
         preamble = overflow_note(turn.overflow, marks) if turn.overflow else ""
         system, user = fixed_messages(
@@ -202,7 +203,7 @@ class LLMAgent:
         finished = False
         while rounds <= s.agent_max_tool_rounds:
             # A turn that looks like an injection attack answers without tools.
-            use_tools = bool(self._specs) and not suspect
+            use_tools = bool(self._specs) and not guard.suspect
             final_round = rounds == s.agent_max_tool_rounds
             messages = compact(
                 system,
@@ -243,7 +244,7 @@ class LLMAgent:
                 }
             )
             for call in done.tool_calls:
-                content = await self._run_tool(call, ctx, sources, extra, privacy, marks)
+                content = await self._run_tool(call, ctx, sources, extra, privacy, marks, guard)
                 convo.append({"role": "tool", "tool_call_id": call.id, "content": content})
         answer = strip_citation_markers(privacy.restore(text))
         escalate: str | None = None
@@ -272,52 +273,10 @@ class LLMAgent:
                 "escalate": escalate,
                 "citations": [c.doc_id for c in citations],
                 "redacted": len(privacy.vault),
-                "injection_suspected": suspect,
+                "injection_suspected": guard.suspect,
             },
         )
         return AgentReply(answer, citations, actions, escalate, tokens)
-
-    def _screen(
-        self, customer: Sequence[str], passages: Sequence[Passage], extra: dict[str, Any]
-    ) -> tuple[list[Passage], bool]:
-        """Score the customer's text and each passage for prompt injection.
-
-        Returns:
-            ``(passages kept, suspect)``: passages at or above ``injection_threshold`` are
-            dropped; ``suspect`` is set when the customer's text or any passage scored there.
-            Only scores and signal names are logged, never the text.
-        """
-        threshold = self._settings.injection_threshold
-        verdict = self._detector.verdict("\n".join(customer))
-        suspect = verdict.score >= threshold
-        if suspect:
-            log.warning(
-                "agent.injection_suspected",
-                extra={
-                    **extra,
-                    "source": DataSource.CUSTOMER.value,
-                    "score": verdict.score,
-                    "signals": list(verdict.signals),
-                },
-            )
-        kept: list[Passage] = []
-        for p in passages:
-            verdict = self._detector.verdict(p.text)
-            if verdict.score < threshold:
-                kept.append(p)
-                continue
-            suspect = True
-            log.warning(
-                "agent.injection_suspected",
-                extra={
-                    **extra,
-                    "source": DataSource.PASSAGE.value,
-                    "doc_id": p.doc_id,
-                    "score": verdict.score,
-                    "signals": list(verdict.signals),
-                },
-            )
-        return kept, suspect
 
     # --- model calls ----------------------------------------------------------------------
 
@@ -420,10 +379,12 @@ class LLMAgent:
         extra: dict[str, Any],
         privacy: TurnRedaction,
         marks: DataMarks,
+        guard: TurnGuard,
     ) -> str:
         """Run one tool call; the tool message content (errors included, never raised).
 
         The model's arguments get their real values back (tools act on them); the result is
+        screened by ``guard`` (a flagged result is withheld and the turn loses its tools),
         marked as data (:data:`~bot.privacy.injection.DataSource.TOOL`) and redacted with the
         rest of the next request.
         """
@@ -456,7 +417,7 @@ class LLMAgent:
         body = json.dumps(result.content, ensure_ascii=False, default=str)
         if len(body) > MAX_TOOL_RESULT_CHARS:
             body = body[:MAX_TOOL_RESULT_CHARS] + "…(truncated)"
-        data = marks(body, DataSource.TOOL)
+        data = marks(guard.tool_result(call.name, body), DataSource.TOOL)
         if not result.citations:
             return data
         ctx.citations.extend(result.citations)
