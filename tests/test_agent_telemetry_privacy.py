@@ -4,7 +4,7 @@ One turn with an e-mail, a phone and a card number runs through the LLM agent ag
 OpenAI server; a tool crashes with an exception quoting the values (as a careless plugin
 would), then the provider fails. Every captured log record is rendered by the production
 formatters (JSON and plain), every span the agent made is exported in memory, and the
-raised error is inspected: none may carry a value.
+raised error is inspected: none may carry a value, nor the message's words.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ EMAIL = "ana.lopez@example.org"
 PHONE = "+1 415 555 0132"
 CARD = "4111 1111 1111 1111"
 MESSAGE = f"I'm {EMAIL}, phone {PHONE}; card {CARD} was charged twice."
-VALUES = (EMAIL, PHONE, CARD, "ana.lopez", "555 0132", "4111 1111")
+VALUES = (EMAIL, PHONE, CARD, "ana.lopez", "555 0132", "4111 1111", "charged twice")
 
 
 class CrashingTickets(MemoryTickets):
