@@ -32,7 +32,7 @@ from bot.privacy.vault import StreamRestorer, Vault
 
 if TYPE_CHECKING:
     from bot.config import Settings
-    from bot.privacy.redact import Redactor
+    from bot.privacy.redact import PiiSpan, Redactor
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +99,20 @@ def _shared_redactor(
         return _cached_redactor(score_threshold, phone_regions, spacy_model)
 
 
+ANALYSIS_CACHE_TEXTS = 2048
+"""Texts whose PII analysis is kept between turns (history is re-sent every turn)."""
+
+
+@functools.lru_cache(maxsize=ANALYSIS_CACHE_TEXTS)
+def _analysis(redactor: Redactor, text: str, entities: tuple[str, ...]) -> list[PiiSpan]:
+    """Presidio's spans for ``text``, cached between turns.
+
+    A turn re-sends the session's history, so the same texts are analyzed turn after turn;
+    tokens are still issued per turn. The cache lives in process memory only.
+    """
+    return redactor.analyze(text, entities)
+
+
 class TurnRedaction:
     """Redaction state of one turn: its vault and the texts already redacted into it.
 
@@ -143,10 +157,11 @@ class TurnRedaction:
 
     def _redact_all(self, texts: Sequence[str]) -> None:
         assert self._redactor is not None
+        entities = tuple(self._entities)
         for text in texts:
             if text not in self._done:
-                out, _ = self._redactor.redact(text, entities=self._entities, vault=self.vault)
-                self._done[text] = out
+                spans = _analysis(self._redactor, text, entities)
+                self._done[text] = self._redactor.tokenize(text, spans, self.vault)
 
     async def outbound(self, messages: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Copies of chat ``messages`` whose string contents carry tokens instead of values.
