@@ -6,6 +6,7 @@ The prompt is built by :mod:`bot.agent.prompt`, citations are resolved by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -176,23 +177,27 @@ class LLMAgent:
         marks = DataMarks.for_channel(turn.channel)
         redactor = await load_redactor(s) if self._redacts else None
         privacy = TurnRedaction(redactor, s.pii_entities_for(turn.channel))
-        history = history_messages(turn, await turn.history(), s.agent_history_messages, marks)
-        # Tokens are numbered in a fixed order (stored history first, oldest first), so a
-        # turn resumed by another worker issues the same ones (bot.agent.redaction).
-        await privacy.feed(str(m["content"]) for m in history)
         query = "\n".join(m.text for m in turn.messages if m.text.strip())
+        guard = TurnGuard(s.injection_threshold, extra)
+        guard.customer([m.text for m in turn.overflow] + [query])
+        # Texts the prompt may clip are redacted first (a clipped value might escape
+        # detection), in a fixed order: the stored history oldest first, then this turn, so a
+        # turn resumed by another worker issues the same tokens (bot.agent.redaction).
+        stored = await turn.history()
+        await privacy.feed([*(m.text for m in stored), query, *(m.text for m in turn.overflow)])
+        stored = [dataclasses.replace(m, text=privacy.redacted(m.text)) for m in stored]
+        overflow = [m.model_copy(update={"text": privacy.redacted(m.text)}) for m in turn.overflow]
+        query = privacy.redacted(query)
+        history = history_messages(turn, stored, s.agent_history_messages, marks)
         passages: list[Passage] = []
         if query.strip():
             try:
-                search = await privacy.redact(query[:2000])
-                passages = await ctx.retriever.search(search, top_k=s.retrieve_top_k)
+                passages = await ctx.retriever.search(query[:2000], top_k=s.retrieve_top_k)
             except BackendUnavailable as exc:
                 log.warning("agent.retrieve_failed", extra={**extra, "error": _kind(exc)})
-        guard = TurnGuard(s.injection_threshold, extra)
-        guard.customer([m.text for m in turn.overflow] + [query])
         passages = guard.passages(passages)
         user_text = query or "(the customer sent no text)"
-        preamble = overflow_note(turn.overflow, marks) if turn.overflow else ""
+        preamble = overflow_note(overflow, marks) if overflow else ""
         system, user = fixed_messages(
             s, self._budget, passages, sources, user_text, marks, preamble=preamble
         )
@@ -415,6 +420,7 @@ class LLMAgent:
             return _tool_error("failed", f"tool {call.name!r} failed unexpectedly")
         log.info("agent.tool_done", extra=log_extra)
         body = json.dumps(result.content, ensure_ascii=False, default=str)
+        body = await privacy.redact(body)  # before the cut, which could split a value
         if len(body) > MAX_TOOL_RESULT_CHARS:
             body = body[:MAX_TOOL_RESULT_CHARS] + "…(truncated)"
         data = marks(guard.tool_result(call.name, body), DataSource.TOOL)

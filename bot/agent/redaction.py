@@ -150,6 +150,14 @@ class TurnRedaction:
         if todo:
             await asyncio.to_thread(self._redact_all, todo)
 
+    def redacted(self, text: str) -> str:
+        """The redacted form of a text already given to :meth:`feed`.
+
+        ``text`` itself when redaction is off or it was not fed (every request still passes
+        :meth:`outbound`, which redacts whatever was not).
+        """
+        return self._done.get(text, text)
+
     async def redact(self, text: str) -> str:
         """``text`` with tokens instead of values (fed into the vault like :meth:`feed`)."""
         await self.feed([text])
