@@ -9,16 +9,19 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
+from pydantic import BaseModel
 
-from bot.agent.llm import LLMAgent
+from bot.agent.llm import MAX_TOOL_RESULT_CHARS, LLMAgent
 from bot.agent.tools import load_tools
 from bot.compose import build_hub
 from bot.config import Settings
 from bot.envelope import utcnow
 from bot.privacy.injection import strip_markers
 from bot.store.base import Role, StoredMessage
+from bot.tools import ToolContext, ToolResult
 from channels.memory.plugin import MemoryChannel
 from channels.memory.pytest_plugin import make_settings
 from tests.fakes.openai_server import FakeOpenAI
@@ -177,3 +180,29 @@ def test_default_settings_redact() -> None:
     assert {"EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD"} <= set(
         defaults.pii_entities_for(KEY.split(":")[0])
     )
+
+
+class _Args(BaseModel):
+    order: str
+
+
+class LongOrderTool:
+    """Returns a long record whose card number straddles the tool-result cut."""
+
+    name: ClassVar[str] = "get_order"
+    description: ClassVar[str] = "Look up an order."
+    args_model: ClassVar[type[BaseModel]] = _Args
+
+    async def __call__(self, args: BaseModel, ctx: ToolContext) -> ToolResult:
+        # JSON adds a leading quote; the cut falls after "4111 1111 1111".
+        head = MAX_TOOL_RESULT_CHARS - 2 - len("4111 1111 1111")
+        return ToolResult(content="x" * head + " " + CARD + " paid")
+
+
+async def test_a_value_cut_by_the_tool_result_limit_does_not_leak(llm: FakeOpenAI) -> None:
+    """Tool results are redacted before they are cut to MAX_TOOL_RESULT_CHARS."""
+    llm.reply(tool_calls=[("get_order", {"order": "A-1"})])
+    llm.reply("Found it.")
+    agent = LLMAgent(settings_for(llm), [LongOrderTool()])
+    await agent.respond(make_turn("Where is order A-1?"))
+    assert "4111 1111 1111" not in sent(llm)
