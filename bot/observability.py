@@ -112,11 +112,61 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+def format_exception_safely(exc: BaseException | None) -> str:
+    """A traceback without exception messages: frames and exception types only.
+
+    Exception messages may quote what was being processed (a customer's text, a validation
+    error's input, a provider's echo of the request), so logs show where and what, never the
+    message. Causes and contexts are included, oldest first, as Python prints them.
+
+    Args:
+        exc: the exception (None gives "").
+
+    Returns:
+        Lines of ``Traceback (most recent call last):``, the frames, then
+        ``module.Type (message withheld)``.
+    """
+    chain: list[BaseException] = []
+    current = exc
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        if current.__cause__ is not None:
+            current = current.__cause__
+        elif current.__suppress_context__:
+            current = None
+        else:
+            current = current.__context__
+    parts: list[str] = []
+    for item in reversed(chain):
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_list(traceback.extract_tb(item.__traceback__)))
+        kind = type(item)
+        parts.append(f"{kind.__module__}.{kind.__qualname__} (message withheld)\n")
+    return "".join(parts)
+
+
+class PlainFormatter(logging.Formatter):
+    """Plain-text lines whose tracebacks leave out exception messages."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """Render ``record``, never reusing a traceback another handler cached on it."""
+        cached, record.exc_text = record.exc_text, None
+        try:
+            return super().format(record)
+        finally:
+            record.exc_text = cached
+
+    def formatException(self, ei: Any) -> str:
+        """The traceback of ``ei`` without messages (:func:`format_exception_safely`)."""
+        return format_exception_safely(ei[1]).rstrip("\n")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line.
 
     Keys: ``ts``, ``level``, ``logger``, ``event``, the record's extra fields, and ``exc`` with
-    the traceback when an exception is attached.
+    the traceback when an exception is attached (exception messages withheld:
+    :func:`format_exception_safely`).
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -131,7 +181,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _STD_ATTRS and not key.startswith("_"):
                 out[key] = value
         if record.exc_info:
-            out["exc"] = "".join(traceback.format_exception(*record.exc_info))
+            out["exc"] = format_exception_safely(record.exc_info[1])
         return json.dumps(out, default=str)
 
 
@@ -141,7 +191,7 @@ def configure_logging(level: str = "INFO", *, json_lines: bool = True) -> None:
     if json_lines:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(PlainFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

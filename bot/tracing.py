@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
 from opentelemetry import context as otel_context
@@ -80,7 +80,35 @@ def span(
     """
     if _configured is None:
         return _NOOP
-    return tracer().start_as_current_span(name, context=context, attributes=attributes)
+    return _error_safe_span(name, context, attributes)
+
+
+@contextlib.contextmanager
+def _error_safe_span(
+    name: str,
+    context: otel_context.Context | None,
+    attributes: Mapping[str, str | int | float | bool] | None,
+) -> Iterator[Any]:
+    """A current span whose failure is recorded by exception type only.
+
+    OpenTelemetry's default records the exception's message and stack trace as a span event
+    and its message as the status description; messages may quote customer text, so the span
+    gets status ERROR described by the type name and an ``error.type`` attribute instead.
+    """
+    with tracer().start_as_current_span(
+        name,
+        context=context,
+        attributes=attributes,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as current:
+        try:
+            yield current
+        except Exception as exc:
+            kind = type(exc).__qualname__
+            current.set_status(trace.Status(trace.StatusCode.ERROR, description=kind))
+            current.set_attribute("error.type", kind)
+            raise
 
 
 def record_lane_wait(trace_context: Mapping[str, str]) -> otel_context.Context:
@@ -181,8 +209,20 @@ def _instrument_aiohttp() -> None:
     from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
     from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
 
-    AioHttpClientInstrumentor().instrument()
+    AioHttpClientInstrumentor().instrument(url_filter=_safe_url)
     AioHttpServerInstrumentor().instrument()
+
+
+def _safe_url(url: Any) -> str:
+    """A client request's URL as spans may show it: no query, no credential-like segment.
+
+    Query strings carry search terms and ids; some platform APIs put the bot's token in the
+    path (Telegram's ``/bot<token>/sendMessage``). Path segments holding a ``:`` or 32+
+    characters are replaced by ``*``.
+    """
+    segments = ["*" if ":" in s or len(s) >= 32 else s for s in url.path.split("/")]
+    port = f":{url.port}" if url.port and not url.is_default_port() else ""
+    return f"{url.scheme}://{url.host}{port}" + "/".join(segments)
 
 
 def shutdown() -> None:

@@ -23,6 +23,7 @@ from bot.agent.tools import BUILTIN_TOOLS, load_tools
 from bot.config import Settings
 from bot.envelope import TALK_TO_HUMAN, InboundMessage, Participant, SessionKey, utcnow
 from bot.errors import ConfigError, LLMUnavailable
+from bot.privacy.injection import strip_markers
 from bot.retrieval import Passage
 from bot.store.base import Role, StoredMessage
 from bot.tools import ToolContext
@@ -133,7 +134,12 @@ def make_turn(
 
 
 def tool_messages(request: dict[str, Any]) -> list[str]:
-    return [str(m["content"]) for m in request["messages"] if m["role"] == "tool"]
+    """Tool results as the model read them, without their data markers."""
+    return [
+        strip_markers(str(m["content"])).strip()
+        for m in request["messages"]
+        if m["role"] == "tool"
+    ]
 
 
 # --- LLMAgent -------------------------------------------------------------------------------
@@ -161,7 +167,10 @@ class TestLLMAgentAnswers:
             "[1] Slack setup — Channels > Slack (https://docs.example/slack)" in system["content"]
         )
         assert "[2] Email setup" in system["content"]
-        assert request["messages"][-1] == {"role": "user", "content": "How do I connect Slack?"}
+        user = request["messages"][-1]
+        assert user["role"] == "user"
+        assert user["content"].startswith('<<data source="customer_message" id="')
+        assert strip_markers(user["content"]).strip() == "How do I connect Slack?"
         names = {t["function"]["name"] for t in request["tools"]}
         assert names == {
             "search_knowledge",
@@ -286,7 +295,7 @@ class TestLLMAgentAnswers:
         assert "also sent" in user
         assert '"hello?"' in user
         assert '"anyone there"' in user
-        assert user.endswith("and Teams?")
+        assert strip_markers(user).rstrip().endswith("and Teams?")
 
     async def test_knowledge_base_down_still_answers(self, llm: FakeOpenAI) -> None:
         llm.reply("I can't look that up right now.")
@@ -424,7 +433,10 @@ class TestLLMAgentHistory:
         ]
         agent = LLMAgent(settings_for(llm), load_tools())
         await agent.respond(make_turn("it works, thanks", history=history))
-        dialogue = llm.requests[0]["messages"][1:]
+        dialogue = [
+            {**m, "content": strip_markers(m["content"]).strip()}
+            for m in llm.requests[0]["messages"][1:]
+        ]
         assert dialogue == [
             {"role": "user", "content": "my VPN is down"},
             {"role": "assistant", "content": "(Sam, human support agent): Restart it"},
@@ -449,7 +461,7 @@ class TestLLMAgentHistory:
         text = json.dumps(messages)
         assert messages[0]["role"] == "system"
         assert "Slack setup" in messages[0]["content"]  # sources kept
-        assert messages[-1]["content"] == "What about Teams?"
+        assert strip_markers(messages[-1]["content"]).strip() == "What about Teams?"
         assert "msg-39" in text  # the latest history is kept
         dialogue = [m["content"] for m in messages if m["role"] in ("user", "assistant")]
         assert not any("msg-00" in c for c in dialogue)  # the oldest is dropped...

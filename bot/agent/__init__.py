@@ -6,7 +6,8 @@ compaction), :class:`ExtractiveAgent` (:mod:`bot.agent.extractive`: the embedded
 no model is configured) and :class:`ScriptedAgent` (:mod:`bot.agent.scripted`: a fixed answer,
 for benchmarks and tests). The LLM agent's parts: :mod:`bot.agent.prompt` (the request),
 :mod:`bot.agent.citations` (numbered sources and ``[n]`` markers), :mod:`bot.agent.tokens`
-(token estimates), :mod:`bot.agent.tools` (tools from the ``switchboard.tools`` entry points).
+(token estimates), :mod:`bot.agent.tools` (tools from the ``switchboard.tools`` entry points),
+:mod:`bot.agent.redaction` (PII tokens in every request, real values back at the edge).
 """
 
 from __future__ import annotations

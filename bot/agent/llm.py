@@ -6,6 +6,7 @@ The prompt is built by :mod:`bot.agent.prompt`, citations are resolved by
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Sequence
@@ -28,12 +29,23 @@ from bot.agent.base import (
     TurnInput,
 )
 from bot.agent.citations import Sources, strip_citation_markers
-from bot.agent.prompt import compact, fixed_messages, history_messages, overflow_note
+from bot.agent.guard import TurnGuard
+from bot.agent.prompt import (
+    DataMarks,
+    compact,
+    fixed_messages,
+    history_messages,
+    overflow_note,
+    system_rules,
+)
+from bot.agent.redaction import TurnRedaction, load_redactor, redaction_wanted
 from bot.agent.tokens import TOKEN_SAFETY, count_tokens
 from bot.agent.tools import tool_spec
 from bot.config import Settings
 from bot.envelope import TALK_TO_HUMAN
 from bot.errors import BackendUnavailable, ConfigError, Forbidden, LLMUnavailable, SwitchboardError
+from bot.privacy.injection import DataSource
+from bot.privacy.leak import PromptEchoCheck
 from bot.retrieval import Passage
 from bot.tools import Tool, ToolContext
 from bot.tracing import Span
@@ -42,6 +54,12 @@ log = logging.getLogger(__name__)
 
 MAX_TOOL_RESULT_CHARS = 6000
 """A tool result handed back to the model is cut to this many characters."""
+
+WITHHELD_ANSWER = (
+    "Sorry, I can't share that. I'm happy to help with a question about our products or your "
+    "account, or to put you in touch with a person from our team."
+)
+"""Sent instead of an answer that echoes the system prompt."""
 
 _LLM_ERRORS: tuple[type[BaseException], ...] = (
     openai.APIError,
@@ -78,6 +96,15 @@ class LLMAgent:
     cumulative text of the current call (markers removed), so text the model writes before a
     tool call is replaced by the next call's answer.
 
+    Privacy and injection defences (docs/security.md, "PII redaction and injection defences"):
+    every request is redacted by a :class:`~bot.agent.redaction.TurnRedaction` (values become
+    tokens such as ``<EMAIL_1>``; the answer, streamed text and tool-call arguments get the
+    values back here, at the edge); the customer's text, passages, the history digest and tool
+    results are wrapped in data markers (:class:`~bot.agent.prompt.DataMarks`); when the
+    injection detector scores the customer's text or a passage at or above
+    ``injection_threshold``, the turn answers without tools and flagged passages are left out;
+    an answer echoing the system prompt is replaced by :data:`WITHHELD_ANSWER`.
+
     Escalation reasons: ``agent_tool`` (the model called ``escalate_to_human``), ``no_answer``
     (empty answer), ``tool_loop`` (still calling tools after ``agent_max_tool_rounds``).
 
@@ -92,7 +119,8 @@ class LLMAgent:
         """Build the router.
 
         Raises:
-            ConfigError: when ``settings.llm_model`` is not set.
+            ConfigError: when ``settings.llm_model`` is not set, or a ``pii_entities`` or
+                ``pii_channel_entities`` list names an unknown type.
         """
         if not settings.llm_model:
             raise ConfigError("LLMAgent needs llm_model")
@@ -102,6 +130,8 @@ class LLMAgent:
         self._specs = [tool_spec(t) for t in tools]
         self._specs_tokens = count_tokens(json.dumps(self._specs)) if self._specs else 0
         self._router = self._make_router(settings)
+        self._redacts = redaction_wanted(settings)
+        self._echo = PromptEchoCheck([system_rules(settings)])
 
     @staticmethod
     def _make_router(settings: Settings) -> Router:
@@ -144,35 +174,61 @@ class LLMAgent:
         ctx = turn.tools
         extra = {"session_key": turn.session_key, "channel": turn.channel}
         sources = Sources()
+        marks = DataMarks.for_channel(turn.channel)
+        redactor = await load_redactor(s) if self._redacts else None
+        privacy = TurnRedaction(redactor, s.pii_entities_for(turn.channel))
         query = "\n".join(m.text for m in turn.messages if m.text.strip())
+        guard = TurnGuard(s.injection_threshold, extra)
+        guard.customer([m.text for m in turn.overflow] + [query])
+        # Texts the prompt may clip are redacted first (a clipped value might escape
+        # detection), in a fixed order: the stored history oldest first, then this turn, so a
+        # turn resumed by another worker issues the same tokens (bot.agent.redaction).
+        stored = await turn.history()
+        await privacy.feed([*(m.text for m in stored), query, *(m.text for m in turn.overflow)])
+        stored = [dataclasses.replace(m, text=privacy.redacted(m.text)) for m in stored]
+        overflow = [m.model_copy(update={"text": privacy.redacted(m.text)}) for m in turn.overflow]
+        query = privacy.redacted(query)
+        history = history_messages(turn, stored, s.agent_history_messages, marks)
         passages: list[Passage] = []
         if query.strip():
             try:
                 passages = await ctx.retriever.search(query[:2000], top_k=s.retrieve_top_k)
             except BackendUnavailable as exc:
-                log.warning("agent.retrieve_failed", extra={**extra, "error": str(exc)})
+                log.warning("agent.retrieve_failed", extra={**extra, "error": _kind(exc)})
+        passages = guard.passages(passages)
         user_text = query or "(the customer sent no text)"
-        if turn.overflow:
-            user_text = overflow_note(turn.overflow) + "\n\nLatest message(s):\n" + user_text
-        system, user = fixed_messages(s, self._budget, passages, sources, user_text)
-        history = history_messages(turn, await turn.history(), s.agent_history_messages)
+        preamble = overflow_note(overflow, marks) if overflow else ""
+        system, user = fixed_messages(
+            s, self._budget, passages, sources, user_text, marks, preamble=preamble
+        )
         convo: list[dict[str, Any]] = []  # this turn's assistant tool calls and tool results
         tokens = 0
         text = ""
         rounds = 0
         finished = False
         while rounds <= s.agent_max_tool_rounds:
-            use_tools = bool(self._specs)
+            # A turn that looks like an injection attack answers without tools.
+            use_tools = bool(self._specs) and not guard.suspect
             final_round = rounds == s.agent_max_tool_rounds
             messages = compact(
-                system, history, user, convo, budget=self._budget, session_key=turn.session_key
+                system,
+                history,
+                user,
+                convo,
+                budget=self._budget,
+                session_key=turn.session_key,
+                marks=marks,
             )
             done = await self._complete(
-                messages, tools=use_tools, forbid_tools=final_round, stream=turn.stream
+                await privacy.outbound(messages),
+                tools=use_tools,
+                forbid_tools=final_round,
+                stream=turn.stream,
+                privacy=privacy,
             )
             tokens += done.tokens
             text = done.text
-            if not done.tool_calls:
+            if not done.tool_calls or not use_tools:
                 finished = True
                 break
             if final_round:
@@ -193,9 +249,9 @@ class LLMAgent:
                 }
             )
             for call in done.tool_calls:
-                content = await self._run_tool(call, ctx, sources, extra)
+                content = await self._run_tool(call, ctx, sources, extra, privacy, marks, guard)
                 convo.append({"role": "tool", "tool_call_id": call.id, "content": content})
-        answer = strip_citation_markers(text)
+        answer = strip_citation_markers(privacy.restore(text))
         escalate: str | None = None
         if ctx.escalated:
             escalate = ESCALATE_AGENT_TOOL
@@ -210,6 +266,9 @@ class LLMAgent:
         if not finished and not ctx.escalated:
             answer = ""
             citations = []
+        if answer and self._echo.echoes(answer):
+            log.warning("agent.answer_withheld", extra={**extra, "reason": "prompt_echo"})
+            answer, citations, actions = WITHHELD_ANSWER, [], [TALK_TO_HUMAN]
         log.info(
             "agent.turn_done",
             extra={
@@ -218,6 +277,8 @@ class LLMAgent:
                 "tokens": tokens,
                 "escalate": escalate,
                 "citations": [c.doc_id for c in citations],
+                "redacted": len(privacy.vault),
+                "injection_suspected": guard.suspect,
             },
         )
         return AgentReply(answer, citations, actions, escalate, tokens)
@@ -231,8 +292,12 @@ class LLMAgent:
         tools: bool,
         forbid_tools: bool,
         stream: StreamFn | None,
+        privacy: TurnRedaction,
     ) -> _Completion:
         """One chat completion (streamed when ``stream`` is set).
+
+        ``messages`` are already redacted; the completion comes back in token form (streamed
+        text is restored for ``stream`` only).
 
         Raises:
             bot.errors.LLMUnavailable: every model failed.
@@ -258,55 +323,85 @@ class LLMAgent:
                 if stream is None:
                     response = await self._router.acompletion(**kwargs)
                 else:
-                    response = await self._stream(kwargs, stream)
+                    response = await self._stream(kwargs, stream, privacy)
                 if span is not None:
                     _record_usage(span, response)
         except _LLM_ERRORS as exc:
+            # Provider errors may quote the request: only the type and status are logged.
             log.warning(
                 "agent.llm_failed",
-                extra={"model": self._model, "error": f"{type(exc).__name__}: {exc}"[:500]},
+                extra={
+                    "model": self._model,
+                    "error": _kind(exc),
+                    "status": getattr(exc, "status_code", None),
+                },
             )
             raise LLMUnavailable(f"every model failed: {type(exc).__name__}") from exc
         return _completion_of(response)
 
-    async def _stream(self, kwargs: dict[str, Any], stream: StreamFn) -> Any:
-        """Stream one completion, calling ``stream`` with the cleaned text so far.
+    async def _stream(
+        self, kwargs: dict[str, Any], stream: StreamFn, privacy: TurnRedaction
+    ) -> Any:
+        """Stream one completion, calling ``stream`` with the restored, cleaned text so far.
+
+        Tokens are restored as they complete (one split across chunks is held back); once
+        the text echoes the system prompt nothing more is shown (the answer is withheld).
 
         Returns:
-            The completion rebuilt from the chunks (tool calls included).
+            The completion rebuilt from the chunks (tool calls included), in token form.
         """
         chunks: list[Any] = []
+        restorer = privacy.stream()
         text = ""
         shown = ""
+        echoed = False
         response = await self._router.acompletion(
             **kwargs, stream=True, stream_options={"include_usage": True}
         )
         async for chunk in response:
             chunks.append(chunk)
             delta = chunk.choices[0].delta.content if chunk.choices else None
-            if delta:
-                text += delta
+            if delta and not echoed:
+                text += restorer.feed(delta)
+                echoed = self._echo.echoes(text)
                 visible = strip_citation_markers(text, partial=True)
-                if visible.strip() and visible != shown:
+                if not echoed and visible.strip() and visible != shown:
                     shown = visible
                     await stream(visible)
         built = litellm.stream_chunk_builder(chunks, messages=kwargs["messages"])
         if built is None:
             raise LLMUnavailable("the model's stream was empty")
-        final = strip_citation_markers(text)
-        if final and final != shown:
+        final = strip_citation_markers(text + restorer.flush())
+        if final and final != shown and not (echoed or self._echo.echoes(final)):
             await stream(final)
         return built
 
     async def _run_tool(
-        self, call: _ToolCall, ctx: ToolContext, sources: Sources, extra: dict[str, Any]
+        self,
+        call: _ToolCall,
+        ctx: ToolContext,
+        sources: Sources,
+        extra: dict[str, Any],
+        privacy: TurnRedaction,
+        marks: DataMarks,
+        guard: TurnGuard,
     ) -> str:
-        """Run one tool call; the tool message content (errors included, never raised)."""
+        """Run one tool call; the tool message content (errors included, never raised).
+
+        The model's arguments get their real values back (tools act on them); the result is
+        screened by ``guard`` (a flagged result is withheld and the turn loses its tools),
+        marked as data (:data:`~bot.privacy.injection.DataSource.TOOL`) and redacted with the
+        rest of the next request.
+        """
         tool = self._tools.get(call.name)
         if tool is None:
             return _tool_error("unknown_tool", f"there is no tool {call.name!r}")
         try:
-            args = tool.args_model.model_validate_json(call.arguments or "{}")
+            raw = json.loads(call.arguments or "{}")
+        except json.JSONDecodeError:
+            return _tool_error("invalid_arguments", "the arguments are not a JSON object")
+        try:
+            args = tool.args_model.model_validate(privacy.restore_data(raw))
         except ValidationError as exc:
             details = exc.errors(include_url=False, include_context=False, include_input=False)
             return _tool_error("invalid_arguments", json.dumps(details, default=str))
@@ -315,31 +410,38 @@ class LLMAgent:
             with tracing.span(Span.TOOL_CALL, attributes={"gen_ai.tool.name": call.name}):
                 result = await tool(args, ctx)
         except Forbidden as exc:
-            log.info("agent.tool_refused", extra={**log_extra, "error": str(exc)})
-            return _tool_error("refused", f"not allowed: {exc}")
+            log.info("agent.tool_refused", extra={**log_extra, "error": _kind(exc)})
+            return marks(_tool_error("refused", f"not allowed: {exc}"), DataSource.TOOL)
         except SwitchboardError as exc:
-            log.warning("agent.tool_failed", extra={**log_extra, "error": str(exc)})
-            return _tool_error("failed", str(exc))
+            log.warning("agent.tool_failed", extra={**log_extra, "error": _kind(exc)})
+            return marks(_tool_error("failed", str(exc)), DataSource.TOOL)
         except Exception:  # a plugin's bug must not end the turn: the model is told
             log.exception("agent.tool_crashed", extra=log_extra)
             return _tool_error("failed", f"tool {call.name!r} failed unexpectedly")
         log.info("agent.tool_done", extra=log_extra)
         body = json.dumps(result.content, ensure_ascii=False, default=str)
+        body = await privacy.redact(body)  # before the cut, which could split a value
         if len(body) > MAX_TOOL_RESULT_CHARS:
             body = body[:MAX_TOOL_RESULT_CHARS] + "…(truncated)"
+        data = marks(guard.tool_result(call.name, body), DataSource.TOOL)
         if not result.citations:
-            return body
+            return data
         ctx.citations.extend(result.citations)
         texts = _texts_by_doc(result.content)
         refs = []
         for c in result.citations:
             src = sources.add(c, texts.get(c.doc_id, body))
             refs.append(f"[{src.number}] {c.title} (doc_id {c.doc_id})")
-        return body + "\n\nCite these documents as: " + "; ".join(refs)
+        return data + "\n\nCite these documents as: " + "; ".join(refs)
 
 
 def _tool_error(kind: str, message: str) -> str:
     return json.dumps({"error": kind, "message": message})
+
+
+def _kind(exc: BaseException) -> str:
+    """What a log may say about an error: its type, never its message (it may quote data)."""
+    return type(exc).__name__
 
 
 def _texts_by_doc(content: Any) -> dict[str, str]:

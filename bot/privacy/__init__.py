@@ -9,6 +9,8 @@ Modules (import the one you need; this package imports nothing heavy by itself):
   model) and reversible tokenization.
 * :mod:`bot.privacy.injection`: a lexical prompt-injection scorer and spotlighting helpers that
   mark untrusted text as data.
+* :mod:`bot.privacy.leak`: :class:`~bot.privacy.leak.PromptEchoCheck`, the output check that
+  recognizes an answer reproducing the system prompt.
 * :mod:`bot.privacy.audit_chain`: SHA-256 hash chain over audit entries and its verifier.
 * :mod:`bot.privacy.bench`: the figures printed by ``switchboard privacy bench``.
 * :mod:`bot.privacy.cli`: the ``switchboard redact`` and ``switchboard privacy`` commands.

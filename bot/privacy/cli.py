@@ -259,7 +259,8 @@ def _bench_injection(args: argparse.Namespace, settings: Settings) -> int:
         from rich.console import Console
         from rich.table import Table
 
-        table = Table(title=f"prompt-injection detection on {args.file.name}")
+        print(f"prompt-injection detection on {args.file.name}")
+        table = Table()
         table.add_column("metric")
         table.add_column("value", justify="right")
         for key, value in figures.items():

@@ -256,6 +256,18 @@ _MARKER = re.compile(r"<<\s*/?\s*data\b[^>]*>>", re.IGNORECASE)
 DATAMARK = "\u02c6"  # MODIFIER LETTER CIRCUMFLEX ACCENT, as in Hines et al.
 
 
+def strip_markers(text: str) -> str:
+    """``text`` without any data marker (to quote marked text again, e.g. in a digest).
+
+    Args:
+        text: text that may hold :func:`spotlight` blocks.
+
+    Returns:
+        The text with every ``<<data ...>>`` and ``<</data ...>>`` marker removed.
+    """
+    return _MARKER.sub("", text)
+
+
 def datamark(text: str) -> str:
     """Join the words of ``text`` with :data:`DATAMARK` (runs of whitespace become one mark).
 

@@ -322,6 +322,31 @@ class Redactor:
         )
         return result.text, vault, spans
 
+    @staticmethod
+    def tokenize(text: str, spans: Sequence[PiiSpan], vault: Vault) -> str:
+        """Replace the given spans of ``text`` by the vault's tokens, first value first.
+
+        For callers that analyze once and tokenize many times (the LLM agent caches the
+        analysis of history messages across turns; each turn has its own vault).
+
+        Args:
+            text: the analyzed text.
+            spans: non-overlapping spans sorted by ``start`` (as :meth:`analyze` returns).
+            vault: the turn's vault; token-like strings already in ``text`` are reserved.
+
+        Returns:
+            The text with tokens; ``vault.restore`` of it equals ``text``.
+        """
+        vault.reserve(text)
+        out: list[str] = []
+        pos = 0
+        for span in spans:
+            out.append(text[pos : span.start])
+            out.append(vault.token_for(ENTITY_TYPES[span.type], text[span.start : span.end]))
+            pos = span.end
+        out.append(text[pos:])
+        return "".join(out)
+
     @cached_property
     def _anonymizer(self) -> AnonymizerEngine:
         from presidio_anonymizer import AnonymizerEngine

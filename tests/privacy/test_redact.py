@@ -9,6 +9,7 @@ import pytest
 from bot.config import Settings
 from bot.errors import ConfigError
 from bot.privacy.redact import Redactor, check_entity_types
+from bot.privacy.vault import Vault
 
 EMAIL = "ana.lopez@example.org"
 PHONE = "+1 415 555 0132"
@@ -152,3 +153,20 @@ def test_no_message_text_reaches_the_logs(
     redactor.redact(f"my card {CARD}, mail {EMAIL}")
     assert "4111" not in caplog.text
     assert EMAIL not in caplog.text
+
+
+def test_tokenize_reuses_one_analysis_across_vaults(redactor: Redactor) -> None:
+    """The agent analyzes a text once and tokenizes it into each turn's vault."""
+    text = "Typed <EMAIL_1> literally; real: ana@example.org, again ana@example.org"
+    spans = redactor.analyze(text, ["EMAIL_ADDRESS"])
+    first = Vault()
+    one = Redactor.tokenize(text, spans, first)
+    assert one == "Typed <EMAIL_1> literally; real: <EMAIL_2>, again <EMAIL_2>"
+    assert first.restore(one) == text  # the literal token is not anyone's value
+
+    second = Vault()
+    second.token_for("EMAIL", "bob@example.com")  # an earlier history value of that turn
+    plain = "real: ana@example.org"
+    two = Redactor.tokenize(plain, redactor.analyze(plain, ["EMAIL_ADDRESS"]), second)
+    assert two == "real: <EMAIL_2>"
+    assert second.restore(two) == plain
