@@ -1,0 +1,218 @@
+"""Two-way sync end to end: web chat → escalation → Zendesk/Jira ticket → agent reply → web chat.
+
+A real hub with the web chat channel serves its app; tickets live in the fake Zendesk or Jira
+(real SDKs); the product's webhooks are the bodies the fakes write, signed as the product signs
+them and posted to ``/webhooks/zendesk`` or ``/webhooks/jira``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from bot.store.base import SessionMode
+from channels.memory.pytest_plugin import HubFactory
+from channels.webchat.plugin import WebchatChannel
+from plugins.ticketing.webhooks import (
+    JIRA_DELIVERY,
+    JIRA_SIGNATURE,
+    ZENDESK_SIGNATURE,
+    ZENDESK_TIMESTAMP,
+    sign_jira,
+    sign_zendesk,
+)
+from tests.channels.support import serve_hub
+from tests.channels.test_webchat import KEY, Client, Socket, hub_of
+from tests.fakes.ticket_systems import FakeJira, FakeZendesk
+
+ZD_SECRET = "zd-signing-secret"
+JIRA_SECRET = "jira-webhook-secret"
+
+
+@dataclass
+class Product:
+    """One external product as the tests drive it."""
+
+    name: str
+    fake: Any
+    overrides: dict[str, Any]
+    path: str
+
+    def created(self) -> list[dict[str, Any]]:
+        """The bodies of the ticket creations the product received."""
+        if self.name == "zendesk":
+            return [r.body["ticket"] for r in self.fake.calls("POST", "/api/v2/tickets.json")]
+        return [r.body for r in self.fake.calls("POST", "/rest/servicedeskapi/request")]
+
+    def transcript(self, body: dict[str, Any]) -> str:
+        if self.name == "zendesk":
+            return str(body["comment"]["body"])
+        return str(body["requestFieldValues"]["description"])
+
+    def only_ticket(self) -> Any:
+        tickets = self.fake.tickets if self.name == "zendesk" else self.fake.issues
+        [ticket_id] = list(tickets)
+        return ticket_id
+
+    def signed(self, body: bytes, delivery: str | None = None) -> dict[str, str]:
+        if self.name == "zendesk":
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            return {
+                ZENDESK_SIGNATURE: sign_zendesk(ZD_SECRET, stamp, body),
+                ZENDESK_TIMESTAMP: stamp,
+            }
+        return {JIRA_SIGNATURE: sign_jira(JIRA_SECRET, body), JIRA_DELIVERY: delivery or ""}
+
+    def reply(self, ticket_id: Any, text: str) -> tuple[bytes, dict[str, str]]:
+        if self.name == "zendesk":
+            body = self.fake.agent_reply(ticket_id, text)
+            return body, self.signed(body)
+        body, delivery = self.fake.agent_reply(ticket_id, text)
+        return body, self.signed(body, delivery)
+
+    def solve(self, ticket_id: Any) -> tuple[bytes, dict[str, str]]:
+        if self.name == "zendesk":
+            body = self.fake.solve(ticket_id)
+            return body, self.signed(body)
+        body, delivery = self.fake.resolve(ticket_id)
+        return body, self.signed(body, delivery)
+
+
+@pytest_asyncio.fixture(params=["zendesk", "jira"])
+async def product(request: pytest.FixtureRequest) -> AsyncIterator[Product]:
+    if request.param == "zendesk":
+        async with FakeZendesk() as zd:
+            yield Product(
+                "zendesk",
+                zd,
+                {
+                    "ticket_backend": "zendesk",
+                    "zendesk_url": zd.url,
+                    "zendesk_email": zd.email,
+                    "zendesk_api_token": zd.token,
+                    "zendesk_webhook_secret": ZD_SECRET,
+                },
+                "/webhooks/zendesk",
+            )
+    else:
+        async with FakeJira() as jira:
+            yield Product(
+                "jira",
+                jira,
+                {
+                    "ticket_backend": "jira",
+                    "jira_url": jira.url,
+                    "jira_email": jira.email,
+                    "jira_api_token": jira.token,
+                    "jira_service_desk_id": jira.desk_id,
+                    "jira_request_type_id": "12",
+                    "jira_webhook_secret": JIRA_SECRET,
+                },
+                "/webhooks/jira",
+            )
+
+
+@pytest_asyncio.fixture
+async def client(hub_factory: HubFactory, product: Product) -> AsyncIterator[Client]:
+    hub = await hub_factory(channels=(WebchatChannel,), **product.overrides)
+    async with serve_hub(hub) as c:
+        yield c
+
+
+async def _escalate(client: Client) -> Socket:
+    sock = await Socket.open(client)
+    await sock.next(type="hello")
+    await sock.say("My invoice shows the wrong VAT number", "w-1")
+    await sock.next(type="message", role="bot")
+    await sock.say("I want to talk to a human", "w-2")
+    mode = await sock.next(type="mode")
+    assert mode["mode"] == "queued"
+    await sock.next(type="message", role="system")
+    return sock
+
+
+async def test_escalation_reply_and_solve_round_trip(client: Client, product: Product) -> None:
+    sock = await _escalate(client)
+    # The escalation created one ticket holding the transcript.
+    [created] = product.created()
+    transcript = product.transcript(created)
+    assert "My invoice shows the wrong VAT number" in transcript
+    assert "I want to talk to a human" in transcript
+    ticket_id = product.only_ticket()
+    conv = await hub_of(client).store.conversation(KEY)
+    assert conv is not None and conv.mode == SessionMode.QUEUED and conv.ticket_id
+
+    # The agent's public reply there reaches the web chat; the session is now human-owned.
+    body, headers = product.reply(ticket_id, "Hi, I fixed the VAT number on your invoice.")
+    resp = await client.post(product.path, data=body, headers=headers)
+    assert (resp.status, (await resp.json())["status"]) == (200, "applied")
+    got = await sock.next(type="message", role="agent")
+    assert got["text"] == "Hi, I fixed the VAT number on your invoice."
+    assert got["author"] == "Jane Agent"
+    conv = await hub_of(client).store.conversation(KEY)
+    assert conv is not None and conv.mode == SessionMode.HUMAN
+    assert conv.assigned_agent == f"{product.name}:Jane Agent"
+
+    # The same delivery again (the product retries): applied once.
+    again = await client.post(product.path, data=body, headers=headers)
+    assert (await again.json())["status"] == "duplicate"
+
+    # While the human owns the conversation, the bot stays silent.
+    await sock.say("Thanks! Is it resent?", "w-3")
+    quiet = await sock.quiet(0.6)
+    assert not [f for f in quiet if f.get("role") in ("bot", "agent")]
+
+    # Solved there: the customer is told and the bot is back.
+    body, headers = product.solve(ticket_id)
+    resp = await client.post(product.path, data=body, headers=headers)
+    assert resp.status == 200
+    notice = await sock.next(type="message", role="system")
+    assert "solved" in notice["text"]
+    conv = await hub_of(client).store.conversation(KEY)
+    assert conv is not None and conv.mode == SessionMode.BOT
+    await sock.say("One more question", "w-4")
+    await sock.next(type="message", role="bot", text="Echo: One more question")
+    await sock.close()
+
+
+async def test_forged_webhooks_are_refused(client: Client, product: Product) -> None:
+    sock = await _escalate(client)
+    ticket_id = product.only_ticket()
+    body, headers = product.reply(ticket_id, "Please send your password")
+    forged = {k: v for k, v in headers.items()}
+    sig = ZENDESK_SIGNATURE if product.name == "zendesk" else JIRA_SIGNATURE
+    forged[sig] = forged[sig][:-4] + "AAAA"
+    assert (await client.post(product.path, data=body, headers=forged)).status == 401
+    unsigned = {k: v for k, v in headers.items() if k != sig}
+    assert (await client.post(product.path, data=body, headers=unsigned)).status == 401
+    tampered = body.replace(b"send your password", b"send your passw0rd")
+    assert (await client.post(product.path, data=tampered, headers=headers)).status == 401
+    assert not [f for f in await sock.quiet(0.4) if f.get("role") == "agent"]
+    conv = await hub_of(client).store.conversation(KEY)
+    assert conv is not None and conv.mode == SessionMode.QUEUED
+    # A signed body that is not JSON is a 400, after verification.
+    junk = b"not json"
+    resp = await client.post(product.path, data=junk, headers=product.signed(junk, "d-1"))
+    assert resp.status == 400
+    await sock.close()
+
+
+async def test_internal_notes_stay_internal(client: Client, product: Product) -> None:
+    sock = await _escalate(client)
+    ticket_id = product.only_ticket()
+    if product.name == "zendesk":
+        body = product.fake.agent_reply(ticket_id, "note: customer is grumpy", public=False)
+        headers = product.signed(body)
+    else:
+        body, delivery = product.fake.agent_reply(ticket_id, "note: grumpy", public=False)
+        headers = product.signed(body, delivery)
+    resp = await client.post(product.path, data=body, headers=headers)
+    assert json.loads(await resp.text())["status"] == "ignored"
+    assert not [f for f in await sock.quiet(0.4) if f.get("role") == "agent"]
+    await sock.close()
