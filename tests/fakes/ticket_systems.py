@@ -118,6 +118,8 @@ class FakeZendesk(FakeTicketSystem):
     Attributes:
         tickets: ticket JSON by id; ``comments``: comment JSON lists by ticket id.
         role: what ``users/me`` says the API user is (``admin``, ``agent``, ``end-user``).
+        lose_next_create: create the next ticket but answer 504 (the answer is lost on the
+            way, as when a proxy times out): the client cannot know it was created.
     """
 
     def __init__(self, *, email: str = "bot@example.com", token: str = "zd-token") -> None:
@@ -125,6 +127,7 @@ class FakeZendesk(FakeTicketSystem):
         self.tickets: dict[int, dict[str, Any]] = {}
         self.comments: dict[int, list[dict[str, Any]]] = {}
         self.role = "admin"
+        self.lose_next_create = False
         self._ids = itertools.count(101)
         self._comment_ids = itertools.count(9001)
 
@@ -180,6 +183,9 @@ class FakeZendesk(FakeTicketSystem):
         }
         self.tickets[ticket_id] = ticket
         self._add_comment(ticket_id, comment.get("body", ""), comment.get("public", True), 7)
+        if self.lose_next_create:
+            self.lose_next_create = False
+            return web.json_response({"error": "Gateway Timeout"}, status=504)
         return web.json_response({"ticket": ticket, "audit": self._audit(ticket_id)}, status=201)
 
     def _audit(self, ticket_id: int) -> dict[str, Any]:
