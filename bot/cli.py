@@ -131,6 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--redis-url", default=None, help="a running Redis (--backend redis)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (--backend redis)")
 
+    from bot.doctor_cli import add_parsers as add_doctor_parsers
+
+    add_doctor_parsers(sub, _common)
+
     from bot.privacy.cli import add_parsers as add_privacy_parsers
 
     add_privacy_parsers(sub, _common)
@@ -172,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_agents(args, _settings(args)))
         if args.command == "db":
             return asyncio.run(_db_upgrade(args))
+        if args.command == "doctor":
+            from bot.doctor_cli import run as run_doctor
+
+            return asyncio.run(run_doctor(args, _settings(args)))
         if args.command in ("redact", "privacy"):
             from bot.privacy.cli import run as run_privacy
 

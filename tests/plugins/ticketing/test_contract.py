@@ -23,30 +23,30 @@ from tests.plugins.ticketing.contract import TicketBackendContract
 
 def zendesk_settings(fake: FakeZendesk, data_dir: Path, **extra: Any) -> Settings:
     """Settings of a hub whose tickets live in the fake Zendesk."""
-    return Settings(
-        data_dir=data_dir,
-        ticket_backend="zendesk",
-        zendesk_url=fake.url,
-        zendesk_email=fake.email,
-        zendesk_api_token=fake.token,
-        zendesk_webhook_secret="zd-signing-secret",
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "ticket_backend": "zendesk",
+        "zendesk_url": fake.url,
+        "zendesk_email": fake.email,
+        "zendesk_api_token": fake.token,
+        "zendesk_webhook_secret": "zd-signing-secret",
+    }
+    return Settings(**(values | extra))
 
 
 def jira_settings(fake: FakeJira, data_dir: Path, **extra: Any) -> Settings:
     """Settings of a hub whose tickets live in the fake Jira Service Management."""
-    return Settings(
-        data_dir=data_dir,
-        ticket_backend="jira",
-        jira_url=fake.url,
-        jira_email=fake.email,
-        jira_api_token=fake.token,
-        jira_service_desk_id=fake.desk_id,
-        jira_request_type_id="12",
-        jira_webhook_secret="jira-webhook-secret",
-        **extra,
-    )
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "ticket_backend": "jira",
+        "jira_url": fake.url,
+        "jira_email": fake.email,
+        "jira_api_token": fake.token,
+        "jira_service_desk_id": fake.desk_id,
+        "jira_request_type_id": "12",
+        "jira_webhook_secret": "jira-webhook-secret",
+    }
+    return Settings(**(values | extra))
 
 
 async def _backend(settings: Settings) -> AsyncIterator[TicketBackend]:
