@@ -94,7 +94,8 @@ class JiraTickets:
         ]
         if missing:
             raise ConfigError(f"ticket_backend jira needs {', '.join(missing)}")
-        assert settings.jira_url is not None and settings.jira_email is not None
+        assert settings.jira_url is not None
+        assert settings.jira_email is not None
         assert settings.jira_api_token is not None
         self._settings = settings
         self._site = settings.jira_url.rstrip("/")
@@ -211,7 +212,7 @@ class JiraTickets:
 
     async def close(self) -> None:
         """Close the SDK's HTTP session."""
-        self._client.close()
+        self._client.close()  # type: ignore[no-untyped-call]
 
     def _remote(self, raw: dict[str, Any]) -> RemoteTicket:
         fields = raw.get("fields") or {}

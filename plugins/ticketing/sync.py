@@ -80,7 +80,9 @@ class TicketSync:
         if self.backend.name == "zendesk":
             if settings.zendesk_webhook_secret is None:
                 raise Forbidden("zendesk_webhook_secret is not set: webhooks are refused")
-            verify_zendesk(settings.zendesk_webhook_secret.get_secret_value(), request.headers, body)
+            verify_zendesk(
+                settings.zendesk_webhook_secret.get_secret_value(), request.headers, body
+            )
             return parse_zendesk(body)
         if settings.jira_webhook_secret is None:
             raise Forbidden("jira_webhook_secret is not set: webhooks are refused")
@@ -210,9 +212,7 @@ class TicketSync:
         except Conflict:
             fresh = await self.hub.store.conversation(conv.session_key)
             assert fresh is not None
-            conv = await self.hub.store.set_mode(
-                conv.session_key, mode, expect=[fresh.mode], **kw
-            )
+            conv = await self.hub.store.set_mode(conv.session_key, mode, expect=[fresh.mode], **kw)
         self.hub.events.publish(
             HubEvent(
                 "mode",

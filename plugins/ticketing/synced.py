@@ -148,7 +148,11 @@ class SyncedTicketBackend:
             from bot.errors import PayloadInvalid
 
             raise PayloadInvalid("a ticket needs a subject", field="subject")
-        subject = subject if len(subject) <= SUBJECT_MAX_CHARS else subject[: SUBJECT_MAX_CHARS - 1] + "…"
+        subject = (
+            subject
+            if len(subject) <= SUBJECT_MAX_CHARS
+            else subject[: SUBJECT_MAX_CHARS - 1] + "…"
+        )
         check_choice(priority, PRIORITIES, "priority")
         now = utcnow()
         values: dict[str, Any] = {

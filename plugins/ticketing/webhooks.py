@@ -64,9 +64,7 @@ def sign_zendesk(secret: str, timestamp: str, body: bytes) -> str:
     return base64.b64encode(mac).decode()
 
 
-def verify_zendesk(
-    secret: str, headers: Any, body: bytes, *, now: datetime | None = None
-) -> None:
+def verify_zendesk(secret: str, headers: Any, body: bytes, *, now: datetime | None = None) -> None:
     """Check a Zendesk webhook's signature and timestamp.
 
     Args:

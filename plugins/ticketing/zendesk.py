@@ -75,7 +75,7 @@ class _ZendeskSession(requests.Session):
         self._base = base_url.rstrip("/") if base_url else None
         self._timeout = timeout_s
 
-    def request(  # type: ignore[override]
+    def request(
         self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any
     ) -> requests.Response:
         asked = url.decode() if isinstance(url, bytes) else url
@@ -83,7 +83,8 @@ class _ZendeskSession(requests.Session):
         if self._base is not None and url.startswith(self._origin):
             url = self._base + url[len(self._origin) :]
         kwargs["timeout"] = self._timeout
-        response = super().request(method, url, *args, **kwargs)
+        verb = method.decode() if isinstance(method, bytes) else method
+        response = super().request(verb, url, *args, **kwargs)
         if response.request is not None:
             # zenpy deserializes only responses whose request URL names its Zendesk host.
             response.request.url = asked
@@ -161,7 +162,10 @@ class ZendeskTickets:
         return created
 
     async def find(self, ref: str) -> RemoteTicket | None:
-        """The ticket whose ``external_id`` is ``ref`` (``GET /api/v2/tickets.json?external_id=``)."""
+        """The ticket whose ``external_id`` is ``ref``.
+
+        ``GET /api/v2/tickets.json?external_id=``.
+        """
 
         def run() -> RemoteTicket | None:
             for found in self._client.tickets(external_id=ref):
@@ -191,7 +195,9 @@ class ZendeskTickets:
 
         def run() -> None:
             self._client.tickets.update(
-                ZTicket(id=int(remote_id), comment=ZComment(body=f"{author}: {text}", public=False))
+                ZTicket(
+                    id=int(remote_id), comment=ZComment(body=f"{author}: {text}", public=False)
+                )
             )
 
         await self._call(run)

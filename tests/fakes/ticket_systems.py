@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any, Self
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,11 +82,13 @@ class FakeTicketSystem:
         return [r for r in self.requests if r.method == method and r.path.startswith(path_prefix)]
 
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         raw = await request.read()
         body = json.loads(raw) if raw else None
         self.requests.append(
-            Recorded(request.method, request.path, dict(request.query), body, dict(request.headers))
+            Recorded(
+                request.method, request.path, dict(request.query), body, dict(request.headers)
+            )
         )
         if self.down:
             return web.json_response({"error": "Service Unavailable"}, status=503)
@@ -151,7 +154,9 @@ class FakeZendesk(FakeTicketSystem):
             {"user": {"id": 7, "name": "Switchboard", "email": self.email, "role": self.role}}
         )
 
-    def _add_comment(self, ticket_id: int, body: str, public: bool, author_id: int) -> dict[str, Any]:
+    def _add_comment(
+        self, ticket_id: int, body: str, public: bool, author_id: int
+    ) -> dict[str, Any]:
         comment = {
             "id": next(self._comment_ids),
             "type": "Comment",
@@ -189,8 +194,13 @@ class FakeZendesk(FakeTicketSystem):
         return web.json_response({"ticket": ticket, "audit": self._audit(ticket_id)}, status=201)
 
     def _audit(self, ticket_id: int) -> dict[str, Any]:
-        return {"id": next(self._comment_ids), "ticket_id": ticket_id, "author_id": 7,
-                "created_at": _now(), "events": []}  # fmt: skip
+        return {
+            "id": next(self._comment_ids),
+            "ticket_id": ticket_id,
+            "author_id": 7,
+            "created_at": _now(),
+            "events": [],
+        }
 
     async def _list(self, request: web.Request) -> web.Response:
         ref = request.query.get("external_id")
@@ -227,12 +237,19 @@ class FakeZendesk(FakeTicketSystem):
 
     # --- what Zendesk sends to the webhook -----------------------------------------------------
 
-    def agent_reply(self, ticket_id: int, body: str, *, author: str = "Jane Agent",
-                    public: bool = True) -> bytes:  # fmt: skip
+    def agent_reply(
+        self, ticket_id: int, body: str, *, author: str = "Jane Agent", public: bool = True
+    ) -> bytes:
         """An agent's comment on the ticket; the ``ticket.comment_added`` webhook body."""
         comment = self._add_comment(ticket_id, body, public, 42)
-        event = {"comment": {"id": str(comment["id"]), "body": body, "is_public": public,
-                             "author": {"id": "42", "name": author, "is_staff": True}}}  # fmt: skip
+        event = {
+            "comment": {
+                "id": str(comment["id"]),
+                "body": body,
+                "is_public": public,
+                "author": {"id": "42", "name": author, "is_staff": True},
+            }
+        }
         return self._event("zen:event-type:ticket.comment_added", ticket_id, event)
 
     def solve(self, ticket_id: int) -> bytes:
@@ -244,36 +261,61 @@ class FakeZendesk(FakeTicketSystem):
 
     def _event(self, kind: str, ticket_id: int, event: dict[str, Any]) -> bytes:
         ticket = self.tickets[ticket_id]
-        detail = {"id": str(ticket_id), "status": str(ticket["status"]).upper(),
-                  "subject": ticket["subject"], "requester_id": "7",
-                  "external_id": ticket["external_id"], "created_at": ticket["created_at"],
-                  "updated_at": _now(), "via": {"channel": "web"}}  # fmt: skip
-        payload = {"type": kind, "account_id": 12345, "id": str(uuid.uuid4()), "time": _now(),
-                   "zendesk_event_version": "2022-11-06", "subject": f"zen:ticket:{ticket_id}",
-                   "detail": detail, "event": event}  # fmt: skip
+        detail = {
+            "id": str(ticket_id),
+            "status": str(ticket["status"]).upper(),
+            "subject": ticket["subject"],
+            "requester_id": "7",
+            "external_id": ticket["external_id"],
+            "created_at": ticket["created_at"],
+            "updated_at": _now(),
+            "via": {"channel": "web"},
+        }
+        payload = {
+            "type": kind,
+            "account_id": 12345,
+            "id": str(uuid.uuid4()),
+            "time": _now(),
+            "zendesk_event_version": "2022-11-06",
+            "subject": f"zen:ticket:{ticket_id}",
+            "detail": detail,
+            "event": event,
+        }
         return json.dumps(payload).encode()
 
 
 def _page(key: str, items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {key: items, "next_page": None, "previous_page": None, "count": len(items),
-            "meta": {"has_more": False, "after_cursor": None, "before_cursor": None},
-            "links": {"next": None, "prev": None}}  # fmt: skip
+    return {
+        key: items,
+        "next_page": None,
+        "previous_page": None,
+        "count": len(items),
+        "meta": {"has_more": False, "after_cursor": None, "before_cursor": None},
+        "links": {"next": None, "prev": None},
+    }
 
 
 def _zendesk_404() -> web.Response:
-    return web.json_response(
-        {"error": "RecordNotFound", "description": "Not found"}, status=404
-    )
+    return web.json_response({"error": "RecordNotFound", "description": "Not found"}, status=404)
 
 
-TRANSITIONS = [
-    {"id": "761", "name": "Resolve this issue",
-     "to": {"name": "Resolved", "statusCategory": {"key": "done"}}},
-    {"id": "871", "name": "Respond to customer",
-     "to": {"name": "Waiting for customer", "statusCategory": {"key": "indeterminate"}}},
-    {"id": "11", "name": "Back to open",
-     "to": {"name": "Waiting for support", "statusCategory": {"key": "new"}}},
-]  # fmt: skip
+TRANSITIONS: list[dict[str, Any]] = [
+    {
+        "id": "761",
+        "name": "Resolve this issue",
+        "to": {"name": "Resolved", "statusCategory": {"key": "done"}},
+    },
+    {
+        "id": "871",
+        "name": "Respond to customer",
+        "to": {"name": "Waiting for customer", "statusCategory": {"key": "indeterminate"}},
+    },
+    {
+        "id": "11",
+        "name": "Back to open",
+        "to": {"name": "Waiting for support", "statusCategory": {"key": "new"}},
+    },
+]
 """The fake workflow: every transition is available from every status."""
 
 
@@ -309,14 +351,27 @@ class FakeJira(FakeTicketSystem):
         ]
 
     async def _myself(self, request: web.Request) -> web.Response:
-        return web.json_response({"accountId": "5b10a2844c20165700ede21g", "accountType":
-                                  "atlassian", "displayName": "Switchboard", "active": True})  # fmt: skip
+        return web.json_response(
+            {
+                "accountId": "5b10a2844c20165700ede21g",
+                "accountType": "atlassian",
+                "displayName": "Switchboard",
+                "active": True,
+            }
+        )
 
     async def _desk(self, request: web.Request) -> web.Response:
         if request.match_info["id"] != self.desk_id:
             return _jira_404("Service desk does not exist")
-        return web.json_response({"id": self.desk_id, "projectId": "10001", "projectName":
-                                  "Support", "projectKey": "SUP", "_links": {}})  # fmt: skip
+        return web.json_response(
+            {
+                "id": self.desk_id,
+                "projectId": "10001",
+                "projectName": "Support",
+                "projectKey": "SUP",
+                "_links": {},
+            }
+        )
 
     async def _create(self, request: web.Request) -> web.Response:
         data = await request.json()
@@ -339,12 +394,16 @@ class FakeJira(FakeTicketSystem):
             },
         }
         return web.json_response(
-            {"issueId": str(10000 + num), "issueKey": key, "requestTypeId":
-             str(data["requestTypeId"]), "serviceDeskId": self.desk_id,
-             "currentStatus": {"status": "Waiting for support", "statusCategory": "NEW"},
-             "_links": {"web": f"{self.url}/servicedesk/customer/portal/4/{key}"}},
+            {
+                "issueId": str(10000 + num),
+                "issueKey": key,
+                "requestTypeId": str(data["requestTypeId"]),
+                "serviceDeskId": self.desk_id,
+                "currentStatus": {"status": "Waiting for support", "statusCategory": "NEW"},
+                "_links": {"web": f"{self.url}/servicedesk/customer/portal/4/{key}"},
+            },
             status=201,
-        )  # fmt: skip
+        )
 
     async def _issue(self, request: web.Request) -> web.Response:
         issue = self.issues.get(request.match_info["key"])
@@ -353,9 +412,13 @@ class FakeJira(FakeTicketSystem):
         return web.json_response(issue)
 
     def _add_comment(self, key: str, body: str, author: str, public: bool) -> dict[str, Any]:
-        comment = {"id": str(next(self._comment_ids)), "body": body, "jsdPublic": public,
-                   "author": {"displayName": author, "accountType": "atlassian"},
-                   "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000")}  # fmt: skip
+        comment = {
+            "id": str(next(self._comment_ids)),
+            "body": body,
+            "jsdPublic": public,
+            "author": {"displayName": author, "accountType": "atlassian"},
+            "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.000+0000"),
+        }
         comments = self.issues[key]["fields"]["comment"]
         comments["comments"].append(comment)
         comments["total"] = len(comments["comments"])
@@ -392,13 +455,21 @@ class FakeJira(FakeTicketSystem):
 
     # --- what Jira sends to the webhook ------------------------------------------------------
 
-    def agent_reply(self, key: str, body: str, *, author: str = "Jane Agent",
-                    public: bool = True) -> tuple[bytes, str]:  # fmt: skip
+    def agent_reply(
+        self, key: str, body: str, *, author: str = "Jane Agent", public: bool = True
+    ) -> tuple[bytes, str]:
         """An agent's comment; the ``comment_created`` body and its delivery identifier."""
         comment = self._add_comment(key, body, author, public)
-        payload = {"timestamp": 1765000000000, "webhookEvent": "comment_created",
-                   "comment": comment, "issue": {"id": self.issues[key]["id"], "key": key,
-                   "fields": {"status": self.issues[key]["fields"]["status"]}}}  # fmt: skip
+        payload = {
+            "timestamp": 1765000000000,
+            "webhookEvent": "comment_created",
+            "comment": comment,
+            "issue": {
+                "id": self.issues[key]["id"],
+                "key": key,
+                "fields": {"status": self.issues[key]["fields"]["status"]},
+            },
+        }
         return json.dumps(payload).encode(), str(uuid.uuid4())
 
     def resolve(self, key: str) -> tuple[bytes, str]:
@@ -406,10 +477,23 @@ class FakeJira(FakeTicketSystem):
         issue = self.issues[key]
         before = issue["fields"]["status"]["name"]
         issue["fields"]["status"] = dict(TRANSITIONS[0]["to"])
-        payload = {"timestamp": 1765000000000, "webhookEvent": "jira:issue_updated",
-                   "issue_event_type_name": "issue_generic", "issue": issue,
-                   "changelog": {"id": "10100", "items": [{"field": "status", "fieldtype":
-                   "jira", "fromString": before, "toString": "Resolved"}]}}  # fmt: skip
+        payload = {
+            "timestamp": 1765000000000,
+            "webhookEvent": "jira:issue_updated",
+            "issue_event_type_name": "issue_generic",
+            "issue": issue,
+            "changelog": {
+                "id": "10100",
+                "items": [
+                    {
+                        "field": "status",
+                        "fieldtype": "jira",
+                        "fromString": before,
+                        "toString": "Resolved",
+                    }
+                ],
+            },
+        }
         return json.dumps(payload).encode(), str(uuid.uuid4())
 
 

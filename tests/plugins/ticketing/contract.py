@@ -111,14 +111,16 @@ class TicketBackendContract:
         )
         created = (await CreateTicket()(args, ctx)).content
         ticket = await tickets.get(created["id"])
-        assert ticket is not None and ticket.requester_id == ALICE.id
+        assert ticket is not None
+        assert ticket.requester_id == ALICE.id
         read = await GetTicket()(GetTicketArgs(ticket_id=created["id"]), ctx)
         assert read.content["subject"] == "Refund"
         await AddTicketComment()(
             AddTicketCommentArgs(ticket_id=created["id"], text="order 1234"), ctx
         )
         after = await tickets.get(created["id"])
-        assert after is not None and any("order 1234" in t for _, t, _ in after.comments)
+        assert after is not None
+        assert any("order 1234" in t for _, t, _ in after.comments)
 
     async def test_another_customers_ticket_is_refused(self, tickets: TicketBackend) -> None:
         alices = await open_ticket(tickets)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,9 @@ from tests.fakes.ticket_systems import FakeJira, FakeZendesk
 from tests.plugins.ticketing.test_contract import jira_settings, zendesk_settings
 
 
-async def _doctor(settings: Settings, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict]:
+async def _doctor(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, dict[str, Any]]:
     code = await run(build_parser().parse_args(["doctor", "--json"]), settings)
     return code, json.loads(capsys.readouterr().out)
 
@@ -30,7 +33,8 @@ async def test_doctor_reports_each_configured_system(
         assert zd.calls("GET", "/api/v2/users/me.json")
 
         code, report = await _doctor(jira_settings(jira, tmp_path), capsys)
-        assert code == 0 and report["checks"][0]["ok"] is True
+        assert code == 0
+        assert report["checks"][0]["ok"] is True
         assert jira.calls("GET", "/rest/api/2/myself")
         assert jira.calls("GET", f"/rest/servicedeskapi/servicedesk/{jira.desk_id}")
 
@@ -48,11 +52,13 @@ async def test_doctor_reports_each_configured_system(
         assert code == 0  # the settings carry the new token: still authorized
         wrong = jira_settings(jira, tmp_path, jira_service_desk_id="99")
         code, report = await _doctor(wrong, capsys)
-        assert code == 1 and "jira_service_desk_id" in report["checks"][0]["detail"]
+        assert code == 1
+        assert "jira_service_desk_id" in report["checks"][0]["detail"]
 
     # The product is gone: unreachable.
     code, report = await _doctor(zendesk_settings(zd, tmp_path), capsys)
-    assert code == 1 and "unreachable" in report["checks"][0]["detail"]
+    assert code == 1
+    assert "unreachable" in report["checks"][0]["detail"]
 
 
 async def test_doctor_with_missing_settings_and_local(

@@ -34,7 +34,7 @@ def test_retry_after_forms() -> None:
 async def test_a_short_429_is_waited_out_a_long_one_raises(tmp_path: Path) -> None:
     async with FakeZendesk() as zd, FakeJira() as jira:
         settings = zendesk_settings(zd, tmp_path, ticket_retry_max_wait_s=5.0)
-        clients = [
+        clients: list[tuple[FakeZendesk | FakeJira, ZendeskTickets | JiraTickets]] = [
             (zd, ZendeskTickets(settings)),
             (jira, JiraTickets(jira_settings(jira, tmp_path, ticket_retry_max_wait_s=5.0))),
         ]
@@ -62,7 +62,8 @@ async def test_escalation_while_the_product_is_down(client: Client, product: Pro
     sock = await escalate(client)
     conv = await hub_of(client).store.conversation(KEY)
     # The customer still reached the human queue, and was told the truth.
-    assert conv is not None and conv.mode == SessionMode.QUEUED
+    assert conv is not None
+    assert conv.mode == SessionMode.QUEUED
     assert conv.ticket_id == format_ref(1)
     notices = [f["text"] for f in sock.frames if f.get("role") == "system"]
     assert any("not reachable" in n and format_ref(1) in n for n in notices)
@@ -70,7 +71,8 @@ async def test_escalation_while_the_product_is_down(client: Client, product: Pro
     tickets = hub_of(client).tickets
     assert isinstance(tickets, SyncedTicketBackend)
     queued = await tickets.get(conv.ticket_id)
-    assert queued is not None and queued.queued
+    assert queued is not None
+    assert queued.queued
     assert await tickets.sync_pending() == 0  # still down: nothing created, kept
     # Back up: the next pass creates the ticket, with the transcript, once.
     product.fake.down = False
@@ -85,7 +87,9 @@ async def test_escalation_while_the_product_is_down(client: Client, product: Pro
     assert "I want to talk to a human" in product.transcript(body)
     assert "seen in the console" in product.transcript(body)
     ticket = await tickets.get(conv.ticket_id)
-    assert ticket is not None and not ticket.queued and ticket.requester_id == conv.customer.id
+    assert ticket is not None
+    assert not ticket.queued
+    assert ticket.requester_id == conv.customer.id
     await sock.close()
 
 
@@ -114,7 +118,8 @@ async def test_two_processes_create_a_deferred_ticket_once(tmp_path: Path) -> No
         try:
             zd.down = True
             pending = await open_ticket(hubs[0])
-            assert pending.queued and pending.id == format_ref(1)
+            assert pending.queued
+            assert pending.id == format_ref(1)
             zd.down = False
             refused = len(zd.calls("POST", "/api/v2/tickets.json"))
             results = await asyncio.gather(*(_sync_due_now(h) for h in hubs))
@@ -123,7 +128,8 @@ async def test_two_processes_create_a_deferred_ticket_once(tmp_path: Path) -> No
             assert len(zd.tickets) == 1
             for h in hubs:
                 seen = await h.get(pending.id)
-                assert seen is not None and not seen.queued
+                assert seen is not None
+                assert not seen.queued
         finally:
             for h, e in zip(hubs, engines, strict=True):
                 await h.close()
@@ -144,7 +150,8 @@ async def test_a_lost_answer_does_not_create_a_second_ticket(tmp_path: Path) -> 
             assert len(zd.calls("POST", "/api/v2/tickets.json")) == 1
             assert zd.calls("GET", "/api/v2/tickets.json")[0].query["external_id"] == pending.id
             ticket = await tickets.get(pending.id)
-            assert ticket is not None and ticket.id == "101"
+            assert ticket is not None
+            assert ticket.id == "101"
         finally:
             await tickets.close()
             await engine.dispose()

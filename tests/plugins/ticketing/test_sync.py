@@ -24,7 +24,9 @@ async def test_escalation_reply_and_solve_round_trip(client: Client, product: Pr
     assert "I want to talk to a human" in transcript
     ticket_id = product.only_ticket()
     conv = await hub_of(client).store.conversation(KEY)
-    assert conv is not None and conv.mode == SessionMode.QUEUED and conv.ticket_id
+    assert conv is not None
+    assert conv.mode == SessionMode.QUEUED
+    assert conv.ticket_id
 
     # The agent's public reply there reaches the web chat; the session is now human-owned.
     body, headers = product.reply(ticket_id, "Hi, I fixed the VAT number on your invoice.")
@@ -34,7 +36,8 @@ async def test_escalation_reply_and_solve_round_trip(client: Client, product: Pr
     assert got["text"] == "Hi, I fixed the VAT number on your invoice."
     assert got["author"] == "Jane Agent"
     conv = await hub_of(client).store.conversation(KEY)
-    assert conv is not None and conv.mode == SessionMode.HUMAN
+    assert conv is not None
+    assert conv.mode == SessionMode.HUMAN
     assert conv.assigned_agent == f"{product.name}:Jane Agent"
 
     # The same delivery again (the product retries): applied once.
@@ -53,7 +56,8 @@ async def test_escalation_reply_and_solve_round_trip(client: Client, product: Pr
     notice = await sock.next(type="message", role="system")
     assert "solved" in notice["text"]
     conv = await hub_of(client).store.conversation(KEY)
-    assert conv is not None and conv.mode == SessionMode.BOT
+    assert conv is not None
+    assert conv.mode == SessionMode.BOT
     await sock.say("One more question", "w-4")
     await sock.next(type="message", role="bot", text="Echo: One more question")
     await sock.close()
@@ -73,7 +77,8 @@ async def test_forged_webhooks_are_refused(client: Client, product: Product) -> 
     assert (await client.post(product.path, data=tampered, headers=headers)).status == 401
     assert not [f for f in await sock.quiet(0.4) if f.get("role") == "agent"]
     conv = await hub_of(client).store.conversation(KEY)
-    assert conv is not None and conv.mode == SessionMode.QUEUED
+    assert conv is not None
+    assert conv.mode == SessionMode.QUEUED
     # A signed body that is not JSON is a 400, after verification.
     junk = b"not json"
     resp = await client.post(product.path, data=junk, headers=product.signed(junk, "d-1"))
