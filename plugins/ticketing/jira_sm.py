@@ -141,10 +141,20 @@ class JiraTickets:
 
         key = await self._call(run)
         log.info("jira.request_created", extra={"ticket_id": key, "ref": ref})
-        found = await self.get(key)
-        if found is None:
-            raise BackendUnavailable(f"Jira created {key} but cannot show it")
-        return found
+        try:
+            found = await self.get(key)
+        except (BackendUnavailable, RateLimited):
+            found = None  # created: never report a failure that would create it again
+        return found or RemoteTicket(
+            id=key,
+            subject=subject,
+            description=description,
+            status="open",
+            priority=priority,
+            comments=(),
+            created_at=datetime.now(UTC),
+            url=f"{self._site}/browse/{key}",
+        )
 
     async def find(self, ref: str) -> RemoteTicket | None:
         """Always None: a customer request keeps no hidden reference (see the module)."""

@@ -326,8 +326,6 @@ class SyncedTicketBackend:
                     priority=row["priority"],
                     ref=ref,
                 )
-            if row["status"] != "open":
-                await self.remote.set_status(remote.id, row["status"])
         except DEFERRABLE as exc:
             wait = exc.retry_after if isinstance(exc, RateLimited) else 0.0
             delay = max(wait, self._settings.ticket_sync_interval_s)
@@ -346,6 +344,15 @@ class SyncedTicketBackend:
         await self._update(
             row["num"], state=CREATED, remote_id=remote.id, lease_until=None, lease_owner=None
         )
+        if row["status"] != "open":  # solved or closed in the hub while the product was down
+            try:
+                await self.remote.set_status(remote.id, row["status"])
+            except SwitchboardError:
+                log.warning(
+                    "tickets.status_sync_failed",
+                    exc_info=True,
+                    extra={"backend": self.name, "ticket_id": remote.id},
+                )
         log.info(
             "tickets.created",
             extra={
