@@ -26,6 +26,9 @@ PENDING: Final = "pending"
 CREATED: Final = "created"
 """``ticket_links.state`` of a ticket the external system holds (``remote_id`` set)."""
 
+FAILED: Final = "failed"
+"""``ticket_links.state`` of a ticket the external system refused as invalid (kept, not retried)."""
+
 _REF = re.compile(r"SB-(\d{1,18})")
 
 metadata = sa.MetaData()

@@ -31,11 +31,21 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from bot.config import Settings
 from bot.envelope import Participant, SessionKey, utcnow
-from bot.errors import BackendUnavailable, ConfigError, NotFound, RateLimited, SwitchboardError
+from bot.errors import (
+    BackendUnavailable,
+    ConfigError,
+    Forbidden,
+    NotFound,
+    PayloadInvalid,
+    RateLimited,
+    SwitchboardError,
+    Unauthorized,
+)
 from bot.store.base import Store
 from bot.tools import BackendCheck, Ticket
 from plugins.ticketing.links import (
     CREATED,
+    FAILED,
     PENDING,
     claim_due,
     format_ref,
@@ -49,8 +59,10 @@ from plugins.ticketing.remote import RemoteTicket, RemoteTickets
 
 log = logging.getLogger(__name__)
 
-DEFERRABLE: Final = (BackendUnavailable, RateLimited)
-"""Failures after which a creation is kept and retried later (the product is down or busy)."""
+DEFERRABLE: Final = (BackendUnavailable, RateLimited, Unauthorized, Forbidden, NotFound)
+"""Failures after which a creation is kept and retried later: the product is down or busy, or
+its settings are wrong (credentials, service desk): an admin's fix releases the kept tickets.
+Only a request the product refuses as invalid (:class:`~bot.errors.PayloadInvalid`) fails."""
 
 
 class SyncedTicketBackend:
@@ -145,8 +157,6 @@ class SyncedTicketBackend:
         """
         subject = " ".join(subject.split())
         if not subject:
-            from bot.errors import PayloadInvalid
-
             raise PayloadInvalid("a ticket needs a subject", field="subject")
         subject = (
             subject
@@ -193,7 +203,7 @@ class SyncedTicketBackend:
         row = await self._row(ticket_id)
         if row is None:
             return None
-        if row["state"] == PENDING:
+        if row["state"] != CREATED:
             return _ticket(row, None)
         remote = await self.remote.get(row["remote_id"])
         return None if remote is None else _ticket(row, remote)
@@ -215,7 +225,7 @@ class SyncedTicketBackend:
             found = [dict(r._mapping) for r in rows]
         tickets = []
         for row in found:
-            if row["state"] == PENDING:
+            if row["state"] != CREATED:
                 tickets.append(_ticket(row, None))
             elif (remote := await self.remote.get(row["remote_id"])) is not None:
                 tickets.append(_ticket(row, remote))
@@ -228,7 +238,7 @@ class SyncedTicketBackend:
             bot.errors.NotFound: when the hub did not open this ticket.
         """
         row = await self._must_row(ticket_id)
-        if row["state"] == PENDING:
+        if row["state"] != CREATED:
             description = f"{row['description']}\n\n{author}: {text}"
             await self._update(row["num"], description=description)
         else:
@@ -306,8 +316,11 @@ class SyncedTicketBackend:
                 won = await conn.execute(claim_due(now, lease, self._owner, row["num"]))
             if won.rowcount != 1:
                 continue
-            if await self._try_create(row) is not None:
-                created += 1
+            try:
+                if await self._try_create(row) is not None:
+                    created += 1
+            except PayloadInvalid:
+                continue  # refused by the product as invalid: kept as failed, not retried
         return created
 
     # --- helpers ------------------------------------------------------------------------------
@@ -326,6 +339,10 @@ class SyncedTicketBackend:
                     priority=row["priority"],
                     ref=ref,
                 )
+        except PayloadInvalid:
+            await self._update(row["num"], state=FAILED, lease_until=None, lease_owner=None)
+            log.warning("tickets.create_refused", extra={"backend": self.name, "ref": ref})
+            raise
         except DEFERRABLE as exc:
             wait = exc.retry_after if isinstance(exc, RateLimited) else 0.0
             delay = max(wait, self._settings.ticket_sync_interval_s)
@@ -435,5 +452,5 @@ def _ticket(row: dict[str, Any], remote: RemoteTicket | None) -> Ticket:
         comments=remote.comments if remote is not None else (),
         created_at=remote.created_at if remote is not None else created_at,
         url=remote.url if remote is not None else None,
-        queued=remote is None,
+        queued=remote is None and row["state"] == PENDING,
     )

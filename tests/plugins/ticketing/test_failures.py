@@ -155,3 +155,21 @@ async def test_a_lost_answer_does_not_create_a_second_ticket(tmp_path: Path) -> 
         finally:
             await tickets.close()
             await engine.dispose()
+
+
+async def test_a_long_429_defers_creation_until_retry_after(tmp_path: Path) -> None:
+    async with FakeJira() as jira:
+        settings = jira_settings(jira, tmp_path, ticket_sync_interval_s=5.0)
+        engine = _engine(tmp_path)
+        tickets = SyncedTicketBackend(JiraTickets(settings), engine, settings)
+        try:
+            jira.fail_next(429, retry_after="600")
+            pending = await open_ticket(tickets)
+            assert pending.queued
+            assert await tickets.sync_pending() == 0  # not due before Retry-After
+            assert not jira.issues
+            assert await _sync_due_now(tickets) == 1
+            assert list(jira.issues) == ["SUP-1"]
+        finally:
+            await tickets.close()
+            await engine.dispose()
