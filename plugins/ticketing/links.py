@@ -27,7 +27,7 @@ CREATED: Final = "created"
 """``ticket_links.state`` of a ticket the external system holds (``remote_id`` set)."""
 
 FAILED: Final = "failed"
-"""``ticket_links.state`` of a ticket the external system refused as invalid (kept, not retried)."""
+"""``ticket_links.state`` of a ticket the product refused as invalid (kept, not retried)."""
 
 _REF = re.compile(r"SB-(\d{1,18})")
 
