@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING
 
 from bot.auth import Permission, require
 from bot.config import Settings
-from bot.envelope import TALK_TO_HUMAN, OutboundKind, OutboundMessage, SessionKey, utcnow
+from bot.envelope import (
+    TALK_TO_HUMAN,
+    InboundMessage,
+    OutboundKind,
+    OutboundMessage,
+    SessionKey,
+    utcnow,
+)
 from bot.errors import Conflict, Forbidden, NotFound, PayloadInvalid, SwitchboardError
 from bot.events import EventBus, HubEvent
 from bot.store.base import (
@@ -460,6 +467,27 @@ class Handoff:
                     extra={"session_key": session_key, "ticket_id": conv.ticket_id},
                 )
         return stored
+
+    async def copy_to_ticket(self, conv: Conversation, messages: Sequence[InboundMessage]) -> None:
+        """Add what the customer wrote while a human owns the session to its ticket.
+
+        The human may answer from the ticket (Zendesk, Jira): the thread there stays whole.
+        A failure is logged; the messages are in the console anyway.
+        """
+        if conv.ticket_id is None:
+            return
+        for m in messages:
+            if not m.text.strip():
+                continue
+            try:
+                await self.tickets.comment(conv.ticket_id, m.sender.name or m.sender.id, m.text)
+            except SwitchboardError:
+                log.warning(
+                    "handoff.ticket_comment_failed",
+                    exc_info=True,
+                    extra={"session_key": conv.session_key, "ticket_id": conv.ticket_id},
+                )
+                return
 
     async def note(self, session_key: SessionKey, agent: AgentAccount, text: str) -> StoredMessage:
         """Add an internal note (seen by agents in the console, never by the customer).

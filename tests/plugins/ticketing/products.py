@@ -43,6 +43,19 @@ class Product:
             return [r.body["ticket"] for r in self.fake.calls("POST", "/api/v2/tickets.json")]
         return [r.body for r in self.fake.calls("POST", "/rest/servicedeskapi/request")]
 
+    def comments_received(self) -> list[str]:
+        """The texts of the comments the hub added to tickets there."""
+        if self.name == "zendesk":
+            puts = self.fake.calls("PUT", "/api/v2/tickets/")
+            return [
+                r.body["ticket"]["comment"]["body"] for r in puts if "comment" in r.body["ticket"]
+            ]
+        return [
+            r.body["body"]
+            for r in self.fake.calls("POST", "/rest/api/2/issue/")
+            if r.path.endswith("/comment")
+        ]
+
     def transcript(self, body: dict[str, Any]) -> str:
         if self.name == "zendesk":
             return str(body["comment"]["body"])

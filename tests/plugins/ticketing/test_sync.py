@@ -48,6 +48,8 @@ async def test_escalation_reply_and_solve_round_trip(client: Client, product: Pr
     await sock.say("Thanks! Is it resent?", "w-3")
     quiet = await sock.quiet(0.6)
     assert not [f for f in quiet if f.get("role") in ("bot", "agent")]
+    # ... and what the customer wrote reaches the ticket, where the human works.
+    assert any("Thanks! Is it resent?" in c for c in product.comments_received())
 
     # Solved there: the customer is told and the bot is back.
     body, headers = product.solve(ticket_id)
