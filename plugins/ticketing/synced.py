@@ -59,6 +59,9 @@ from plugins.ticketing.remote import RemoteTicket, RemoteTickets
 
 log = logging.getLogger(__name__)
 
+DELIVERY_MEMORY_S: Final = 7 * 24 * 3600.0
+"""Seconds a webhook event id is remembered for deduplication (7 days)."""
+
 DEFERRABLE: Final = (BackendUnavailable, RateLimited, Unauthorized, Forbidden, NotFound)
 """Failures after which a creation is kept and retried later: the product is down or busy, or
 its settings are wrong (credentials, service desk): an admin's fix releases the kept tickets.
@@ -291,6 +294,19 @@ class SyncedTicketBackend:
                 )
             )
 
+    async def forget_old_deliveries(self, older_than_s: float = DELIVERY_MEMORY_S) -> int:
+        """Drop recorded event ids older than ``older_than_s`` seconds; how many were dropped.
+
+        Products retry a delivery for hours, not weeks: an id older than that never returns.
+        """
+        c = ticket_sync_events.c
+        cutoff = utcnow() - timedelta(seconds=older_than_s)
+        async with self._connect() as conn:
+            result = await conn.execute(
+                ticket_sync_events.delete().where(c.backend == self.name, c.received_at < cutoff)
+            )
+        return int(result.rowcount or 0)
+
     async def sync_pending(self, limit: int = 50) -> int:
         """Create due pending tickets in the product; how many were created.
 
@@ -390,6 +406,7 @@ class SyncedTicketBackend:
             await asyncio.sleep(0)
             try:
                 await self.sync_pending()
+                await self.forget_old_deliveries()
             except SwitchboardError:
                 log.warning("tickets.sync_failed", exc_info=True, extra={"backend": self.name})
             except Exception:  # a task boundary: log and keep syncing

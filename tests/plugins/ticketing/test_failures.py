@@ -173,3 +173,19 @@ async def test_a_long_429_defers_creation_until_retry_after(tmp_path: Path) -> N
         finally:
             await tickets.close()
             await engine.dispose()
+
+
+async def test_webhook_event_ids_are_remembered_then_forgotten(tmp_path: Path) -> None:
+    async with FakeZendesk() as zd:
+        settings = zendesk_settings(zd, tmp_path)
+        engine = _engine(tmp_path)
+        tickets = SyncedTicketBackend(ZendeskTickets(settings), engine, settings)
+        try:
+            assert await tickets.first_delivery("evt-1")
+            assert not await tickets.first_delivery("evt-1")
+            assert await tickets.forget_old_deliveries(older_than_s=3600) == 0
+            assert await tickets.forget_old_deliveries(older_than_s=-1) == 1
+            assert await tickets.first_delivery("evt-1")
+        finally:
+            await tickets.close()
+            await engine.dispose()
