@@ -86,7 +86,6 @@ class SyncedTicketBackend:
         self._ready = False
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
     @classmethod
     def for_store(
@@ -118,7 +117,11 @@ class SyncedTicketBackend:
                 self._ready = True
 
     def start(self) -> None:
-        """Run :meth:`sync_pending` every ``ticket_sync_interval_s`` (idempotent)."""
+        """Run :meth:`sync_pending` every ``ticket_sync_interval_s`` (idempotent).
+
+        Every process that serves HTTP starts it (:func:`plugins.ticketing.sync.setup`); a
+        ticket kept by any process (a worker's escalation) is created by one of them.
+        """
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(
                 self._sync_loop(), name=f"tickets.sync.{self.name}"
@@ -192,8 +195,6 @@ class SyncedTicketBackend:
         row = {"num": int(key[0]), **values}
         created = await self._try_create(row)
         if created is None:
-            self._wake.set()
-            self.start()
             return _ticket(row, None)
         return _ticket({**row, "state": CREATED, "remote_id": created.id}, created)
 
@@ -400,10 +401,7 @@ class SyncedTicketBackend:
     async def _sync_loop(self) -> None:
         interval = self._settings.ticket_sync_interval_s
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
-            self._wake.clear()
-            await asyncio.sleep(0)
+            await asyncio.sleep(interval)
             try:
                 await self.sync_pending()
                 await self.forget_old_deliveries()

@@ -22,7 +22,8 @@ from plugins.ticketing.webhooks import (
 )
 from tests.channels.support import serve_hub
 from tests.channels.test_webchat import Client, Socket
-from tests.fakes.ticket_systems import FakeJira, FakeZendesk
+from tests.fakes.jira_api import FakeJira
+from tests.fakes.zendesk_api import FakeZendesk
 
 ZD_SECRET = "zd-signing-secret"
 JIRA_SECRET = "jira-webhook-secret"

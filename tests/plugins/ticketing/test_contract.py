@@ -17,7 +17,8 @@ from bot.compose import ticket_backend
 from bot.config import Settings
 from bot.store import open_store
 from bot.tools import TicketBackend
-from tests.fakes.ticket_systems import FakeJira, FakeZendesk
+from tests.fakes.jira_api import FakeJira
+from tests.fakes.zendesk_api import FakeZendesk
 from tests.plugins.ticketing.contract import TicketBackendContract
 
 

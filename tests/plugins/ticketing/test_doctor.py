@@ -11,7 +11,8 @@ import pytest
 from bot.cli import build_parser
 from bot.config import Settings
 from bot.doctor_cli import run
-from tests.fakes.ticket_systems import FakeJira, FakeZendesk
+from tests.fakes.jira_api import FakeJira
+from tests.fakes.zendesk_api import FakeZendesk
 from tests.plugins.ticketing.test_contract import jira_settings, zendesk_settings
 
 

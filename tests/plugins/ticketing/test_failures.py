@@ -18,7 +18,8 @@ from plugins.ticketing.remote import retry_after_seconds
 from plugins.ticketing.synced import SyncedTicketBackend
 from plugins.ticketing.zendesk import ZendeskTickets
 from tests.channels.test_webchat import KEY, Client, hub_of
-from tests.fakes.ticket_systems import FakeJira, FakeZendesk
+from tests.fakes.jira_api import FakeJira
+from tests.fakes.zendesk_api import FakeZendesk
 from tests.plugins.ticketing.contract import ALICE, open_ticket
 from tests.plugins.ticketing.products import Product, escalate
 from tests.plugins.ticketing.test_contract import jira_settings, zendesk_settings
