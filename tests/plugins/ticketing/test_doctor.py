@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bot.cli import build_parser
+from bot.cli import build_parser, main
 from bot.config import Settings
 from bot.doctor_cli import run
 from tests.fakes.jira_api import FakeJira
@@ -73,3 +73,19 @@ async def test_doctor_with_missing_settings_and_local(
     code = await run(build_parser().parse_args(["doctor"]), Settings(data_dir=tmp_path))
     assert code == 0
     assert "no external system" in capsys.readouterr().out
+
+
+def test_the_doctor_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert main(["doctor", "--data-dir", str(tmp_path)]) == 0
+    assert "no external system" in capsys.readouterr().out
+    monkeypatch.setenv("SWITCHBOARD_TICKET_BACKEND", "zendesk")
+    monkeypatch.setenv("SWITCHBOARD_ZENDESK_URL", "http://127.0.0.1:9")  # nothing listens
+    monkeypatch.setenv("SWITCHBOARD_ZENDESK_EMAIL", "bot@example.com")
+    monkeypatch.setenv("SWITCHBOARD_ZENDESK_API_TOKEN", "s3cret-token")
+    assert main(["doctor", "--data-dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("FAIL  zendesk")
+    assert "unreachable" in out
+    assert "s3cret-token" not in out
