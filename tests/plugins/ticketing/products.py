@@ -91,38 +91,41 @@ class Product:
         return body, self.signed(body, delivery)
 
 
+def zendesk_product(zd: FakeZendesk) -> Product:
+    """The fake Zendesk with the hub settings that use it."""
+    overrides = {
+        "ticket_backend": "zendesk",
+        "zendesk_url": zd.url,
+        "zendesk_email": zd.email,
+        "zendesk_api_token": zd.token,
+        "zendesk_webhook_secret": ZD_SECRET,
+    }
+    return Product("zendesk", zd, overrides, "/webhooks/zendesk")
+
+
+def jira_product(jira: FakeJira) -> Product:
+    """The fake Jira Service Management with the hub settings that use it."""
+    overrides = {
+        "ticket_backend": "jira",
+        "jira_url": jira.url,
+        "jira_email": jira.email,
+        "jira_api_token": jira.token,
+        "jira_service_desk_id": jira.desk_id,
+        "jira_request_type_id": "12",
+        "jira_webhook_secret": JIRA_SECRET,
+    }
+    return Product("jira", jira, overrides, "/webhooks/jira")
+
+
 @pytest_asyncio.fixture(params=["zendesk", "jira"])
 async def product(request: pytest.FixtureRequest) -> AsyncIterator[Product]:
+    """Each external product in turn, its fake server running."""
     if request.param == "zendesk":
         async with FakeZendesk() as zd:
-            yield Product(
-                "zendesk",
-                zd,
-                {
-                    "ticket_backend": "zendesk",
-                    "zendesk_url": zd.url,
-                    "zendesk_email": zd.email,
-                    "zendesk_api_token": zd.token,
-                    "zendesk_webhook_secret": ZD_SECRET,
-                },
-                "/webhooks/zendesk",
-            )
+            yield zendesk_product(zd)
     else:
         async with FakeJira() as jira:
-            yield Product(
-                "jira",
-                jira,
-                {
-                    "ticket_backend": "jira",
-                    "jira_url": jira.url,
-                    "jira_email": jira.email,
-                    "jira_api_token": jira.token,
-                    "jira_service_desk_id": jira.desk_id,
-                    "jira_request_type_id": "12",
-                    "jira_webhook_secret": JIRA_SECRET,
-                },
-                "/webhooks/jira",
-            )
+            yield jira_product(jira)
 
 
 @pytest_asyncio.fixture

@@ -10,9 +10,13 @@ from __future__ import annotations
 import json
 
 from bot.store.base import SessionMode
+from channels.memory.pytest_plugin import HubFactory
+from channels.webchat.plugin import WebchatChannel
 from plugins.ticketing.webhooks import JIRA_SIGNATURE, ZENDESK_SIGNATURE
+from tests.channels.support import serve_hub
 from tests.channels.test_webchat import KEY, Client, hub_of
-from tests.plugins.ticketing.products import Product, escalate
+from tests.fakes.zendesk_api import FakeZendesk
+from tests.plugins.ticketing.products import Product, escalate, zendesk_product
 
 
 async def test_escalation_reply_and_solve_round_trip(client: Client, product: Product) -> None:
@@ -101,3 +105,21 @@ async def test_internal_notes_stay_internal(client: Client, product: Product) ->
     assert json.loads(await resp.text())["status"] == "ignored"
     assert not [f for f in await sock.quiet(0.4) if f.get("role") == "agent"]
     await sock.close()
+
+
+async def test_solved_can_close_the_conversation(hub_factory: HubFactory) -> None:
+    async with FakeZendesk() as zd:
+        product = zendesk_product(zd)
+        hub = await hub_factory(
+            channels=(WebchatChannel,), ticket_solved_action="close", **product.overrides
+        )
+        async with serve_hub(hub) as client:
+            sock = await escalate(client)
+            body, headers = product.solve(product.only_ticket())
+            assert (await client.post(product.path, data=body, headers=headers)).status == 200
+            notice = await sock.next(type="message", role="system")
+            assert "closed this conversation" in notice["text"]
+            conv = await hub.store.conversation(KEY)
+            assert conv is not None
+            assert conv.mode == SessionMode.CLOSED
+            await sock.close()
