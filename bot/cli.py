@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="worker processes (--backend redis)")
 
     from bot.data_cli import add_parsers as add_data_parsers
+    from bot.doctor_cli import add_parsers as add_doctor_parsers
+
+    add_doctor_parsers(sub, _common)
+
     from bot.privacy.cli import add_parsers as add_privacy_parsers
 
     add_data_parsers(sub, add_privacy_parsers(sub, _common), _common)
@@ -180,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.data_cli import run as run_data
 
             return asyncio.run(run_data(args, _settings(args)))
+        if args.command == "doctor":
+            from bot.doctor_cli import run as run_doctor
+
+            return asyncio.run(run_doctor(args, _settings(args)))
         if args.command in ("redact", "privacy"):
             from bot.privacy.cli import run as run_privacy
 

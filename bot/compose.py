@@ -36,7 +36,7 @@ from bot.hub import DeliveryPolicy, Hub
 from bot.lanes.base import LaneConfig, LaneQueue
 from bot.retrieval import NoKnowledge, Retriever
 from bot.store.base import Store
-from bot.tools import TicketBackend
+from bot.tools import BackendCheck, CheckFn, TicketBackend
 
 if TYPE_CHECKING:
     from channels.memory.plugin import MemoryChannel
@@ -131,9 +131,9 @@ async def build_hub(
 
             marks = EnqueueMarks(events, tag_of, settings.dedupe_ttl_s)
     if tickets is None:
-        from plugins.ticketing.local import LocalTicketBackend
-
-        tickets = LocalTicketBackend.for_store(store)
+        tickets = ticket_backend(settings, store)
+        if settings.ticket_backend != "local":
+            closeables.append(tickets)
     if retriever is None and load_knowledge and settings.agent == "auto":
         kb, snapshot = await open_knowledge(settings)
         retriever = kb
@@ -230,6 +230,67 @@ async def build_chat_hub(settings: Settings) -> tuple[Hub, MemoryChannel]:
 
     channel = MemoryChannel(settings)
     return await build_hub(settings, channels=[channel]), channel
+
+
+# --- ticket backends and integration checks (issue 12) -------------------------------------
+def ticket_backend(settings: Settings, store: Store) -> TicketBackend:
+    """The ticket backend ``settings.ticket_backend`` names, on the store's database.
+
+    ``local``: tickets in the hub's database. ``zendesk``/``jira``: the product through its SDK,
+    linked to sessions (and deferred while it is down) in the hub's database
+    (:class:`plugins.ticketing.synced.SyncedTicketBackend`).
+
+    Raises:
+        bot.errors.ConfigError: for missing Zendesk/Jira settings, or a store that is not SQL.
+    """
+    if settings.ticket_backend == "local":
+        from plugins.ticketing.local import LocalTicketBackend
+
+        return LocalTicketBackend.for_store(store)
+    from plugins.ticketing.synced import SyncedTicketBackend
+
+    if settings.ticket_backend == "zendesk":
+        from plugins.ticketing.zendesk import ZendeskTickets
+
+        return SyncedTicketBackend.for_store(ZendeskTickets(settings), store, settings)
+    if settings.ticket_backend == "jira":
+        from plugins.ticketing.jira_sm import JiraTickets
+
+        return SyncedTicketBackend.for_store(JiraTickets(settings), store, settings)
+    raise ConfigError(f"unknown ticket backend {settings.ticket_backend!r}")
+
+
+def integration_checks(settings: Settings) -> list[CheckFn]:
+    """Probes of every configured external system, for ``switchboard doctor``.
+
+    Each probe builds its client, asks the system who the configured credentials are, closes
+    the client and returns a :class:`~bot.tools.BackendCheck` (it never raises: a bad setting
+    is a failed check). Nothing is probed for ``ticket_backend: local``.
+    """
+    checks: list[CheckFn] = []
+    if settings.ticket_backend in ("zendesk", "jira"):
+        name = settings.ticket_backend
+
+        async def tickets() -> BackendCheck:
+            try:
+                if name == "zendesk":
+                    from plugins.ticketing.zendesk import ZendeskTickets
+
+                    client: Any = ZendeskTickets(settings)
+                else:
+                    from plugins.ticketing.jira_sm import JiraTickets
+
+                    client = JiraTickets(settings)
+            except ConfigError as exc:
+                return BackendCheck(name, False, str(exc))
+            try:
+                result: BackendCheck = await client.check()
+                return result
+            finally:
+                await client.close()
+
+        checks.append(tickets)
+    return checks
 
 
 # --- the knowledge base --------------------------------------------------------------------

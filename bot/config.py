@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -238,6 +238,40 @@ class Settings(BaseSettings):
     retention_message_days: int = Field(default=0, ge=0)
     retention_audit_days: int = Field(default=730, ge=0)
     retention_sweep_s: float = Field(default=3600.0, gt=0)
+    # --- ticket backends and two-way sync (issue 12: Zendesk, Jira Service Management) --------
+    # Where tickets live: "local" (the hub's database), "zendesk" or "jira".
+    ticket_backend: Literal["local", "zendesk", "jira"] = "local"
+    # Zendesk Support: https://{subdomain}.zendesk.com, or zendesk_url (any base URL, e.g. a
+    # sandbox or a test server), an agent's e-mail and an API token (Admin Center > Apps and
+    # integrations > Zendesk API), and the signing secret of the webhook that calls
+    # /webhooks/zendesk.
+    zendesk_subdomain: str | None = None
+    zendesk_url: str | None = None
+    zendesk_email: str | None = None
+    zendesk_api_token: SecretStr | None = None
+    zendesk_webhook_secret: SecretStr | None = None
+    # Jira Service Management Cloud: site URL, the API user's e-mail and API token, the
+    # service desk and request type new requests use, and the secret of the webhook that calls
+    # /webhooks/jira (Jira signs the body: X-Hub-Signature: sha256=HMAC).
+    jira_url: str | None = None
+    jira_email: str | None = None
+    jira_api_token: SecretStr | None = None
+    jira_service_desk_id: str | None = None
+    jira_request_type_id: str | None = None
+    jira_webhook_secret: SecretStr | None = None
+    # A 429 whose Retry-After is at most this is waited out (tenacity) before the call fails
+    # with RateLimited; ticket_retry_attempts calls in all.
+    ticket_retry_max_wait_s: float = 10.0
+    ticket_retry_attempts: int = 3
+    # Seconds between attempts to create tickets deferred while the system was down, and the
+    # lease one process holds on a deferred ticket while it creates it.
+    ticket_sync_interval_s: float = 30.0
+    ticket_sync_lease_s: float = 60.0
+    # Seconds a call to Zendesk/Jira may take.
+    ticket_timeout_s: float = 15.0
+    # When the ticket is solved in Zendesk/Jira: hand the conversation back to the bot ("bot")
+    # or close it ("close").
+    ticket_solved_action: Literal["bot", "close"] = "bot"
 
     @field_validator("pii_entities", "pii_phone_regions", mode="before")
     @classmethod

@@ -25,7 +25,14 @@ from typing import TYPE_CHECKING
 
 from bot.auth import Permission, require
 from bot.config import Settings
-from bot.envelope import TALK_TO_HUMAN, OutboundKind, OutboundMessage, SessionKey, utcnow
+from bot.envelope import (
+    TALK_TO_HUMAN,
+    InboundMessage,
+    OutboundKind,
+    OutboundMessage,
+    SessionKey,
+    utcnow,
+)
 from bot.errors import Conflict, Forbidden, NotFound, PayloadInvalid, SwitchboardError
 from bot.events import EventBus, HubEvent
 from bot.store.base import (
@@ -283,7 +290,7 @@ class Handoff:
                 conv = await self._conversation(session_key)
                 if conv.mode in _ACTIVE_MODES:
                     return conv
-                ticket_id = await self._open_ticket(conv, reason, summary)
+                ticket_id, queued = await self._open_ticket(conv, reason, summary)
                 try:
                     conv = await self.store.set_mode(
                         session_key,
@@ -311,6 +318,11 @@ class Handoff:
             "bot", "escalate", session_key, {"reason": reason, "ticket_id": ticket_id}
         )
         ref = f" Your reference is {ticket_id}." if ticket_id else ""
+        if queued:
+            ref = (
+                f" Our ticket system is not reachable right now: your request is saved as"
+                f" {ticket_id} and the ticket will be opened as soon as it is back."
+            )
         await self._notify(
             session_key,
             "I'm handing this conversation to a person from our team; they will reply here"
@@ -321,8 +333,13 @@ class Handoff:
 
     async def _open_ticket(
         self, conv: Conversation, reason: str, summary: str | None
-    ) -> str | None:
-        """Create the escalation ticket (or reopen the session's last one); None on failure."""
+    ) -> tuple[str | None, bool]:
+        """Create the escalation ticket (or reopen the session's last one).
+
+        Returns:
+            The ticket id (None on failure) and whether the ticket is only queued (its
+            external system was down: :attr:`bot.tools.Ticket.queued`).
+        """
         history = await self.store.messages(conv.session_key, limit=TRANSCRIPT_MAX_MESSAGES)
         transcript = _transcript(history[-TRANSCRIPT_MAX_MESSAGES:])
         head = f"Escalated from {conv.channel} ({reason})."
@@ -333,7 +350,7 @@ class Handoff:
             if conv.ticket_id is not None and await self.tickets.get(conv.ticket_id) is not None:
                 await self.tickets.comment(conv.ticket_id, "switchboard", description)
                 await self.tickets.set_status(conv.ticket_id, "open")
-                return conv.ticket_id
+                return conv.ticket_id, False
             first = next((m.text for m in history if m.role == Role.CUSTOMER), "")
             who = conv.customer.name or conv.customer.id
             subject = f"{who} via {conv.channel}: {first[:80] or reason}".strip()
@@ -350,8 +367,8 @@ class Handoff:
             log.warning(
                 "handoff.ticket_failed", exc_info=True, extra={"session_key": conv.session_key}
             )
-            return None
-        return ticket.id
+            return None, False
+        return ticket.id, ticket.queued
 
     # --- agents' actions ------------------------------------------------------------------------
 
@@ -450,6 +467,27 @@ class Handoff:
                     extra={"session_key": session_key, "ticket_id": conv.ticket_id},
                 )
         return stored
+
+    async def copy_to_ticket(self, conv: Conversation, messages: Sequence[InboundMessage]) -> None:
+        """Add what the customer wrote while a human owns the session to its ticket.
+
+        The human may answer from the ticket (Zendesk, Jira): the thread there stays whole.
+        A failure is logged; the messages are in the console anyway.
+        """
+        if conv.ticket_id is None:
+            return
+        for m in messages:
+            if not m.text.strip():
+                continue
+            try:
+                await self.tickets.comment(conv.ticket_id, m.sender.name or m.sender.id, m.text)
+            except SwitchboardError:
+                log.warning(
+                    "handoff.ticket_comment_failed",
+                    exc_info=True,
+                    extra={"session_key": conv.session_key, "ticket_id": conv.ticket_id},
+                )
+                return
 
     async def note(self, session_key: SessionKey, agent: AgentAccount, text: str) -> StoredMessage:
         """Add an internal note (seen by agents in the console, never by the customer).

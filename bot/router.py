@@ -168,6 +168,8 @@ class Router:
                 "router.human_owned",
                 extra={"session_key": key, "event_id": last.event_id, "mode": str(mode)},
             )
+            if conv is not None:  # the human may work in the ticket (Zendesk, Jira)
+                await hub.handoff.copy_to_ticket(conv, turn.all_messages)
             return
         if mode == SessionMode.CLOSED:
             await hub.store.set_mode(key, SessionMode.BOT, expect=[SessionMode.CLOSED])

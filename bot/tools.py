@@ -35,6 +35,8 @@ class Ticket:
         comments: comments, oldest first, as ``(author, text, created_at)``.
         created_at: creation time (UTC).
         url: where a human can open it, when the backend has one.
+        queued: the external system (Zendesk, Jira) was unreachable: the ticket is kept in
+            the hub's database under this id and created there once it is back.
     """
 
     id: str
@@ -48,6 +50,7 @@ class Ticket:
     comments: tuple[tuple[str, str, datetime], ...]
     created_at: datetime
     url: str | None = None
+    queued: bool = False
 
 
 class TicketBackend(Protocol):

@@ -84,7 +84,12 @@ def parse_ticket_id(ticket_id: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def _check(value: str, allowed: Sequence[str], name: str) -> str:
+def check_choice(value: str, allowed: Sequence[str], name: str) -> str:
+    """``value`` when it is one of ``allowed``.
+
+    Raises:
+        bot.errors.PayloadInvalid: naming ``name`` otherwise.
+    """
     if value not in allowed:
         raise PayloadInvalid(
             f"{name} must be one of {', '.join(allowed)}; got {value!r}", field=name
@@ -181,7 +186,7 @@ class LocalTicketBackend:
             raise PayloadInvalid("a ticket needs a subject", field="subject")
         if len(subject) > SUBJECT_MAX_CHARS:
             subject = subject[: SUBJECT_MAX_CHARS - 1] + "…"
-        _check(priority, PRIORITIES, "priority")
+        check_choice(priority, PRIORITIES, "priority")
         now = utcnow()
         values = {
             "subject": subject,
@@ -262,7 +267,7 @@ class LocalTicketBackend:
             bot.errors.NotFound: when the ticket does not exist.
             bot.errors.PayloadInvalid: for an unknown status.
         """
-        _check(status, STATUSES, "status")
+        check_choice(status, STATUSES, "status")
         num = self._num(ticket_id)
         async with self._connect(begin=True) as conn:
             result = await conn.execute(

@@ -16,6 +16,7 @@ from bot.errors import ConfigError
 from bot.store import migrate, open_store
 from bot.store.base import AgentAccount, AgentRole, NewMessage, Role, SessionMode
 from bot.store.engine import make_engine
+from plugins.ticketing.links import metadata as ticket_link_metadata
 from plugins.ticketing.local import LocalTicketBackend
 from tests.fakes.postgres import PostgresServer
 
@@ -28,6 +29,8 @@ TABLES = {
     "ticket_comments",
     "outbox",
     "agent_profiles",
+    "ticket_links",
+    "ticket_sync_events",
 }
 
 
@@ -142,6 +145,8 @@ async def test_database_created_by_the_store_is_adopted(empty: Settings) -> None
     store = await open_store(empty)  # create_all, as before migrations existed
     try:
         await LocalTicketBackend.for_store(store).open()
+        async with store.engine.begin() as conn:  # as a Zendesk/Jira backend on first use
+            await conn.run_sync(ticket_link_metadata.create_all)
         await store.create_agent(AgentAccount("ann", "Ann", "h"))
     finally:
         await store.close()
