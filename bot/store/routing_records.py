@@ -10,9 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from bot.envelope import SessionKey
+
+BreachKind = Literal["first_response", "resolution"]
+"""Which SLA target a breach missed."""
 
 
 class Presence(StrEnum):

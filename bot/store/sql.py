@@ -9,7 +9,8 @@ SQLAlchemy 2 Core, one module per concept; :class:`SqlStore` composes them:
 - :mod:`bot.store.sqlite` and :mod:`bot.store.postgres`: how statements reach each database.
 - the concepts, one mixin each: :mod:`bot.store.messages` (with
   :mod:`bot.store.message_writes`), :mod:`bot.store.conversations`, :mod:`bot.store.outbox`,
-  :mod:`bot.store.audit`, :mod:`bot.store.agents`.
+  :mod:`bot.store.audit`, :mod:`bot.store.agents`, :mod:`bot.store.assignment` (teams, presence,
+  routing, assignment), :mod:`bot.store.sla`.
 
 The names other packages build on (``make_engine``, ``JsonType``, ``UtcDateTime``, ``metadata``)
 are re-exported here.
@@ -27,6 +28,7 @@ from bot.config import Settings
 from bot.envelope import utcnow
 from bot.errors import BackendUnavailable
 from bot.store.agents import AgentsMixin
+from bot.store.assignment import AssignmentMixin
 from bot.store.audit import AuditMixin, AuditRecord
 from bot.store.batcher import BatchResult, Request
 from bot.store.conversations import ConversationsMixin
@@ -35,6 +37,7 @@ from bot.store.message_writes import Append, Inbound
 from bot.store.messages import MessagesMixin
 from bot.store.outbox import OutboxMixin
 from bot.store.postgres import AsyncRunner
+from bot.store.sla import SlaMixin
 from bot.store.sqlite import InlineRunner, ThreadRunner
 from bot.store.tables import metadata
 
@@ -51,7 +54,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class SqlStore(MessagesMixin, ConversationsMixin, OutboxMixin, AuditMixin, AgentsMixin):
+class SqlStore(
+    MessagesMixin,
+    ConversationsMixin,
+    OutboxMixin,
+    AuditMixin,
+    AgentsMixin,
+    AssignmentMixin,
+    SlaMixin,
+):
     """The :class:`~bot.store.base.Store` on SQLAlchemy (SQLite by default, PostgreSQL).
 
     Args:

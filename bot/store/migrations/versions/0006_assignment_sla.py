@@ -1,5 +1,4 @@
-"""Assignment and SLAs: teams, team members, agent status, conversation routing, SLA policies
-and timers.
+"""Assignment and SLAs: teams, agent status, conversation routing, SLA policies and timers.
 
 Revision ID: 0006
 Revises: 0003
