@@ -14,6 +14,7 @@ JSON form (what SLA policies store)::
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -92,7 +93,7 @@ class BusinessHours:
                     raise PayloadInvalid(f"range {part!r} ends before it starts", field=field)
                 ranges.append((start, end))
             ranges.sort()
-            if any(a[1] > b[0] for a, b in zip(ranges, ranges[1:], strict=False)):
+            if any(a[1] > b[0] for a, b in itertools.pairwise(ranges)):
                 raise PayloadInvalid("overlapping ranges", field=field)
             days.append(tuple(ranges))
         if not any(days):

@@ -227,6 +227,15 @@ class Settings(BaseSettings):
     # Injection score (0-1, bot.privacy.injection) at or above which a text counts as an attack.
     injection_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
 
+    # --- assignment and SLAs (issue 14: teams, presence, capacity, SLA policies) ------------
+    # New escalations go to the least-loaded online agent of their team (False: claim only).
+    auto_assign: bool = True
+    # Seconds without a console session (event-stream heartbeat) before an agent goes offline.
+    presence_timeout_s: float = Field(default=60.0, gt=0)
+    # Seconds between sweeps: presence expiry, the waiting queue, SLA breaches (one process
+    # at a time under a Redis lease when lanes are shared).
+    assignment_sweep_s: float = Field(default=5.0, gt=0)
+
     @field_validator("pii_entities", "pii_phone_regions", mode="before")
     @classmethod
     def _privacy_lists(cls, value: Any) -> Any:
