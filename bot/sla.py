@@ -15,6 +15,7 @@ the conversation's priority to the policy's ``escalate_to``.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -113,7 +114,9 @@ def policy_json(policy: SlaPolicy) -> dict[str, Any]:
 
 
 def timer_json(timer: SlaTimer, now: datetime | None = None) -> dict[str, Any]:
-    """A clock for the console: due times (ISO 8601), seconds left (negative: late), breaches.
+    """A clock for the console: due times, seconds left and breaches.
+
+    Times are ISO 8601; seconds left are whole seconds rounded down (negative: late).
 
     ``first_response_left_s`` is None once answered; both are None once stopped.
     """
@@ -128,12 +131,12 @@ def timer_json(timer: SlaTimer, now: datetime | None = None) -> dict[str, Any]:
         "resolution_due": timer.resolution_due.isoformat(),
         "first_response_at": answered.isoformat() if answered else None,
         "first_response_left_s": (
-            round((timer.first_response_due - now).total_seconds())
+            math.floor((timer.first_response_due - now).total_seconds())
             if running and answered is None
             else None
         ),
         "resolution_left_s": (
-            round((timer.resolution_due - now).total_seconds()) if running else None
+            math.floor((timer.resolution_due - now).total_seconds()) if running else None
         ),
         "breaches": {k: v.isoformat() for k, v in timer.breaches.items()},
         "running": running,

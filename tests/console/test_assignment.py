@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 
@@ -50,7 +49,7 @@ async def _assign_counts(desk: Desk) -> Counter[str]:
 
 
 async def _run(desks: list[Desk]) -> None:
-    """50 concurrent escalations spread over ``desks``; then agents resolve until all were served."""
+    """50 concurrent escalations over ``desks``; then agents resolve until all were served."""
     first = desks[0]
     keys = [await first.customer_says("help", chat=f"c{i}") for i in range(SESSIONS)]
     await asyncio.gather(
@@ -93,7 +92,7 @@ async def test_fifty_escalations_five_agents_sqlite(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-async def shared_postgres(postgres_url: str) -> AsyncIterator[str]:
+async def shared_postgres(postgres_url: str) -> str:
     engine = make_engine(postgres_url)
     try:
         async with engine.begin() as conn:
@@ -101,7 +100,7 @@ async def shared_postgres(postgres_url: str) -> AsyncIterator[str]:
             await conn.run_sync(store_metadata.drop_all)
     finally:
         await engine.dispose()
-    yield postgres_url
+    return postgres_url
 
 
 async def test_fifty_escalations_five_agents_two_hubs_on_postgres(
@@ -110,9 +109,7 @@ async def test_fifty_escalations_five_agents_two_hubs_on_postgres(
     async with AsyncExitStack() as stack:
         desks = [
             await stack.enter_async_context(
-                open_desk(
-                    tmp_path / name, database_url=shared_postgres, agent_capacity=CAPACITY
-                )
+                open_desk(tmp_path / name, database_url=shared_postgres, agent_capacity=CAPACITY)
             )
             for name in ("hub-a", "hub-b")
         ]
@@ -174,7 +171,8 @@ async def test_manual_claim_and_transfer_respect_capacity(tmp_path: Path) -> Non
             )
             await desk.store.set_agent_status(name, presence=Presence.AWAY, seen=True)
         alice, bob = await desk.store.agent("alice"), await desk.store.agent("bob")
-        assert alice is not None and bob is not None
+        assert alice is not None
+        assert bob is not None
         one = await desk.customer_says("help", chat="one")
         two = await desk.customer_says("help", chat="two")
         for key in (one, two):
