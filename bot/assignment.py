@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+import re
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
 from bot.config import Settings
@@ -40,6 +41,45 @@ AnnounceFn = Callable[[Conversation, str, str], Awaitable[None]]
 ``transfer``): publish, audit and tell the customer (the handoff's job)."""
 
 _EPOCH = datetime.min.replace(tzinfo=utcnow().tzinfo)
+
+
+_TEAM_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def checked_team(team: Team, agents: Collection[str]) -> Team:
+    """``team`` with names trimmed and duplicates dropped, after checking it.
+
+    Args:
+        team: the team as given (console or CLI).
+        agents: every agent's login name.
+
+    Raises:
+        bot.errors.PayloadInvalid: a bad name (1-64 of ``a-z 0-9 . _ -``), an empty channel or
+            topic, or an unknown member (``field`` names it).
+    """
+    if not _TEAM_NAME.match(team.name):
+        raise PayloadInvalid(
+            "name must be 1-64 lower-case letters, digits, '.', '_' or '-'", field="name"
+        )
+    lists: dict[str, tuple[str, ...]] = {}
+    for field, values in (
+        ("channels", team.channels),
+        ("topics", team.topics),
+        ("members", team.members),
+    ):
+        if not all(v.strip() for v in values):
+            raise PayloadInvalid(f"{field} must be non-empty strings", field=field)
+        lists[field] = tuple(dict.fromkeys(v.strip() for v in values))
+    unknown = [m for m in lists["members"] if m not in agents]
+    if unknown:
+        raise PayloadInvalid(f"no agent {unknown[0]!r}", field="members")
+    return Team(
+        team.name,
+        team.display_name.strip() or team.name,
+        lists["channels"],
+        lists["topics"],
+        lists["members"],
+    )
 
 
 def team_for(conv: Conversation, teams: Sequence[Team]) -> str | None:

@@ -22,11 +22,11 @@ Errors as the rest of the console: 400 bad field, 403 role, 404, 409 (capacity, 
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from aiohttp import web
 
+from bot.assignment import checked_team
 from bot.auth import Permission
 from bot.console.context import actor, hub_of, json_body
 from bot.console.views import conversation_json
@@ -37,7 +37,6 @@ from bot.store.routing_records import Presence, Team
 
 log = logging.getLogger(__name__)
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 MAX_CAPACITY = 100
 """The largest per-agent capacity the API accepts."""
 
@@ -57,32 +56,27 @@ def _str_list(data: dict[str, Any], name: str, default: tuple[str, ...]) -> tupl
     value = data.get(name)
     if value is None:
         return default
-    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
-        raise PayloadInvalid(f"{name} must be a list of non-empty strings", field=name)
-    return tuple(dict.fromkeys(v.strip() for v in value))
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise PayloadInvalid(f"{name} must be a list of strings", field=name)
+    return tuple(value)
 
 
 async def _team_from(request: web.Request, data: dict[str, Any], old: Team | None) -> Team:
     name = old.name if old is not None else data.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise PayloadInvalid(
-            "name must be 1-64 lower-case letters, digits, '.', '_' or '-'", field="name"
-        )
+    if not isinstance(name, str):
+        raise PayloadInvalid("name is required", field="name")
     display = data.get("display_name")
-    if display is not None and (not isinstance(display, str) or not display.strip()):
-        raise PayloadInvalid("display_name must be a non-empty string", field="display_name")
-    members = _str_list(data, "members", old.members if old else ())
-    known = {a.name for a in await hub_of(request).store.list_agents()}
-    unknown = [m for m in members if m not in known]
-    if unknown:
-        raise PayloadInvalid(f"no agent {unknown[0]!r}", field="members")
-    return Team(
+    if display is not None and not isinstance(display, str):
+        raise PayloadInvalid("display_name must be a string", field="display_name")
+    team = Team(
         name=name,
-        display_name=(display or "").strip() or (old.display_name if old else name),
+        display_name=display or (old.display_name if old else name),
         channels=_str_list(data, "channels", old.channels if old else ()),
         topics=_str_list(data, "topics", old.topics if old else ()),
-        members=members,
+        members=_str_list(data, "members", old.members if old else ()),
     )
+    known = {a.name for a in await hub_of(request).store.list_agents()}
+    return checked_team(team, known)
 
 
 async def _team(request: web.Request) -> Team:
