@@ -115,6 +115,7 @@
 
   function showLogin(message) {
     closeEvents();
+    document.dispatchEvent(new CustomEvent("switchboard:logout"));  // hook: add-on scripts
     state.agent = null;
     state.csrf = null;
     $("app-view").hidden = true;
@@ -133,6 +134,10 @@
     $("agent-name").textContent = me.agent.display_name;
     $("agent-role").textContent = me.agent.role;
     $("agents-open").hidden = !can("manage");
+    // Hook for add-on scripts (assignment.js): who is logged in, with what permissions.
+    document.dispatchEvent(new CustomEvent("switchboard:app", {
+      detail: { agent: me.agent, permissions: state.permissions, csrf: state.csrf },
+    }));
     openEvents();
     await refreshQueue();
     const fromHash = decodeURIComponent(location.hash.replace(/^#\/c\//, ""));
@@ -201,6 +206,7 @@
     $("active-empty").hidden = active.length > 0;
     document.title = waiting.length ? `(${waiting.length}) Switchboard console` : "Switchboard console";
     tick();
+    document.dispatchEvent(new CustomEvent("switchboard:queue"));  // hook: add-on scripts
   }
 
   function tick() {
@@ -225,6 +231,7 @@
     }
     $("placeholder").hidden = true;
     $("agents-view").hidden = true;
+    document.dispatchEvent(new CustomEvent("switchboard:select"));  // hook: add-on views close
     $("conv-view").hidden = false;
     for (const item of document.querySelectorAll(".queue-item")) {
       item.setAttribute("aria-current", item.dataset.sessionKey === key ? "true" : "false");
@@ -460,6 +467,12 @@
         if (state.selected) loadMessages();
       }
     });
+    for (const type of ["sla", "presence"]) {  // add-on scripts listen to these DOM events
+      source.addEventListener(type, (e) => {
+        document.dispatchEvent(new CustomEvent(`switchboard:${type}`, { detail: JSON.parse(e.data) }));
+        scheduleQueueRefresh();
+      });
+    }
     source.addEventListener("lagged", () => {
       scheduleQueueRefresh();
       if (state.selected) loadMessages();
