@@ -52,9 +52,7 @@ def test_split_days_and_midnight() -> None:
 
 
 def test_daylight_saving_day_is_counted_as_the_wall_clock_runs() -> None:
-    hours = BusinessHours.from_json(
-        {"timezone": "Europe/Paris", "hours": {"sun": "00:00-06:00"}}
-    )
+    hours = BusinessHours.from_json({"timezone": "Europe/Paris", "hours": {"sun": "00:00-06:00"}})
     # 2027-03-28 clocks jump 02:00 -> 03:00 in Paris: that Sunday has 5 real hours open.
     start = paris(2027, 3, 28, 0, 0)
     assert hours.add(start, 5 * 3600) == paris(2027, 3, 28, 6, 0)
