@@ -311,12 +311,15 @@ async def events(request: web.Request) -> web.StreamResponse:
             ready = {"agent": account.name, **backend_health(hub)}
             await response.write(b"retry: 2000\n" + _sse("ready", ready))
             seen_at = float("-inf")
+            # Presence: the open stream is the console session; it is reported well within
+            # presence_timeout_s (and the heartbeat comment goes out at least as often).
+            wake_s = min(HEARTBEAT_S, hub.settings.presence_timeout_s / 3)
             while True:
                 now = asyncio.get_running_loop().time()
-                if now >= seen_at + HEARTBEAT_S:  # presence: this console session is alive
+                if now >= seen_at + wake_s:
                     seen_at = now
                     await hub.handoff.assignment.seen([account.name])
-                event = await sub.get(HEARTBEAT_S)
+                event = await sub.get(wake_s)
                 if event is None:
                     await response.write(b": ping\n\n")
                     continue

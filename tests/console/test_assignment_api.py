@@ -6,14 +6,18 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+from argon2 import PasswordHasher
+
+from bot import auth
 from bot.envelope import SessionKey
 from bot.events import HubEvent
 from bot.sla import parse_policy
 from bot.store.base import SessionMode
 from bot.store.routing_records import Priority
 from tests.console.desk import Desk, open_desk
-from tests.console.test_console_api import Client, path, post
-from tests.console.test_console_roles import clients, desk
+from tests.console.test_console_api import PASSWORD, Client, login, path, post
+from tests.console.test_console_roles import _client, clients, desk
 
 __all__ = ["clients", "desk"]
 
@@ -177,3 +181,29 @@ async def test_sla_timer_survives_a_restart(tmp_path: Path) -> None:
         assert await desk.handoff.assignment.sla.sweep() == 1
         [timer] = await desk.store.sla_timers([key])
         assert set(timer.breaches) == {"first_response"}
+
+
+async def test_an_open_console_keeps_its_agent_online_a_closed_one_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(auth, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024))
+    async with open_desk(tmp_path, presence_timeout_s=0.6) as d:
+        await auth.add_agent(d.store, "alice", PASSWORD, "Alice")
+        client = await _client(d)
+        try:
+            csrf = await login(client, "alice")
+            resp = await post(client, "/console/api/presence", csrf, {"presence": "online"})
+            assert resp.status == 200
+            stream = await client.get("/console/api/events")
+            assert stream.status == 200
+            assert b"event: ready" in await stream.content.readuntil(b"\n\n")
+            for _ in range(4):  # twice the timeout: the open stream keeps her online
+                await asyncio.sleep(0.3)
+                assert await d.handoff.assignment.expire_presence() == []
+            stream.close()
+            await asyncio.sleep(1.0)
+            assert await d.handoff.assignment.expire_presence() == ["alice"]
+            presence = await (await client.get("/console/api/presence")).json()
+            assert presence["agents"][0]["presence"] == "offline"
+        finally:
+            await client.close()
