@@ -111,6 +111,18 @@ async def test_escalation_goes_to_the_online_agent_and_shows_in_her_console(
             await alice.get_by_test_id("reply-text").fill("Hi, Alice here.")
             await alice.get_by_test_id("send").click()
             await expect(alice.get_by_test_id("transcript")).to_contain_text("Alice here")
+            # Bob comes online; Alice transfers the conversation to him.
+            await bob.get_by_test_id("presence-select").select_option("online")
+            await expect(bob.get_by_test_id("presence-select")).to_have_attribute(
+                "data-presence", "online"
+            )
+            await alice.reload()  # the transfer list reads who is online when the page opens
+            await expect(alice.get_by_test_id("transfer-select")).to_be_visible()
+            await alice.get_by_test_id("transfer-select").select_option("agent:bob")
+            await expect(bob.get_by_test_id("queue-owner")).to_have_text("you")
+            conv = await hub.store.conversation(customer.key)
+            assert conv is not None
+            assert conv.assigned_agent == "bob"
             assert errors == []
         finally:
             await browser.close()

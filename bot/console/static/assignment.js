@@ -1,6 +1,7 @@
 // Switchboard console add-on: presence, teams and capacity (admins), SLA clocks and breaches.
 // Talks to console.js only through DOM events ("switchboard:app", "switchboard:queue",
-// "switchboard:sla", "switchboard:presence", "switchboard:select", "switchboard:logout").
+// "switchboard:conversation", "switchboard:sla", "switchboard:presence", "switchboard:select",
+// "switchboard:logout").
 // Text from the server is only ever rendered with textContent (never innerHTML).
 "use strict";
 
@@ -291,6 +292,46 @@
     if ($("conv-view").hidden && $("agents-view").hidden) $("placeholder").hidden = false;
   }
 
+  // --- transfer (the owner, or an admin) ------------------------------------------------------
+
+  async function showTransfer(conv) {
+    let select = $("transfer-select");
+    if (!select) {
+      select = el("select", { id: "transfer-select", class: "transfer-select", "data-testid": "transfer-select",
+                              title: "Give this conversation to another agent or queue" });
+      select.addEventListener("change", async () => {
+        const [kind, name] = select.value.split(":", 2);
+        if (!kind) return;
+        select.disabled = true;
+        try {
+          await api("POST", `/conversations/${encodeURIComponent(select.dataset.key)}/transfer`,
+                    kind === "agent" ? { agent: name } : { team: name });
+          notify(kind === "agent" ? `Transferred to ${name}.` : `Back in the ${name || "general"} queue.`);
+        } catch (err) {
+          notify(`Not transferred: ${err.message}`, "error");
+        } finally {
+          select.disabled = false;
+          select.value = "";
+        }
+      });
+      document.querySelector(".conv-actions").insertBefore(select, $("resolve"));
+    }
+    const mine = conv.mode === "human" && conv.assigned_agent === state.agent.name;
+    select.hidden = !can("act") || conv.mode !== "human" || !(mine || can("manage"));
+    if (select.hidden) return;
+    select.dataset.key = conv.session_key;
+    const [presence, teams] = await Promise.all([api("GET", "/presence"), api("GET", "/teams")]);
+    const options = [el("option", { value: "", text: "Transfer…" })];
+    for (const a of presence.agents) {
+      if (a.name === conv.assigned_agent || a.role === "viewer" || a.presence === "offline") continue;
+      options.push(el("option", { value: `agent:${a.name}`,
+                                  text: `${a.display_name} (${a.presence}, ${a.load}/${a.capacity})` }));
+    }
+    for (const t of teams.teams) options.push(el("option", { value: `team:${t.name}`, text: `${t.display_name} queue` }));
+    options.push(el("option", { value: "team:", text: "General queue" }));
+    select.replaceChildren(...options);
+  }
+
   // --- wiring ---------------------------------------------------------------------------------
 
   document.addEventListener("switchboard:app", async (event) => {
@@ -311,6 +352,9 @@
     hideTeams();
   });
   document.addEventListener("switchboard:select", hideTeams);
+  document.addEventListener("switchboard:conversation", (event) => {
+    if (state.agent) showTransfer(event.detail).catch((err) => console.warn("transfer list failed", err));
+  });
   document.addEventListener("switchboard:queue", () => { if (state.agent) fetchRouting(); });
   document.addEventListener("switchboard:sla", (event) => {
     const what = event.detail.kind === "first_response" ? "first reply" : "resolution";

@@ -338,6 +338,7 @@
     const resolve = $("resolve");
     resolve.hidden = !can("act") || !(c.mode === "queued" || mine);
     $("close-conv").hidden = resolve.hidden;
+    document.dispatchEvent(new CustomEvent("switchboard:conversation", { detail: c }));  // hook
     updateComposer();
   }
 
