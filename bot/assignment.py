@@ -20,6 +20,7 @@ never assign one conversation twice nor overfill an agent.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -148,35 +149,59 @@ class Assignment:
         Returns:
             The conversation as it is now: ``human`` when an agent got it, else ``queued``.
         """
+        teams = await self.store.teams()
         routing = await self.store.set_routing(
-            conv.session_key, team=team_for(conv, await self.store.teams()), priority=priority
+            conv.session_key, team=team_for(conv, teams), priority=priority
         )
         await self.sla.start(routing)
         if not self.settings.auto_assign:
             return conv
-        return await self._assign_one(conv, routing, await self.store.agent_statuses()) or conv
+        pool = await self._pool()
+        return await self._assign_one(conv, routing, pool, teams) or conv
+
+    async def _pool(self) -> dict[str, AgentStatus]:
+        """Statuses of the agents who may be given conversations: active, not viewers."""
+        accounts = {
+            a.name
+            for a in await self.store.list_agents()
+            if a.active and a.role is not AgentRole.VIEWER
+        }
+        return {s.name: s for s in await self.store.agent_statuses() if s.name in accounts}
 
     async def _assign_one(
-        self, conv: Conversation, routing: Routing, statuses: list[AgentStatus]
+        self,
+        conv: Conversation,
+        routing: Routing,
+        pool: dict[str, AgentStatus],
+        teams: Sequence[Team],
     ) -> Conversation | None:
-        """Try the candidates in order; the assigned conversation, or None (it keeps waiting)."""
+        """Try the candidates in order; the assigned conversation, or None (it keeps waiting).
+
+        ``pool`` is updated as it goes (one more load for the agent who got it; an agent found
+        full or gone is dropped), so one pass over the queue reads the statuses once.
+        """
         members: Sequence[str] | None = None
         if routing.team is not None:
-            team = next((t for t in await self.store.teams() if t.name == routing.team), None)
+            team = next((t for t in teams if t.name == routing.team), None)
             members = team.members if team is not None else None
-        for candidate in rank_candidates(statuses, members, self.settings.agent_capacity):
+        capacity = self.settings.agent_capacity
+        for candidate in rank_candidates(list(pool.values()), members, capacity):
             try:
                 assigned = await self.store.assign(
                     conv.session_key,
                     candidate.name,
                     expect=[SessionMode.QUEUED],
-                    default_capacity=self.settings.agent_capacity,
+                    default_capacity=capacity,
                     require_online=True,
                 )
             except (AtCapacity, NotOnline):
-                continue  # another process filled the agent meanwhile, or they went away
+                pool.pop(candidate.name, None)  # filled by another process, or gone away
+                continue
             except Conflict:
                 return None  # claimed, resolved or assigned by someone else meanwhile
+            pool[candidate.name] = dataclasses.replace(
+                candidate, load=candidate.load + 1, last_assigned_at=utcnow()
+            )
             log.info(
                 "assignment.assigned",
                 extra={
@@ -221,12 +246,13 @@ class Assignment:
             return (-rank, c.queued_at or far)
 
         assigned = 0
+        pool = await self._pool()
+        teams = await self.store.teams()
         for conv in sorted(queued, key=order):
-            statuses = await self.store.agent_statuses()
-            if not rank_candidates(statuses, None, self.settings.agent_capacity):
+            if not rank_candidates(list(pool.values()), None, self.settings.agent_capacity):
                 break  # nobody online has room: the rest keeps waiting
             routing = routings.get(conv.session_key) or Routing(conv.session_key, None)
-            if await self._assign_one(conv, routing, statuses) is not None:
+            if await self._assign_one(conv, routing, pool, teams) is not None:
                 assigned += 1
         return assigned
 

@@ -322,7 +322,11 @@ class Handoff:
             OutboundKind.HANDOFF,
         )
         priority = Priority.HIGH if reason == "turn_failed" else Priority.NORMAL
-        return await self.assignment.route(conv, priority)
+        try:
+            return await self.assignment.route(conv, priority)
+        except SwitchboardError:  # it is queued: the sweeper hands it out later
+            log.warning("handoff.route_failed", exc_info=True, extra={"session_key": session_key})
+            return conv
 
     async def _open_ticket(
         self, conv: Conversation, reason: str, summary: str | None

@@ -211,3 +211,21 @@ async def test_two_stores_share_the_tables(tmp_path: Path, shared_postgres: str)
         finally:
             await engine.dispose()
         assert n == 1
+
+
+async def test_disabled_accounts_and_viewers_are_never_assigned(tmp_path: Path) -> None:
+    async with open_desk(tmp_path) as desk:
+        for name, role, active in (
+            ("gone", AgentRole.AGENT, False),
+            ("vic", AgentRole.VIEWER, True),
+            ("ann", AgentRole.AGENT, True),
+        ):
+            await desk.store.create_agent(
+                AgentAccount(name, name.title(), "x", active=active, role=role)
+            )
+            await desk.store.set_agent_status(name, presence=Presence.ONLINE, seen=True)
+        convs = []
+        for chat in ("one", "two", "three"):
+            key = await desk.customer_says("help", chat=chat)
+            convs.append(await desk.handoff.escalate(key, "customer_request"))
+        assert {c.assigned_agent for c in convs} == {"ann"}
