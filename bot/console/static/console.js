@@ -110,12 +110,14 @@
   // The server picks a readable label (never a platform id); e-mail is given only when verified.
   const customerName = (c) => c.customer.display_name || c.customer.name || "Customer";
   const can = (permission) => state.permissions.includes(permission);
+  // Hooks for add-on scripts (assignment.js): DOM events "switchboard:<name>".
+  const emit = (name, detail) => document.dispatchEvent(new CustomEvent(`switchboard:${name}`, { detail }));
 
   // --- views ----------------------------------------------------------------------------------
 
   function showLogin(message) {
     closeEvents();
-    document.dispatchEvent(new CustomEvent("switchboard:logout"));  // hook: add-on scripts
+    emit("logout");
     state.agent = null;
     state.csrf = null;
     $("app-view").hidden = true;
@@ -134,10 +136,7 @@
     $("agent-name").textContent = me.agent.display_name;
     $("agent-role").textContent = me.agent.role;
     $("agents-open").hidden = !can("manage");
-    // Hook for add-on scripts (assignment.js): who is logged in, with what permissions.
-    document.dispatchEvent(new CustomEvent("switchboard:app", {
-      detail: { agent: me.agent, permissions: state.permissions, csrf: state.csrf },
-    }));
+    emit("app", { agent: me.agent, permissions: state.permissions, csrf: state.csrf });
     openEvents();
     await refreshQueue();
     const fromHash = decodeURIComponent(location.hash.replace(/^#\/c\//, ""));
@@ -206,7 +205,7 @@
     $("active-empty").hidden = active.length > 0;
     document.title = waiting.length ? `(${waiting.length}) Switchboard console` : "Switchboard console";
     tick();
-    document.dispatchEvent(new CustomEvent("switchboard:queue"));  // hook: add-on scripts
+    emit("queue");
   }
 
   function tick() {
@@ -231,7 +230,7 @@
     }
     $("placeholder").hidden = true;
     $("agents-view").hidden = true;
-    document.dispatchEvent(new CustomEvent("switchboard:select"));  // hook: add-on views close
+    emit("select");
     $("conv-view").hidden = false;
     for (const item of document.querySelectorAll(".queue-item")) {
       item.setAttribute("aria-current", item.dataset.sessionKey === key ? "true" : "false");
@@ -338,7 +337,7 @@
     const resolve = $("resolve");
     resolve.hidden = !can("act") || !(c.mode === "queued" || mine);
     $("close-conv").hidden = resolve.hidden;
-    document.dispatchEvent(new CustomEvent("switchboard:conversation", { detail: c }));  // hook
+    emit("conversation", c);
     updateComposer();
   }
 
@@ -468,11 +467,8 @@
         if (state.selected) loadMessages();
       }
     });
-    for (const type of ["sla", "presence"]) {  // add-on scripts listen to these DOM events
-      source.addEventListener(type, (e) => {
-        document.dispatchEvent(new CustomEvent(`switchboard:${type}`, { detail: JSON.parse(e.data) }));
-        scheduleQueueRefresh();
-      });
+    for (const type of ["sla", "presence"]) {
+      source.addEventListener(type, (e) => { emit(type, JSON.parse(e.data)); scheduleQueueRefresh(); });
     }
     source.addEventListener("lagged", () => {
       scheduleQueueRefresh();
