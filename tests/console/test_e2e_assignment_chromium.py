@@ -138,6 +138,7 @@ async def test_sla_breach_appears_after_its_deadline(fast_hub: tuple[Hub, str]) 
             executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True
         )
         try:
+            await _escalate(base, "c-early")  # before any policy: no clock, waits longest
             admin = await _login(browser, base, "root", errors)
             await admin.get_by_test_id("teams-open").click()
             await admin.get_by_test_id("sla-name").fill("test-policy")
@@ -150,13 +151,18 @@ async def test_sla_breach_appears_after_its_deadline(fast_hub: tuple[Hub, str]) 
 
             agent = await _login(browser, base, "bob", errors)
             await _escalate(base, "c-sla")  # nobody online: it waits, the clock runs
-            item = agent.get_by_test_id("queue-waiting").get_by_test_id("queue-item")
+            waiting = agent.get_by_test_id("queue-waiting").get_by_test_id("queue-item")
+            await expect(waiting).to_have_count(2)
+            await expect(waiting.first.get_by_test_id("sla-left")).to_have_count(0)  # c-early
+            item = waiting.filter(has=agent.get_by_test_id("sla-left"))
             await expect(item.get_by_test_id("sla-left")).to_contain_text("left")
             await expect(item.get_by_test_id("sla-breach")).to_contain_text(
                 "first response", timeout=10_000
             )
             await expect(item.get_by_test_id("sla-left")).to_contain_text("late")
             await expect(item.get_by_test_id("queue-priority")).to_have_text("urgent")
+            # Urgent now: it moves above the conversation that waited longer.
+            await expect(waiting.first.get_by_test_id("queue-priority")).to_have_text("urgent")
             await expect(agent.get_by_test_id("assign-alert")).to_contain_text("SLA breached")
             assert errors == []
         finally:

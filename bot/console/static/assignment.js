@@ -139,6 +139,17 @@
       }
       if (box.children.length) item.append(box);
     }
+    // Waiting conversations: highest priority first (the server's order, longest wait first,
+    // is kept among equals), as auto-assignment hands them out.
+    const rank = { low: 0, normal: 1, high: 2, urgent: 3 };
+    const list = $("queue-waiting");
+    const items = [...list.children];
+    const priorityOf = (li) => {
+      const key = li.querySelector(".queue-item")?.dataset.sessionKey;
+      return rank[(state.routing[key] || {}).priority || "normal"];
+    };
+    const sorted = items.map((li, i) => [li, i]).sort((a, b) => priorityOf(b[0]) - priorityOf(a[0]) || a[1] - b[1]);
+    if (sorted.some(([li], i) => li !== items[i])) list.replaceChildren(...sorted.map(([li]) => li));
     tick();
   }
 
