@@ -1,26 +1,34 @@
 """Auto-assignment under load: capacity is never exceeded, each conversation is assigned once.
 
-Runs on SQLite (one hub) and on a real PostgreSQL shared by two hubs (two stores, two handoff
-services, as two processes would have), escalating concurrently from both.
+Runs on SQLite (the handoff test bench) and on a real PostgreSQL shared by two whole hubs (built
+by ``build_hub`` and started, as two processes would be), escalating and resolving concurrently
+from both.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from bot.envelope import SessionKey
+from bot.compose import build_hub
+from bot.config import Settings
+from bot.envelope import InboundMessage, Participant, SessionKey
+from bot.envelope import session_key as make_key
+from bot.hub import Hub
 from bot.store.base import AgentAccount, AgentRole, SessionMode
 from bot.store.engine import make_engine
 from bot.store.routing_records import Presence, Team
+from bot.store.sql import SqlStore
 from bot.store.tables import metadata as store_metadata
 from plugins.ticketing.local import metadata as ticket_metadata
 from tests.console.desk import Desk, open_desk
+from tests.console.test_e2e_chromium import ScriptedAgent
 from tests.fakes.postgres import postgres_server, postgres_url
 
 __all__ = ["postgres_server", "postgres_url"]
@@ -30,7 +38,7 @@ CAPACITY = 3
 SESSIONS = 50
 
 
-async def _staff(desk: Desk) -> None:
+async def _staff(desk: Desk | Hub) -> None:
     for name in AGENTS:
         await desk.store.create_agent(
             AgentAccount(name=name, display_name=name.title(), password_hash="x")
@@ -38,20 +46,21 @@ async def _staff(desk: Desk) -> None:
         await desk.store.set_agent_status(name, presence=Presence.ONLINE, seen=True)
 
 
-async def _loads(desk: Desk) -> Counter[str]:
+async def _loads(desk: Desk | Hub) -> Counter[str]:
     human = await desk.store.conversations(modes=[SessionMode.HUMAN], limit=10_000)
     return Counter(c.assigned_agent for c in human if c.assigned_agent)
 
 
-async def _assign_counts(desk: Desk) -> Counter[str]:
-    records = await desk.store.audit_records(limit=10_000)
+async def _assign_counts(desk: Desk | Hub) -> Counter[str]:
+    store = desk.store
+    assert isinstance(store, SqlStore)
+    records = await store.audit_records(limit=10_000)
     return Counter(r.session_key for r in records if r.action == "assign" and r.session_key)
 
 
-async def _run(desks: list[Desk]) -> None:
+async def _run(desks: Sequence[Desk | Hub], keys: list[SessionKey]) -> None:
     """50 concurrent escalations over ``desks``; then agents resolve until all were served."""
     first = desks[0]
-    keys = [await first.customer_says("help", chat=f"c{i}") for i in range(SESSIONS)]
     await asyncio.gather(
         *(
             desks[i % len(desks)].handoff.escalate(key, "customer_request")
@@ -88,7 +97,8 @@ async def _run(desks: list[Desk]) -> None:
 async def test_fifty_escalations_five_agents_sqlite(tmp_path: Path) -> None:
     async with open_desk(tmp_path, agent_capacity=CAPACITY) as desk:
         await _staff(desk)
-        await _run([desk])
+        keys = [await desk.customer_says("help", chat=f"c{i}") for i in range(SESSIONS)]
+        await _run([desk], keys)
 
 
 @pytest.fixture
@@ -106,15 +116,39 @@ async def shared_postgres(postgres_url: str) -> str:
 async def test_fifty_escalations_five_agents_two_hubs_on_postgres(
     tmp_path: Path, shared_postgres: str
 ) -> None:
-    async with AsyncExitStack() as stack:
-        desks = [
-            await stack.enter_async_context(
-                open_desk(tmp_path / name, database_url=shared_postgres, agent_capacity=CAPACITY)
+    """Two whole hubs (as two processes) on one PostgreSQL database, escalating at once."""
+    hubs: list[Hub] = []
+    try:
+        for name in ("hub-a", "hub-b"):
+            settings = Settings(
+                data_dir=tmp_path / name,
+                database_url=shared_postgres,
+                agent_capacity=CAPACITY,
+                assignment_sweep_s=3600,  # the test drives the queue itself
+                demo_site=False,
             )
-            for name in ("hub-a", "hub-b")
-        ]
-        await _staff(desks[0])
-        await _run(desks)
+            hub = await build_hub(settings, agent=ScriptedAgent(), load_knowledge=False)
+            await hub.start()
+            hubs.append(hub)
+        await _staff(hubs[0])
+        keys = []
+        for i in range(SESSIONS):
+            key = make_key("rest", "default", chat=f"c{i}")
+            await hubs[0].store.append_inbound(
+                InboundMessage(
+                    event_id=f"e{i}",
+                    channel="rest",
+                    account="default",
+                    session_key=key,
+                    sender=Participant(id=f"u{i}", name="Dana"),
+                    text="help",
+                )
+            )
+            keys.append(key)
+        await _run(hubs, keys)
+    finally:
+        for hub in hubs:
+            await hub.stop(0)
 
 
 async def test_team_queue_waits_for_a_member(tmp_path: Path) -> None:
