@@ -2,8 +2,9 @@
 
 Commands: ``serve``, ``worker``, ``ingest``, ``chat``, ``kb eval``, ``kb answers``, ``parse``,
 ``agents add|list|disable|enable|set-role|reset-password`` (:mod:`bot.agents_cli`),
+``teams add|set|list|remove|capacity`` and ``sla add|list|remove`` (:mod:`bot.teams_cli`),
 ``db upgrade``, ``bench``, ``redact``, ``privacy bench`` (:mod:`bot.privacy.cli`),
-``audit verify|export``, ``privacy export|erase`` (:mod:`bot.data_cli`).
+``audit verify|export``, ``privacy export|erase`` (:mod:`bot.data_cli`), ``doctor`` (:mod:`bot.doctor_cli`).
 Every command takes ``--data-dir`` and ``--config``; settings also come from ``SWITCHBOARD_*``
 environment variables (see :mod:`bot.config`).
 """
@@ -115,6 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_agents_parsers(sub, _common)
 
+    from bot.teams_cli import add_parsers as add_teams_parsers
+
+    add_teams_parsers(sub, _common)
+
     p = sub.add_parser("db", help="database schema")
     db_sub = p.add_subparsers(dest="db_command", required=True)
     pu = db_sub.add_parser("upgrade", help="apply the Alembic migrations (to head by default)")
@@ -176,6 +181,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from bot.agents_cli import run as run_agents
 
             return asyncio.run(run_agents(args, _settings(args)))
+        if args.command in ("teams", "sla"):
+            from bot.teams_cli import run as run_teams
+
+            return asyncio.run(run_teams(args, _settings(args)))
         if args.command == "db":
             return asyncio.run(_db_upgrade(args))
         if args.command == "audit" or (

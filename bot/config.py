@@ -272,6 +272,14 @@ class Settings(BaseSettings):
     # When the ticket is solved in Zendesk/Jira: hand the conversation back to the bot ("bot")
     # or close it ("close").
     ticket_solved_action: Literal["bot", "close"] = "bot"
+    # --- assignment and SLAs (issue 14: teams, presence, capacity, SLA policies) ------------
+    # New escalations go to the least-loaded online agent of their team (False: claim only).
+    auto_assign: bool = True
+    # Seconds without a console session (event-stream heartbeat) before an agent goes offline.
+    presence_timeout_s: float = Field(default=60.0, gt=0)
+    # Seconds between sweeps: presence expiry, the waiting queue, SLA breaches (one process
+    # at a time under a Redis lease when lanes are shared).
+    assignment_sweep_s: float = Field(default=5.0, gt=0)
 
     @field_validator("pii_entities", "pii_phone_regions", mode="before")
     @classmethod

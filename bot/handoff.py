@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from bot.assignment import Assignment
 from bot.auth import Permission, require
 from bot.config import Settings
 from bot.envelope import (
@@ -44,6 +45,7 @@ from bot.store.base import (
     Store,
     StoredMessage,
 )
+from bot.store.routing_records import Priority
 from bot.tools import TicketBackend
 
 if TYPE_CHECKING:
@@ -223,6 +225,8 @@ class Handoff:
         self.tickets = tickets
         self.deliver = deliver
         self.metrics = metrics
+        self.assignment = Assignment(settings, store, events, self._announce)
+        """Teams, presence, capacity, auto-assignment and SLA clocks (:mod:`bot.assignment`)."""
         # One lock per session while an escalation runs; entries vanish with their last user.
         self._locks: weakref.WeakValueDictionary[SessionKey, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -329,7 +333,12 @@ class Handoff:
             f" as soon as they can.{ref}",
             OutboundKind.HANDOFF,
         )
-        return conv
+        priority = Priority.HIGH if reason == "turn_failed" else Priority.NORMAL
+        try:
+            return await self.assignment.route(conv, priority)
+        except SwitchboardError:  # it is queued: the sweeper hands it out later
+            log.warning("handoff.route_failed", exc_info=True, extra={"session_key": session_key})
+            return conv
 
     async def _open_ticket(
         self, conv: Conversation, reason: str, summary: str | None
@@ -392,20 +401,8 @@ class Handoff:
             raise Conflict(f"{conv.assigned_agent} already owns this conversation")
         if conv.mode == SessionMode.CLOSED:
             raise Conflict("the conversation is closed")
-        owned = await self.owned_by(agent.name)
-        if len(owned) >= self.settings.agent_capacity:
-            raise Conflict(
-                f"you already own {len(owned)} conversations"
-                f" (capacity {self.settings.agent_capacity}); resolve one first"
-            )
-        conv = await self.store.set_mode(
-            session_key,
-            SessionMode.HUMAN,
-            expect=[conv.mode],
-            agent=agent.name,
-            reason=conv.escalation_reason,
-            ticket_id=conv.ticket_id,
-        )
+        # Capacity checked and mode compare-and-set in one transaction (bot.store.assignment).
+        conv = await self.assignment.claim(session_key, agent.name, conv.mode)
         log.info("handoff.claimed", extra={"session_key": session_key, "agent": agent.name})
         self._publish(conv)
         await self.store.audit(agent.name, "claim", session_key, {"from": "queue"})
@@ -457,6 +454,7 @@ class Handoff:
             )
         )
         await self.store.audit(agent.name, "reply", session_key, {"seq": stored.seq})
+        await self.assignment.sla.responded(session_key)
         if conv.ticket_id is not None:
             try:
                 await self.tickets.comment(conv.ticket_id, agent.display_name, text)
@@ -569,6 +567,7 @@ class Handoff:
         await self.store.audit(
             agent.name, "close" if close else "resolve", session_key, {"from": previous.value}
         )
+        await self.assignment.released(session_key)
         if conv.ticket_id is not None:
             try:
                 await self.tickets.set_status(conv.ticket_id, "solved")
@@ -587,6 +586,18 @@ class Handoff:
             )
         await self._notify(session_key, text, OutboundKind.NOTICE)
         return conv
+
+    async def _announce(self, conv: Conversation, agent_name: str, how: str) -> None:
+        """After an automatic assignment or a transfer: publish, audit, tell the customer."""
+        self._publish(conv)
+        await self.store.audit(
+            "system", "assign", conv.session_key, {"agent": agent_name, "how": how}
+        )
+        account = await self.store.agent(agent_name)
+        name = account.display_name if account is not None else agent_name
+        await self._notify(
+            conv.session_key, f"{name} from our team joined the conversation.", OutboundKind.NOTICE
+        )
 
     async def queue(self) -> list[Conversation]:
         """The console's queue: ``queued`` sessions, longest waiting first, then ``human`` ones."""

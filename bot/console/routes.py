@@ -21,7 +21,11 @@ middlewares, which touch nothing else of the server):
 - ``GET /console/api/health`` → ``{"redis": "up"|"down"|null, "since": ISO 8601|null}``: whether
   this process reaches Redis (null: no Redis in this deployment) and since when.
 - ``GET /console/api/events``: Server-Sent Events ``ready`` (with the ``health`` fields),
-  ``message``, ``mode`` and ``backend`` (the ``health`` fields, when Redis reachability changes).
+  ``message``, ``mode``, ``backend`` (the ``health`` fields, when Redis reachability changes),
+  ``sla`` (a breach: ``kind``, ``policy``, ``due``, ``priority``) and ``presence`` (``agent``,
+  ``presence``). An open stream is the agent's console session for presence.
+- Teams, presence, capacity, transfer: :mod:`bot.console.assignment`; SLA policies:
+  :mod:`bot.console.sla`.
 
 ``{key}`` is the session key, percent-encoded (``encodeURIComponent``). Every POST except login
 needs the ``X-Switchboard-CSRF`` header; every POST needs a JSON body. Errors are
@@ -48,7 +52,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from bot import auth, web_security
 from bot.auth import Permission
-from bot.console import admin
+from bot.console import admin, assignment, sla
 from bot.console.context import (
     HUB_KEY,
     ConsoleHub,
@@ -62,6 +66,7 @@ from bot.console.views import conversation_json, iso, message_json
 from bot.envelope import SessionKey
 from bot.errors import NotFound, PayloadInvalid, RateLimited, SwitchboardError
 from bot.rate_limits import counter_storage
+from bot.store.routing_records import Presence
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +185,9 @@ async def logout(request: web.Request) -> web.StreamResponse:
     """Log out (needs the CSRF header)."""
     account = await actor(request, Permission.READ)
     await auth.end_session(request)
+    await hub_of(request).handoff.assignment.set_presence(
+        account.name, Presence.OFFLINE, actor=account.name
+    )
     log.info("console.logout", extra={"agent": account.name})
     return web.Response(status=204)
 
@@ -302,8 +310,16 @@ async def events(request: web.Request) -> web.StreamResponse:
             await response.prepare(request)
             ready = {"agent": account.name, **backend_health(hub)}
             await response.write(b"retry: 2000\n" + _sse("ready", ready))
+            seen_at = float("-inf")
+            # Presence: the open stream is the console session; it is reported well within
+            # presence_timeout_s (and the heartbeat comment goes out at least as often).
+            wake_s = min(HEARTBEAT_S, hub.settings.presence_timeout_s / 3)
             while True:
-                event = await sub.get(HEARTBEAT_S)
+                now = asyncio.get_running_loop().time()
+                if now >= seen_at + wake_s:
+                    seen_at = now
+                    await hub.handoff.assignment.seen([account.name])
+                event = await sub.get(wake_s)
                 if event is None:
                     await response.write(b": ping\n\n")
                     continue
@@ -313,7 +329,7 @@ async def events(request: web.Request) -> web.StreamResponse:
                 if event.type == "backend":
                     await response.write(_sse("backend", dict(event.data)))
                     continue
-                if event.type not in ("message", "mode"):
+                if event.type not in ("message", "mode", "sla", "presence"):
                     continue
                 payload = {"session_key": event.session_key, "seq": event.seq, **event.data}
                 await response.write(_sse(event.type, payload))
@@ -377,6 +393,8 @@ def console_app(hub: ConsoleHub) -> web.Application:
             web.post("/api/conversations/{session_key:.+}/note", note),
             web.post("/api/conversations/{session_key:.+}/resolve", resolve),
             *admin.ROUTES,
+            *assignment.ROUTES,
+            *sla.ROUTES,
         ]
     )
     return app

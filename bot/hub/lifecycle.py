@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bot.agent import SupportAgent
+from bot.assignment_sweeper import AssignmentSweeper
 from bot.channel import ChannelPlugin, IngestReceipt
 from bot.config import Settings
 from bot.envelope import InboundMessage, OutboundMessage, SessionKey
@@ -87,6 +88,13 @@ class Hub:
         self.handoff = Handoff(
             settings, store, self.events, tickets, self.deliver, metrics=self.metrics
         )
+        self.sweeper = AssignmentSweeper(
+            self.handoff.assignment,
+            interval_s=settings.assignment_sweep_s,
+            lease_client=lease_client,
+            lease_s=settings.receiver_lease_s,
+        )
+        """Presence expiry, waiting queue, SLA breaches (one process: bot.assignment_sweeper)."""
         self.router = Router(self)
         self.ready = False
         self._draining = False
@@ -149,6 +157,7 @@ class Hub:
             self._recovery.start()
         if self.consume:
             self._outbox.start()
+        await self.sweeper.start()
         self.ready = True
         log.info("hub.started", extra={"channels": sorted(self.channels), "consume": self.consume})
 
@@ -166,6 +175,7 @@ class Hub:
         self.ready = False
         await self.receivers.stop()
         await self.retention.stop()
+        await self.sweeper.stop()
         self._draining = True
         timeout = self.settings.drain_timeout_s if timeout_s is None else timeout_s
         await self._recovery.stop()

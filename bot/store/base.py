@@ -15,6 +15,16 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from bot.envelope import Citation, InboundMessage, OutboundMessage, Participant, SessionKey
+from bot.store.routing_records import (
+    AgentStatus,
+    BreachKind,
+    Presence,
+    Priority,
+    Routing,
+    SlaPolicy,
+    SlaTimer,
+    Team,
+)
 
 
 class Role(StrEnum):
@@ -344,3 +354,104 @@ class Store(Protocol):
         self, session_key: SessionKey | None = None, *, limit: int = 200
     ) -> list[OutboxEntry]:
         """Entries waiting, oldest first, of one session or of all."""
+
+    # --- assignment and SLAs (bot.store.assignment, bot.store.sla) ------------------------------
+
+    async def save_team(self, team: Team) -> None:
+        """Create or replace a team and its member list."""
+
+    async def delete_team(self, name: str) -> None:
+        """Delete a team; its conversations go to the general queue.
+
+        Raises:
+            bot.errors.NotFound: no team has that name.
+        """
+
+    async def teams(self) -> list[Team]:
+        """Every team with its members, by name."""
+
+    async def agent_statuses(self) -> list[AgentStatus]:
+        """Presence, capacity and load of every agent with a status row, by name."""
+
+    async def set_agent_status(
+        self,
+        name: str,
+        *,
+        presence: Presence | None = None,
+        capacity: int | None = None,
+        clear_capacity: bool = False,
+        seen: bool = False,
+    ) -> None:
+        """Change an agent's presence, capacity or ``seen_at`` (row created when missing)."""
+
+    async def touch_agents(self, names: Sequence[str]) -> None:
+        """Record that these agents have a console session open now."""
+
+    async def expire_presence(self, seen_before: datetime) -> list[str]:
+        """Set ``offline`` the agents not seen since ``seen_before``; their names."""
+
+    async def set_routing(
+        self,
+        session_key: SessionKey,
+        *,
+        team: str | None = None,
+        keep_team: bool = False,
+        priority: Priority | None = None,
+    ) -> Routing:
+        """Put a conversation in a team's queue and/or set its priority."""
+
+    async def routings(
+        self, keys: Sequence[SessionKey] | None = None
+    ) -> dict[SessionKey, Routing]:
+        """Team and priority of conversations (all, or those of ``keys``)."""
+
+    async def assign(
+        self,
+        session_key: SessionKey,
+        agent: str,
+        *,
+        expect: Sequence[SessionMode],
+        default_capacity: int,
+        require_online: bool,
+        expect_agent: str | None = None,
+    ) -> Conversation:
+        """Give a session to ``agent`` within its capacity, atomically across processes.
+
+        Raises:
+            bot.errors.NotFound: no such session.
+            bot.errors.Conflict: the session is not in ``expect``; ``AtCapacity`` and
+                ``NotOnline`` (:mod:`bot.store.assignment`) for the agent's state.
+        """
+
+    async def save_sla_policy(self, policy: SlaPolicy) -> None:
+        """Create or replace an SLA policy (by name)."""
+
+    async def delete_sla_policy(self, name: str) -> None:
+        """Delete an SLA policy.
+
+        Raises:
+            bot.errors.NotFound: no policy has that name.
+        """
+
+    async def sla_policies(self) -> list[SlaPolicy]:
+        """Every SLA policy, by name."""
+
+    async def start_sla_timer(self, timer: SlaTimer) -> None:
+        """Start (or restart) a conversation's SLA clock."""
+
+    async def sla_responded(self, session_key: SessionKey) -> None:
+        """Record the first agent reply of the running clock."""
+
+    async def stop_sla_timer(self, session_key: SessionKey) -> None:
+        """Stop a running clock (resolve or close)."""
+
+    async def sla_timers(
+        self, keys: Sequence[SessionKey] | None = None, *, running: bool = False
+    ) -> list[SlaTimer]:
+        """SLA timers of ``keys`` (or all), only the running ones with ``running``."""
+
+    async def due_sla_breaches(self, now: datetime) -> list[tuple[SlaTimer, BreachKind]]:
+        """Running timers past a due time whose breach is not recorded yet."""
+
+    async def record_sla_breach(self, session_key: SessionKey, kind: BreachKind) -> bool:
+        """Record a breach once; False when recorded already or the clock stopped."""

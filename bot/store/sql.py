@@ -10,7 +10,8 @@ SQLAlchemy 2 Core, one module per concept; :class:`SqlStore` composes them:
 - the concepts, one mixin each: :mod:`bot.store.messages` (with
   :mod:`bot.store.message_writes`), :mod:`bot.store.conversations`, :mod:`bot.store.outbox`,
   :mod:`bot.store.audit` (the hash-chained audit log), :mod:`bot.store.subjects`
-  (data-subject export and erasure), :mod:`bot.store.retention`, :mod:`bot.store.agents`.
+  (data-subject export and erasure), :mod:`bot.store.retention`, :mod:`bot.store.agents`,
+  :mod:`bot.store.assignment` (teams, presence, routing, assignment), :mod:`bot.store.sla`.
 
 The names other packages build on (``make_engine``, ``JsonType``, ``UtcDateTime``, ``metadata``)
 are re-exported here.
@@ -28,6 +29,7 @@ from bot.config import Settings
 from bot.envelope import utcnow
 from bot.errors import BackendUnavailable
 from bot.store.agents import AgentsMixin
+from bot.store.assignment import AssignmentMixin
 from bot.store.audit import AuditRecord
 from bot.store.batcher import BatchResult, Request
 from bot.store.conversations import ConversationsMixin
@@ -37,6 +39,7 @@ from bot.store.messages import MessagesMixin
 from bot.store.outbox import OutboxMixin
 from bot.store.postgres import AsyncRunner
 from bot.store.retention import RetentionMixin
+from bot.store.sla import SlaMixin
 from bot.store.sqlite import InlineRunner, ThreadRunner
 from bot.store.subjects import SessionsCall, SubjectsMixin
 from bot.store.tables import metadata
@@ -61,7 +64,14 @@ def _schema_outdated(conn: sa.Connection) -> bool:
 
 
 class SqlStore(
-    MessagesMixin, ConversationsMixin, OutboxMixin, SubjectsMixin, RetentionMixin, AgentsMixin
+    MessagesMixin,
+    ConversationsMixin,
+    OutboxMixin,
+    SubjectsMixin,
+    RetentionMixin,
+    AgentsMixin,
+    AssignmentMixin,
+    SlaMixin,
 ):
     """The :class:`~bot.store.base.Store` on SQLAlchemy (SQLite by default, PostgreSQL).
 

@@ -137,3 +137,76 @@ outbox = sa.Table(
     sa.Index("ix_outbox_next_attempt_at", "next_attempt_at"),
 )
 """Outbound messages a platform did not take, until they are sent or given up (Alembic 0002)."""
+
+# --- assignment and SLAs (Alembic 0006): teams, presence, routing, SLA policies and timers ----
+
+teams = sa.Table(
+    "teams",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("display_name", sa.String, nullable=False),
+    sa.Column("channels", JsonType, nullable=False),
+    sa.Column("topics", JsonType, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+"""Inboxes of human agents, per channel or topic."""
+
+team_members = sa.Table(
+    "team_members",
+    metadata,
+    sa.Column("team", sa.String, primary_key=True),
+    sa.Column("agent", sa.String, primary_key=True),
+)
+"""Which agents work which team's queue."""
+
+agent_status = sa.Table(
+    "agent_status",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("presence", sa.String(16), nullable=False),
+    sa.Column("capacity", sa.Integer),
+    sa.Column("seen_at", UtcDateTime),
+    sa.Column("last_assigned_at", UtcDateTime),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+"""Presence and capacity of agents; its row is locked while one is given a conversation."""
+
+conversation_routing = sa.Table(
+    "conversation_routing",
+    metadata,
+    sa.Column("session_key", sa.String, primary_key=True),
+    sa.Column("team", sa.String),
+    sa.Column("priority", sa.String(16), nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+"""The team queue and priority of escalated conversations."""
+
+sla_policies = sa.Table(
+    "sla_policies",
+    metadata,
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("team", sa.String),
+    sa.Column("priority", sa.String(16)),
+    sa.Column("first_response_s", sa.Integer, nullable=False),
+    sa.Column("resolution_s", sa.Integer, nullable=False),
+    sa.Column("business_hours", JsonType),
+    sa.Column("escalate_to", sa.String(16)),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+"""First-response and resolution targets per team and priority."""
+
+sla_timers = sa.Table(
+    "sla_timers",
+    metadata,
+    sa.Column("session_key", sa.String, primary_key=True),
+    sa.Column("policy", sa.String, nullable=False),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("first_response_due", UtcDateTime, nullable=False),
+    sa.Column("resolution_due", UtcDateTime, nullable=False),
+    sa.Column("first_response_at", UtcDateTime),
+    sa.Column("stopped_at", UtcDateTime),
+    sa.Column("first_response_breached_at", UtcDateTime),
+    sa.Column("resolution_breached_at", UtcDateTime),
+    sa.Index("ix_sla_timers_resolution_due", "resolution_due"),
+)
+"""SLA clocks of escalated conversations (stored, so they survive restarts)."""

@@ -2,9 +2,9 @@
 
 Every escalated conversation, from any channel, appears in the agents' channel as one message
 with **Claim** and **Resolve** buttons; its thread mirrors the conversation (customer messages,
-bot and console replies, mode changes). An agent's reply in that thread goes to the customer on
-the customer's own channel through ``hub.handoff.reply`` (replying to a queued conversation
-claims it first). The buttons call ``hub.handoff.claim`` / ``hub.handoff.resolve``.
+bot and console replies, mode changes, SLA breaches). An agent's reply in that thread goes to
+the customer on the customer's own channel through ``hub.handoff.reply`` (replying to a queued
+conversation claims it first). The buttons call ``hub.handoff.claim`` / ``hub.handoff.resolve``.
 
 Agent accounts: a Slack user acting here is the agent ``slack.{team}.{user}``; the account is
 created on first use with the Slack display name (``users.info``) and a random password it
@@ -251,6 +251,21 @@ class SlackDesk:
                 await self._mode_changed(key, str(mode), event.data.get("agent"))
         elif event.type == "message" and key in self.threads and event.seq is not None:
             await self._mirror(key, event.seq)
+        elif event.type == "sla":
+            await self._sla_breached(key, event.data)
+
+    async def _sla_breached(self, key: SessionKey, data: dict[str, Any]) -> None:
+        """An SLA breach (``bot.sla``): said in the session's thread, else in the channel."""
+        what = "first response" if data.get("kind") == "first_response" else "resolution"
+        text = (
+            f":rotating_light: SLA breached: the {what} was due {escape(str(data.get('due')))}"
+            f" (policy {escape(str(data.get('policy')))},"
+            f" priority {escape(str(data.get('priority')))})."
+        )
+        if key in self.threads:
+            await self._post_thread(key, text)
+        else:
+            await self._api("chat.postMessage", channel=self.channel_id, text=text)
 
     async def _queued(self, key: SessionKey, data: dict[str, Any]) -> None:
         conv = await self.hub.store.conversation(key)

@@ -1,5 +1,6 @@
 """Roles in real headless Chromium: an admin adds a viewer from the console; the viewer sees
-the queue (customers by a readable name) but gets no claim button and a read-only composer."""
+the queue (customers by a readable name) but gets no claim button, a read-only composer, no
+presence of her own and a read-only teams page."""
 
 from __future__ import annotations
 
@@ -82,6 +83,19 @@ async def test_admin_adds_a_viewer_who_cannot_act(
             await expect(viewer.get_by_test_id("resolve")).to_be_hidden()
             await expect(viewer.get_by_test_id("send")).to_be_disabled()
             await expect(viewer.get_by_test_id("composer-hint")).to_contain_text("read-only")
+            # Assignment: no presence of her own (she takes no conversations), teams read-only.
+            await expect(viewer.get_by_test_id("presence-select")).to_be_hidden()
+            await viewer.get_by_test_id("teams-open").click()
+            await expect(viewer.get_by_test_id("teams-view")).to_be_visible()
+            await expect(viewer.get_by_test_id("team-form")).to_be_hidden()
+            await expect(viewer.get_by_test_id("sla-form")).to_be_hidden()
+            await viewer.get_by_test_id("teams-close").click()
+            await expect(admin.get_by_test_id("presence-select")).to_be_visible()
+            await admin.get_by_test_id("teams-open").click()
+            await expect(admin.get_by_test_id("team-form")).to_be_visible()
+            await expect(admin.get_by_test_id("agents-view")).to_be_hidden()
+            await admin.get_by_test_id("agents-open").click()
+            await expect(admin.get_by_test_id("teams-view")).to_be_hidden()
 
             # The admin disables the viewer: her console signs her out.
             await vic_row.get_by_test_id("agent-active").uncheck()

@@ -110,11 +110,14 @@
   // The server picks a readable label (never a platform id); e-mail is given only when verified.
   const customerName = (c) => c.customer.display_name || c.customer.name || "Customer";
   const can = (permission) => state.permissions.includes(permission);
+  // Hooks for add-on scripts (assignment.js): DOM events "switchboard:<name>".
+  const emit = (name, detail) => document.dispatchEvent(new CustomEvent(`switchboard:${name}`, { detail }));
 
   // --- views ----------------------------------------------------------------------------------
 
   function showLogin(message) {
     closeEvents();
+    emit("logout");
     state.agent = null;
     state.csrf = null;
     $("app-view").hidden = true;
@@ -133,6 +136,7 @@
     $("agent-name").textContent = me.agent.display_name;
     $("agent-role").textContent = me.agent.role;
     $("agents-open").hidden = !can("manage");
+    emit("app", { agent: me.agent, permissions: state.permissions, csrf: state.csrf });
     openEvents();
     await refreshQueue();
     const fromHash = decodeURIComponent(location.hash.replace(/^#\/c\//, ""));
@@ -201,6 +205,7 @@
     $("active-empty").hidden = active.length > 0;
     document.title = waiting.length ? `(${waiting.length}) Switchboard console` : "Switchboard console";
     tick();
+    emit("queue");
   }
 
   function tick() {
@@ -225,6 +230,7 @@
     }
     $("placeholder").hidden = true;
     $("agents-view").hidden = true;
+    emit("select");
     $("conv-view").hidden = false;
     for (const item of document.querySelectorAll(".queue-item")) {
       item.setAttribute("aria-current", item.dataset.sessionKey === key ? "true" : "false");
@@ -331,6 +337,7 @@
     const resolve = $("resolve");
     resolve.hidden = !can("act") || !(c.mode === "queued" || mine);
     $("close-conv").hidden = resolve.hidden;
+    emit("conversation", c);
     updateComposer();
   }
 
@@ -460,6 +467,9 @@
         if (state.selected) loadMessages();
       }
     });
+    for (const type of ["sla", "presence"]) {
+      source.addEventListener(type, (e) => { emit(type, JSON.parse(e.data)); scheduleQueueRefresh(); });
+    }
     source.addEventListener("lagged", () => {
       scheduleQueueRefresh();
       if (state.selected) loadMessages();

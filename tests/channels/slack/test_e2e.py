@@ -13,6 +13,7 @@ import pytest
 from bot.agent import AgentReply
 from bot.auth import add_agent
 from bot.envelope import TALK_TO_HUMAN, Citation, OutboundKind, OutboundMessage
+from bot.sla import parse_policy
 from bot.store.base import Role, SessionMode
 from channels.memory.pytest_plugin import ScriptedAgent
 from channels.slack.translate import slack_session_key
@@ -295,6 +296,34 @@ async def test_agents_channel_desk_round_trip(
     assert (await post_signed(client, event_callback(dm("bot again?"), event_id="EvD4")))[0] == 200
     calls = await slack_api.wait_for("chat.postMessage", channel=DM_CHANNEL, count=6)
     assert calls[-1].section_text == "Echo: bot again?"
+
+
+async def test_sla_breach_is_said_in_the_agents_channel_thread(
+    slack_server: SlackServer, slack_api: FakeSlackApi, scripted_agent: ScriptedAgent
+) -> None:
+    # The hub's own sweeper (every 0.1 s here) finds the breach.
+    hub, client = await slack_server(slack_agents_channel="CDESK", assignment_sweep_s=0.1)
+    await hub.store.save_sla_policy(
+        parse_policy({"name": "quick", "first_response_s": 1, "resolution_s": 60})
+    )
+    body = event_callback(dm("I want to talk to a person"), event_id="EvS1")
+    assert (await post_signed(client, body))[0] == 200
+    await slack_api.wait_for("chat.postMessage", channel="CDESK")
+    root_ts = next(
+        ts for ts, key in hub.channels["slack"].desk.sessions_by_ts.items() if key == DM_KEY
+    )
+    for _ in range(60):
+        said = [
+            c
+            for c in slack_api.of("chat.postMessage", "CDESK")
+            if c.args.get("thread_ts") == root_ts and "SLA breached" in c.args["text"]
+        ]
+        if said:
+            break
+        await asyncio.sleep(0.05)
+    assert len(said) == 1
+    assert "first response" in said[0].args["text"]
+    assert "quick" in said[0].args["text"]
 
 
 @pytest.mark.parametrize(
