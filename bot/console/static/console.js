@@ -1,5 +1,6 @@
 // Switchboard agent console. Vanilla JS, no build step.
-// Message text is only ever rendered with textContent (never innerHTML).
+// Customers' text is only ever rendered with textContent; the bot's and agents' messages use the
+// "html" the server rendered from Markdown and sanitized (bot.desk.markdown), never raw text.
 "use strict";
 
 (() => {
@@ -296,7 +297,14 @@
     item.append(el("div", { class: "msg-head" },
       el("span", { class: "msg-author", text: authorOf(m) }),
       el("time", { datetime: m.created_at, text: formatTime(m.created_at) })));
-    item.append(el("div", { class: "msg-body", "data-testid": "msg-text", text: m.text }));
+    const body = el("div", { class: "msg-body", "data-testid": "msg-text" });
+    if (typeof m.html === "string" && m.role !== "customer") {
+      body.classList.add("md");
+      body.innerHTML = m.html; // sanitized by the server: allow-listed tags, http(s)/mailto links
+    } else {
+      body.textContent = m.text;
+    }
+    item.append(body);
     if (m.citations && m.citations.length) {
       const cites = el("div", { class: "msg-cites" });
       for (const c of m.citations) {
