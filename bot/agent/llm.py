@@ -31,6 +31,7 @@ from bot.agent.citations import Sources, strip_citation_markers
 from bot.agent.prompt import compact, fixed_messages, history_messages, overflow_note
 from bot.agent.tokens import TOKEN_SAFETY, count_tokens
 from bot.agent.tools import tool_spec
+from bot.agent.usage import UsageFn, report_usage
 from bot.config import Settings
 from bot.envelope import TALK_TO_HUMAN
 from bot.errors import BackendUnavailable, ConfigError, Forbidden, LLMUnavailable, SwitchboardError
@@ -88,8 +89,13 @@ class LLMAgent:
     variables.
     """
 
-    def __init__(self, settings: Settings, tools: Sequence[Tool]) -> None:
+    def __init__(
+        self, settings: Settings, tools: Sequence[Tool], *, on_usage: UsageFn | None = None
+    ) -> None:
         """Build the router.
+
+        ``on_usage`` receives each call's tokens and cost (purpose ``answer``,
+        :mod:`bot.agent.usage`).
 
         Raises:
             ConfigError: when ``settings.llm_model`` is not set.
@@ -102,6 +108,7 @@ class LLMAgent:
         self._specs = [tool_spec(t) for t in tools]
         self._specs_tokens = count_tokens(json.dumps(self._specs)) if self._specs else 0
         self._router = self._make_router(settings)
+        self._on_usage = on_usage
 
     @staticmethod
     def _make_router(settings: Settings) -> Router:
@@ -261,6 +268,7 @@ class LLMAgent:
                     response = await self._stream(kwargs, stream)
                 if span is not None:
                     _record_usage(span, response)
+            await report_usage(self._on_usage, response, model=self._model, purpose="answer")
         except _LLM_ERRORS as exc:
             log.warning(
                 "agent.llm_failed",
@@ -336,6 +344,15 @@ class LLMAgent:
             src = sources.add(c, texts.get(c.doc_id, body))
             refs.append(f"[{src.number}] {c.title} (doc_id {c.doc_id})")
         return body + "\n\nCite these documents as: " + "; ".join(refs)
+
+
+def llm_router(settings: Settings) -> Router:
+    """The litellm Router the agent uses (primary model, fallbacks, retries, timeouts).
+
+    Other callers of the model (the console's copilot) go through it, so they share the
+    agent's models, credentials and retry policy.
+    """
+    return LLMAgent._make_router(settings)
 
 
 def _tool_error(kind: str, message: str) -> str:

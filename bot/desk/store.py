@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -272,6 +272,18 @@ class DeskStore:
                     cost_usd=usage.cost_usd,
                 )
             )
+
+    def usage_recorder(self) -> Callable[[str, str, int, int, float], Awaitable[None]]:
+        """A :data:`bot.agent.usage.UsageFn` that stores each call (:meth:`record_usage`)."""
+
+        async def record(
+            model: str, purpose: str, input_tokens: int, output_tokens: int, cost: float
+        ) -> None:
+            await self.record_usage(
+                Usage(utcnow(), model, purpose, input_tokens, output_tokens, cost)
+            )
+
+        return record
 
     async def usage(self, *, since: datetime, until: datetime) -> list[Usage]:
         """LLM calls made in ``[since, until)``, oldest first."""

@@ -53,9 +53,7 @@ def upgrade() -> None:
             sa.Column("updated_at", UTC_TIME, nullable=False),
             sa.PrimaryKeyConstraint("id"),
         )
-        op.create_index(
-            "ux_canned_replies_shortcut", "canned_replies", ["shortcut"], unique=True
-        )
+        op.create_index("ux_canned_replies_shortcut", "canned_replies", ["shortcut"], unique=True)
     if not _exists("llm_usage"):
         op.create_table(
             "llm_usage",
