@@ -131,6 +131,7 @@
     state.csrf = me.csrf;
     $("login-view").hidden = true;
     $("app-view").hidden = false;
+    document.dispatchEvent(new CustomEvent("switchboard:login", { detail: me }));
     $("agent-name").textContent = me.agent.display_name;
     $("agent-role").textContent = me.agent.role;
     $("agents-open").hidden = !can("manage");
@@ -340,6 +341,8 @@
     resolve.hidden = !can("act") || !(c.mode === "queued" || mine);
     $("close-conv").hidden = resolve.hidden;
     updateComposer();
+    // Hook for the desk's add-ons (desk.js: copilot, canned replies).
+    document.dispatchEvent(new CustomEvent("switchboard:conversation", { detail: c }));
   }
 
   function updateComposer() {
@@ -614,5 +617,16 @@
     api("GET", "/me").then(showApp).catch(() => showLogin(""));
   }
 
+  // What the desk's add-ons (desk.js) use; they never reach into the console's internals.
+  window.SwitchboardConsole = {
+    api,
+    convPath,
+    el,
+    toast,
+    can: (permission) => can(permission),
+    agent: () => state.agent,
+    selected: () => state.selected,
+    select: (key) => select(key),
+  };
   document.addEventListener("DOMContentLoaded", init);
 })();
