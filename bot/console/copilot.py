@@ -26,6 +26,7 @@ from typing import Any
 
 from bot.agent.usage import report_usage
 from bot.config import Settings
+from bot.desk.markdown import plain_text
 from bot.desk.store import DeskStore
 from bot.envelope import Citation
 from bot.retrieval import NoKnowledge, Passage, Retriever
@@ -44,9 +45,11 @@ def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _first_sentence(text: str) -> str:
-    match = _SENTENCE.match(" ".join(text.split()))
-    return _clip(match.group(1) if match else text, 200)
+def _first_sentence(markdown: str) -> str:
+    """The first sentence (or first line) of a Markdown answer, as plain text."""
+    first = plain_text(markdown).split("\n", 1)[0]
+    match = _SENTENCE.match(first)
+    return _clip(match.group(1) if match else first, 200)
 
 
 def citation_json(c: Citation) -> dict[str, Any]:

@@ -106,3 +106,23 @@ def render_markdown(text: str) -> str:
         set_tag_attribute_values={"a": {"target": "_blank"}},
         strip_comments=True,
     ).strip()
+
+
+def plain_text(text: str) -> str:
+    """The words of CommonMark ``text`` without markup: one line per block (paragraph, item).
+
+    Raw HTML in the source stays as the literal text it is shown as.
+    """
+    lines: list[str] = []
+    for tok in _parser().parse(text or ""):
+        if tok.type == "inline":
+            words = "".join(
+                child.content if child.type in ("text", "code_inline") else " "
+                for child in tok.children or []
+                if child.type in ("text", "code_inline", "softbreak", "hardbreak")
+            )
+            if words.strip():
+                lines.append(" ".join(words.split()))
+        elif tok.type in ("code_block", "fence") and tok.content.strip():
+            lines.append(" ".join(tok.content.split()))
+    return "\n".join(lines)
