@@ -91,15 +91,28 @@ def knowledge_suggestion(passages: list[Passage]) -> dict[str, Any]:
     }
 
 
-@cache
 def _redactor(settings: Settings) -> Any:
+    """A :class:`bot.privacy.redact.Redactor` for ``settings``, made once (Presidio is slow)."""
+    key = (
+        tuple(settings.pii_entities),
+        settings.pii_score_threshold,
+        tuple(settings.pii_phone_regions),
+        settings.pii_spacy_model,
+    )
+    return _make_redactor(*key)
+
+
+@cache
+def _make_redactor(
+    entities: tuple[str, ...], threshold: float, regions: tuple[str, ...], spacy: str | None
+) -> Any:
     from bot.privacy.redact import Redactor, check_entity_types
 
     return Redactor(
-        check_entity_types(settings.pii_entities),
-        score_threshold=settings.pii_score_threshold,
-        phone_regions=settings.pii_phone_regions,
-        spacy_model=settings.pii_spacy_model,
+        check_entity_types(list(entities)),
+        score_threshold=threshold,
+        phone_regions=regions,
+        spacy_model=spacy,
     )
 
 

@@ -70,8 +70,11 @@ async def _placeholders(
     conv = await hub_of(request).store.conversation(SessionKey(key))
     if conv is None:
         raise NotFound(f"no conversation {key!r}")
+    display = customer_display_name(conv.customer, conv.channel)
+    named = bool(conv.customer.name) and display == (conv.customer.name or "").strip()
     return {
-        "customer.name": customer_display_name(conv.customer, conv.channel),
+        # A real name, else "there" ("Hi there"): never a label like "Web chat visitor 3f2a".
+        "customer.name": display if named else "there",
         "customer.email": conv.customer.email if conv.customer.verified else None,
         "ticket.id": conv.ticket_id,
         "agent.name": account.display_name,

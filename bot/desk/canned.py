@@ -1,7 +1,8 @@
 """Canned replies: saved answers with placeholders that agents insert from the reply box.
 
 Placeholders are written in braces and filled from the open conversation when the reply is
-inserted (:func:`fill`): ``{customer.name}`` (the customer's readable name), ``{customer.email}``
+inserted (:func:`fill`): ``{customer.name}`` (the name the channel gave, else "there"),
+``{customer.email}``
 (only when the channel verified it), ``{ticket.id}``, ``{agent.name}`` (the agent's display
 name), ``{channel}`` (the channel as people read it, e.g. "Web chat"). A placeholder with no value
 for the conversation becomes empty text; an unknown one is refused when the reply is saved
