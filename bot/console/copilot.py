@@ -29,6 +29,7 @@ from bot.config import Settings
 from bot.desk.markdown import plain_text
 from bot.desk.store import DeskStore
 from bot.envelope import Citation
+from bot.handoff import wants_human
 from bot.retrieval import NoKnowledge, Passage, Retriever
 from bot.store.base import Conversation, Role, StoredMessage
 
@@ -57,9 +58,18 @@ def citation_json(c: Citation) -> dict[str, Any]:
     return {"doc_id": c.doc_id, "title": c.title, "url": c.url, "score": c.score}
 
 
+def _said(history: list[StoredMessage]) -> list[str]:
+    """What the customer wrote, without the requests for a person ("Talk to a person")."""
+    return [
+        m.text
+        for m in history
+        if m.role == Role.CUSTOMER and m.text.strip() and not wants_human(m.text)
+    ]
+
+
 def extractive_summary(conv: Conversation, history: list[StoredMessage]) -> dict[str, Any]:
     """The summary without an LLM (see the module docstring)."""
-    said = [m.text for m in history if m.role == Role.CUSTOMER and m.text.strip()]
+    said = _said(history)
     answers = [m for m in history if m.role == Role.BOT and m.kind == "answer"]
     sources: dict[str, Citation] = {}
     for m in answers:
@@ -75,8 +85,7 @@ def extractive_summary(conv: Conversation, history: list[StoredMessage]) -> dict
 
 
 def _query(history: list[StoredMessage]) -> str:
-    said = [m.text for m in history if m.role == Role.CUSTOMER and m.text.strip()]
-    return " ".join(said[-3:])
+    return " ".join(_said(history)[-3:])
 
 
 def knowledge_suggestion(passages: list[Passage]) -> dict[str, Any]:
