@@ -233,11 +233,11 @@ async def copilot(
     if settings.llm_model and settings.copilot_llm:
         try:
             summary, suggestion = await llm_copilot(settings, conv, visible, passages, desk)
-        except Exception:  # the model's failure: the agent still gets the extractive copilot
+        except Exception as exc:  # the model's failure: the extractive copilot answers
+            # The error's type only: provider errors can quote the model's text.
             log.warning(
                 "console.copilot_llm_failed",
-                exc_info=True,
-                extra={"session_key": conv.session_key},
+                extra={"session_key": conv.session_key, "error": type(exc).__name__},
             )
         else:
             return {"summary": summary, "suggestion": suggestion}

@@ -136,6 +136,8 @@ async def test_web_chat_to_csat_on_the_analytics_page(served: tuple[Hub, str]) -
 
             # 2. The agent opens it: Markdown inert in the console too, the copilot on top.
             await console.goto(f"{base}/console")
+            await expect(console.get_by_test_id("login-form")).to_be_visible()
+            await shot(console, "console-login.png")
             await console.get_by_test_id("login-name").fill("root")
             await console.get_by_test_id("login-password").fill("correct horse battery")
             await console.get_by_test_id("login-submit").click()
@@ -196,6 +198,9 @@ async def test_web_chat_to_csat_on_the_analytics_page(served: tuple[Hub, str]) -
             await console.get_by_test_id("canned-open").click()
             await expect(console.get_by_test_id("canned-row")).to_have_count(1)
             await shot(console, "console-canned-admin.png")
+            await console.get_by_test_id("agents-open").click()
+            await expect(console.get_by_test_id("agent-row")).to_have_count(1)
+            await shot(console, "console-agents.png")
 
             await console.goto(f"{base}/console/analytics")
             await expect(console.get_by_test_id("kpi-csat")).to_have_text("4.0 (1)")

@@ -243,6 +243,10 @@
   });
   document.addEventListener("DOMContentLoaded", () => {
     $("search-open").addEventListener("click", showSearch);
+    $("agents-open").addEventListener("click", () => {   // console.js shows the Agents view
+      $("search-view").hidden = true;
+      $("canned-view").hidden = true;
+    });
     $("canned-open").addEventListener("click", () => showCanned().catch((err) => C().toast(err.message, "error")));
     const reply = $("reply-text");
     reply.addEventListener("input", onReplyInput);
