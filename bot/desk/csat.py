@@ -45,8 +45,9 @@ RATING_ACTIONS: Final = tuple(
 )
 """The five buttons, worst first."""
 
+# "4", "4/5", "4 out of 5", "5 stars", "5 😀" (a button's label copied into an e-mail), "4!".
 _RATING_TEXT = re.compile(
-    r"^\s*([1-5])\s*(?:/\s*5|out of (?:5|five)|stars?|★+|\.|!)?\s*[.!]?\s*$", re.IGNORECASE
+    r"^\s*([1-5])\s*(?:/\s*5|out of (?:5|five)|stars?)?[\W_]*$", re.IGNORECASE
 )
 
 DeliverFn = Callable[[OutboundMessage], Awaitable[StoredMessage]]
