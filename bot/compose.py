@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.agent import SupportAgent
+from bot.agent.usage import UsageFn
 from bot.channel import ChannelPlugin
 from bot.config import Settings
 from bot.envelope import SessionKey
@@ -147,7 +148,10 @@ async def build_hub(
         if tracing.enabled():
             retriever = TracedRetriever(retriever)
     if agent is None:
-        agent = default_agent(settings, retriever)
+        # desk: the LLM agent's token use and cost feed the analytics page (bot.desk).
+        from bot.desk.store import DeskStore
+
+        agent = default_agent(settings, retriever, on_usage=DeskStore(store).usage_recorder())
         embedder = getattr(retriever, "embedder", None)  # a knowledge.KnowledgeBase
         if settings.agent == "auto" and embedder is not None:
             # Approved answers come before retrieval and generation (knowledge.answers).
@@ -194,8 +198,10 @@ def _default_lanes(settings: Settings) -> LaneQueue:
     return MemoryLaneQueue(lane_config)
 
 
-def default_agent(settings: Settings, retriever: Retriever | None) -> SupportAgent:
-    """The agent ``settings`` ask for.
+def default_agent(
+    settings: Settings, retriever: Retriever | None, *, on_usage: UsageFn | None = None
+) -> SupportAgent:
+    """The agent ``settings`` ask for (``on_usage``: the LLM's token use, :mod:`bot.agent.usage`).
 
     ``agent: scripted``: the zero-latency scripted agent. Otherwise ``LLMAgent`` with the
     registered tools when ``llm_model`` is set, else the extractive agent over ``retriever``
@@ -211,7 +217,7 @@ def default_agent(settings: Settings, retriever: Retriever | None) -> SupportAge
     if settings.llm_model:
         from plugins.escalation.registry import builtin_tools
 
-        return LLMAgent(settings, load_tools(fallback=builtin_tools))
+        return LLMAgent(settings, load_tools(fallback=builtin_tools), on_usage=on_usage)
     threshold = 0.5
     if retriever is not None:
         from knowledge import RECOMMENDED_MIN_CONFIDENCE

@@ -280,6 +280,15 @@ class Settings(BaseSettings):
     # Seconds between sweeps: presence expiry, the waiting queue, SLA breaches (one process
     # at a time under a Redis lease when lanes are shared).
     assignment_sweep_s: float = Field(default=5.0, gt=0)
+    # --- desk (issue 14 part B): CSAT survey, copilot, analytics ---------------------------------
+    # Ask the customer for a 1-5 rating when an agent resolves or closes a conversation.
+    csat_enabled: bool = True
+    # A survey left unanswered this long (seconds) no longer takes a "4" as a rating.
+    csat_timeout_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    # The copilot's suggested answer and summary use the LLM (llm_model) when set; else extractive.
+    copilot_llm: bool = True
+    # Passages the copilot's suggestion draws on (best first).
+    copilot_passages: int = Field(default=3, ge=1, le=10)
 
     @field_validator("pii_entities", "pii_phone_regions", mode="before")
     @classmethod

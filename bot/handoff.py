@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 from bot.assignment import Assignment
 from bot.auth import Permission, require
 from bot.config import Settings
+from bot.desk.csat import Survey
+from bot.desk.store import DeskStore
 from bot.envelope import (
     TALK_TO_HUMAN,
     InboundMessage,
@@ -207,6 +209,10 @@ class Handoff:
         tickets: the ticket backend escalations open tickets in.
         deliver: the hub's deliver (store + publish + send on the customer's channel).
         metrics: when given, ``escalations`` is counted by reason.
+
+    ``desk`` (:class:`bot.desk.store.DeskStore`) keeps ratings, canned replies and LLM usage
+    in the same database; ``survey`` (:class:`bot.desk.csat.Survey`) asks for a rating after
+    each resolution and takes the answer (the router calls it).
     """
 
     def __init__(
@@ -227,6 +233,8 @@ class Handoff:
         self.metrics = metrics
         self.assignment = Assignment(settings, store, events, self._announce)
         """Teams, presence, capacity, auto-assignment and SLA clocks (:mod:`bot.assignment`)."""
+        self.desk = DeskStore(store)
+        self.survey = Survey(settings, store, self.desk, deliver)
         # One lock per session while an escalation runs; entries vanish with their last user.
         self._locks: weakref.WeakValueDictionary[SessionKey, asyncio.Lock] = (
             weakref.WeakValueDictionary()
@@ -531,8 +539,8 @@ class Handoff:
     ) -> Conversation:
         """Hand the session back to the bot (or close it).
 
-        Marks the ticket solved and tells the customer. A session already in mode ``bot`` is
-        returned unchanged.
+        Marks the ticket solved, tells the customer and asks for a CSAT rating
+        (:class:`bot.desk.csat.Survey`). A session already in mode ``bot`` is returned unchanged.
 
         Args:
             session_key: the conversation.
@@ -585,6 +593,7 @@ class Handoff:
                 " Write any time if there is anything else."
             )
         await self._notify(session_key, text, OutboundKind.NOTICE)
+        await self.survey.ask(conv, agent.name)
         return conv
 
     async def _announce(self, conv: Conversation, agent_name: str, how: str) -> None:

@@ -1,7 +1,8 @@
 """The turn handler: decides who answers a lane's turn and runs it.
 
 Per turn: look up the session mode; while a human owns the session (``queued``/``human``) the bot
-stays silent (the customer's messages are already stored and shown in the console); a customer
+stays silent (the customer's messages are already stored and shown in the console); the answer
+to an open CSAT survey (:mod:`bot.desk.csat`) is taken out of the turn; a customer
 who asks for a person is escalated; otherwise the support agent answers, and its escalations,
 failures and timeouts go to the human queue with an honest notice to the customer.
 
@@ -21,6 +22,7 @@ imports the hub.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -31,6 +33,7 @@ from bot import tracing
 from bot.agent import AgentReply, SupportAgent, TurnInput
 from bot.channel import ChannelPlugin, StreamingChannel
 from bot.config import QueueMode, Settings
+from bot.desk.csat import META_KEY
 from bot.envelope import (
     TALK_TO_HUMAN,
     InboundMessage,
@@ -173,6 +176,19 @@ class Router:
             return
         if mode == SessionMode.CLOSED:
             await hub.store.set_mode(key, SessionMode.BOT, expect=[SessionMode.CLOSED])
+        if conv is not None and conv.meta.get(META_KEY) is not None:
+            # An open CSAT survey: a rating is stored and thanked, anything else goes on.
+            rest = await hub.handoff.survey.take(conv, turn.all_messages)
+            if not rest:
+                return
+            if len(rest) < len(turn.all_messages):
+                kept = {m.event_id for m in rest}
+                msgs = [m for m in turn.messages if m.event_id in kept]
+                over = [m for m in turn.overflow if m.event_id in kept]
+                if not msgs:
+                    msgs, over = over[-1:], over[:-1]
+                turn = dataclasses.replace(turn, overflow=over, messages=msgs)
+                last = turn.messages[-1]
         if any(m.action == TALK_TO_HUMAN.id or wants_human(m.text) for m in turn.all_messages):
             await self._escalate(key, "customer_request")
             return

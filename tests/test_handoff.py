@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.desk import csat
 from bot.envelope import TALK_TO_HUMAN, OutboundKind
 from bot.errors import Conflict, Forbidden, NotFound, PayloadInvalid
 from bot.events import HubEvent, Subscription
@@ -250,7 +251,9 @@ class TestResolve:
         await desk.handoff.escalate(key, "customer_request")
         conv = await desk.handoff.resolve(key, ALICE, close=True)
         assert conv.mode == SessionMode.CLOSED
-        assert "closed" in desk.sent_to(key)[-1].text
+        closing, survey = desk.sent_to(key)[-2:]
+        assert "closed" in closing.text
+        assert survey.text == csat.PROMPT  # then the CSAT survey (tests/desk/test_csat.py)
 
 
 async def test_queue_order(desk: Desk) -> None:

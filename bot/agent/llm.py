@@ -41,6 +41,7 @@ from bot.agent.prompt import (
 from bot.agent.redaction import TurnRedaction, load_redactor, redaction_wanted
 from bot.agent.tokens import TOKEN_SAFETY, count_tokens
 from bot.agent.tools import tool_spec
+from bot.agent.usage import UsageFn, report_usage
 from bot.config import Settings
 from bot.envelope import TALK_TO_HUMAN
 from bot.errors import BackendUnavailable, ConfigError, Forbidden, LLMUnavailable, SwitchboardError
@@ -115,8 +116,13 @@ class LLMAgent:
     variables.
     """
 
-    def __init__(self, settings: Settings, tools: Sequence[Tool]) -> None:
+    def __init__(
+        self, settings: Settings, tools: Sequence[Tool], *, on_usage: UsageFn | None = None
+    ) -> None:
         """Build the router.
+
+        ``on_usage`` receives each call's tokens and cost (purpose ``answer``,
+        :mod:`bot.agent.usage`).
 
         Raises:
             ConfigError: when ``settings.llm_model`` is not set, or a ``pii_entities`` or
@@ -132,6 +138,7 @@ class LLMAgent:
         self._router = self._make_router(settings)
         self._redacts = redaction_wanted(settings)
         self._echo = PromptEchoCheck([system_rules(settings)])
+        self._on_usage = on_usage
 
     @staticmethod
     def _make_router(settings: Settings) -> Router:
@@ -326,6 +333,7 @@ class LLMAgent:
                     response = await self._stream(kwargs, stream, privacy)
                 if span is not None:
                     _record_usage(span, response)
+            await report_usage(self._on_usage, response, model=self._model, purpose="answer")
         except _LLM_ERRORS as exc:
             # Provider errors may quote the request: only the type and status are logged.
             log.warning(
@@ -433,6 +441,15 @@ class LLMAgent:
             src = sources.add(c, texts.get(c.doc_id, body))
             refs.append(f"[{src.number}] {c.title} (doc_id {c.doc_id})")
         return data + "\n\nCite these documents as: " + "; ".join(refs)
+
+
+def llm_router(settings: Settings) -> Router:
+    """The litellm Router the agent uses (primary model, fallbacks, retries, timeouts).
+
+    Other callers of the model (the console's copilot) go through it, so they share the
+    agent's models, credentials and retry policy.
+    """
+    return LLMAgent._make_router(settings)
 
 
 def _tool_error(kind: str, message: str) -> str:

@@ -12,6 +12,7 @@ middlewares, which touch nothing else of the server):
   (:data:`bot.auth.ROLE_PERMISSIONS`). Every call below checks them on the server: reading
   needs ``read``; claim, reply, note and resolve need ``act`` (403 for a viewer).
 - ``/console/api/agents``: account administration (``manage``, admins): :mod:`bot.console.admin`.
+- canned replies, search, copilot, analytics: :mod:`bot.console.desk_routes`.
 - ``GET /console/api/queue`` → ``{"conversations": [...]}`` (queued first, longest wait first).
 - ``GET /console/api/conversations/{key}/messages?after=SEQ`` → ``{"conversation",
   "messages"}`` (internal notes included).
@@ -52,7 +53,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from bot import auth, web_security
 from bot.auth import Permission
-from bot.console import admin, assignment, sla
+from bot.console import admin, assignment, desk_routes, sla
 from bot.console.context import (
     HUB_KEY,
     ConsoleHub,
@@ -387,6 +388,7 @@ def console_app(hub: ConsoleHub) -> web.Application:
             web.get("/api/queue", queue),
             web.get("/api/events", events),
             web.get("/api/health", health),
+            desk_routes.COPILOT_ROUTE,
             web.get("/api/conversations/{session_key:.+}/messages", messages),
             web.post("/api/conversations/{session_key:.+}/claim", claim),
             web.post("/api/conversations/{session_key:.+}/reply", reply),
@@ -395,6 +397,7 @@ def console_app(hub: ConsoleHub) -> web.Application:
             *admin.ROUTES,
             *assignment.ROUTES,
             *sla.ROUTES,
+            *desk_routes.ROUTES,
         ]
     )
     return app

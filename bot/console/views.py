@@ -13,6 +13,7 @@ import re
 from datetime import datetime
 from typing import Any
 
+from bot.desk.markdown import render_markdown
 from bot.envelope import Participant, utcnow
 from bot.store.base import Conversation, StoredMessage
 
@@ -89,12 +90,19 @@ def conversation_json(conv: Conversation) -> dict[str, Any]:
 
 
 def message_json(msg: StoredMessage) -> dict[str, Any]:
-    """A stored message as the console API returns it (notes have ``internal: true``)."""
+    """A stored message as the console API returns it (notes have ``internal: true``).
+
+    ``html`` is the text rendered as sanitized Markdown (:func:`bot.desk.markdown.render_markdown`)
+    for the bot's, agents' and system messages; null for customers' messages, which the console
+    shows as plain text.
+    """
+    html = None if msg.role.value == "customer" else render_markdown(msg.text)
     return {
         "seq": msg.seq,
         "role": msg.role.value,
         "kind": msg.kind,
         "text": msg.text,
+        "html": html,
         "author": msg.author,
         "internal": msg.internal,
         "reply_to": msg.reply_to,

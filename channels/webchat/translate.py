@@ -9,9 +9,10 @@ Client → hub:
 
 Hub → client:
     ``{"type": "hello", "session_key", "mode", "bot_name", "company_name"}`` on connect;
-    ``{"type": "message", "seq", "role", "text", "kind", "author", "event_id", "reply_to",
+    ``{"type": "message", "seq", "role", "text", "html", "kind", "author", "event_id", "reply_to",
     "citations": [{"doc_id", "title", "url", "score"}], "created_at"}`` for every stored,
-    customer-visible message with ``seq > after``, in order (replayed on every reconnect);
+    customer-visible message with ``seq > after``, in order (replayed on every reconnect;
+    ``html`` is ``text`` as sanitized Markdown, :func:`bot.desk.markdown.render_markdown`);
     ``{"type": "ack", "event_id", "duplicate"}`` once an inbound frame is stored;
     ``{"type": "error", "error", "field"?, "event_id"?, "retry_after"?}``;
     ``{"type": "mode", "mode", "agent"}``, ``{"type": "typing"}``,
@@ -26,6 +27,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from bot.desk.markdown import render_markdown
 from bot.envelope import InboundMessage, OutboundMessage, Participant, SessionKey, session_key
 from bot.errors import PayloadInvalid
 from bot.payload import check_text_bytes, parse_json_model
@@ -108,6 +110,7 @@ def message_frame(msg: StoredMessage) -> dict[str, Any]:
         "seq": msg.seq,
         "role": msg.role.value,
         "text": msg.text,
+        "html": render_markdown(msg.text),
         "kind": msg.kind,
         "author": msg.author,
         "event_id": msg.event_id,

@@ -49,6 +49,7 @@ class Desk:
                     text=out.text,
                     kind=out.kind.value,
                     author=out.author,
+                    citations=out.citations,
                     event_id=out.idempotency_key,
                 )
             ]

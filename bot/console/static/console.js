@@ -1,5 +1,6 @@
 // Switchboard agent console. Vanilla JS, no build step.
-// Message text is only ever rendered with textContent (never innerHTML).
+// Customers' text is only ever rendered with textContent; the bot's and agents' messages use the
+// "html" the server rendered from Markdown and sanitized (bot.desk.markdown), never raw text.
 "use strict";
 
 (() => {
@@ -133,6 +134,7 @@
     state.csrf = me.csrf;
     $("login-view").hidden = true;
     $("app-view").hidden = false;
+    document.dispatchEvent(new CustomEvent("switchboard:login", { detail: me }));
     $("agent-name").textContent = me.agent.display_name;
     $("agent-role").textContent = me.agent.role;
     $("agents-open").hidden = !can("manage");
@@ -302,7 +304,14 @@
     item.append(el("div", { class: "msg-head" },
       el("span", { class: "msg-author", text: authorOf(m) }),
       el("time", { datetime: m.created_at, text: formatTime(m.created_at) })));
-    item.append(el("div", { class: "msg-body", "data-testid": "msg-text", text: m.text }));
+    const body = el("div", { class: "msg-body", "data-testid": "msg-text" });
+    if (typeof m.html === "string" && m.role !== "customer") {
+      body.classList.add("md");
+      body.innerHTML = m.html; // sanitized by the server: allow-listed tags, http(s)/mailto links
+    } else {
+      body.textContent = m.text;
+    }
+    item.append(body);
     if (m.citations && m.citations.length) {
       const cites = el("div", { class: "msg-cites" });
       for (const c of m.citations) {
@@ -339,6 +348,8 @@
     $("close-conv").hidden = resolve.hidden;
     emit("conversation", c);
     updateComposer();
+    // Hook for the desk's add-ons (desk.js: copilot, canned replies).
+    document.dispatchEvent(new CustomEvent("switchboard:conversation", { detail: c }));
   }
 
   function updateComposer() {
@@ -616,5 +627,16 @@
     api("GET", "/me").then(showApp).catch(() => showLogin(""));
   }
 
+  // What the desk's add-ons (desk.js) use; they never reach into the console's internals.
+  window.SwitchboardConsole = {
+    api,
+    convPath,
+    el,
+    toast,
+    can: (permission) => can(permission),
+    agent: () => state.agent,
+    selected: () => state.selected,
+    select: (key) => select(key),
+  };
   document.addEventListener("DOMContentLoaded", init);
 })();

@@ -36,59 +36,15 @@
     return id;
   }
 
-  // --- safe Markdown: escape first, then a few inline and block forms ------------------------
-  function esc(s) {
-    return String(s).replace(/[&<>"']/g, function (c) {
-      return { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c];
-    });
-  }
+  // --- safe Markdown: the hub renders it (markdown-it-py) and sanitizes it (nh3) ------------
+  // Each message frame carries "html", an allow-listed fragment (no script, handler or
+  // javascript: URL survives); text the hub did not render is shown as plain text.
   function safeUrl(u) {
     return /^(https?:|mailto:)/i.test(u) ? u : null;
   }
-  function link(url, label) {
-    return '<a href="' + esc(url) + '" target="_blank" rel="noopener noreferrer">' + label + "</a>";
-  }
-  function inline(s) {
-    var t = esc(s);
-    t = t.replace(/`([^`]+)`/g, "<code>$1</code>");
-    t = t.replace(/\*\*([^*]+)\*\*/g, "<strong>$1</strong>");
-    t = t.replace(/(^|[^*])\*([^*\s][^*]*)\*/g, "$1<em>$2</em>");
-    t = t.replace(/\[([^\]]+)\]\(((?:[^()\s]|\([^()\s]*\))+)\)/g, function (m, label, url) {
-      var u = safeUrl(url.replace(/&amp;/g, "&"));
-      return u ? link(u, label) : label;
-    });
-    // bare URLs (not those already inside a link: an href is preceded by a quote, not a space)
-    t = t.replace(/(^|\s)(https?:\/\/[^\s<]+?)([.,;:!?)]*)(?=\s|$)/g, function (m, pre, url, tail) {
-      return pre + link(url.replace(/&amp;/g, "&"), url) + tail;
-    });
-    return t;
-  }
-  function markdown(src) {
-    var out = [], list = null, para = [];
-    function flushPara() { if (para.length) { out.push("<p>" + para.map(inline).join("<br>") + "</p>"); para = []; } }
-    function flushList() { if (list) { out.push("</" + list + ">"); list = null; } }
-    String(src || "").split(/\r?\n/).forEach(function (line) {
-      var ul = /^\s*[-*+]\s+(.*)$/.exec(line), ol = /^\s*(\d+)[.)]\s+(.*)$/.exec(line);
-      if (ul || ol) {
-        flushPara();
-        var kind = ul ? "ul" : "ol";
-        if (list !== kind) {
-          flushList();
-          out.push(ol && ol[1] !== "1" ? '<ol start="' + Number(ol[1]) + '">' : "<" + kind + ">");
-          list = kind;
-        }
-        out.push("<li>" + inline(ul ? ul[1] : ol[2]) + "</li>");
-      } else if (list && /^\s+\S/.test(line)) {
-        // an indented line continues the previous list item
-        out[out.length - 1] = out[out.length - 1].replace(/<\/li>$/, " " + inline(line.trim()) + "</li>");
-      } else if (/^\s*$/.test(line)) {
-        flushPara(); flushList();
-      } else {
-        flushList(); para.push(line.replace(/^#{1,6}\s+/, ""));
-      }
-    });
-    flushPara(); flushList();
-    return out.join("");
+  function fill(node, m) {
+    if (typeof m.html === "string") node.innerHTML = m.html;
+    else node.textContent = m.text || "";
   }
 
   // --- DOM ----------------------------------------------------------------------------------
@@ -168,14 +124,14 @@
     var box;
     if (m.role === "system" || m.kind === "handoff" || m.kind === "notice") {
       box = el("div", "sbw-msg sbw-notice");
-      box.innerHTML = markdown(m.text);
+      fill(box, m);
     } else {
       box = el("div", "sbw-msg" + (m.role === "customer" ? " sbw-customer" : ""));
       if (m.role !== "customer") {
         box.appendChild(el("div", "sbw-who", m.role === "agent" ? (m.author || "Agent") : botName));
       }
       var body = el("div");
-      body.innerHTML = markdown(m.text);
+      fill(body, m);
       box.appendChild(body);
       if (m.citations && m.citations.length) {
         var cites = el("div", "sbw-cites", "Sources:");
@@ -233,8 +189,7 @@
     var id = newEventId();
     var frame = { type: "message", text: text, event_id: id };
     pending[id] = frame;
-    var box = el("div", "sbw-msg sbw-customer sbw-pending");
-    box.innerHTML = markdown(text);
+    var box = el("div", "sbw-msg sbw-customer sbw-pending", text);
     optimistic[id] = box;
     if (actionsBar) { actionsBar.remove(); actionsBar = null; }
     ui.log.appendChild(box); scroll();

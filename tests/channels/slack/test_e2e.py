@@ -217,9 +217,14 @@ async def test_full_escalation_round_trip_in_a_dm(
     await hub.handoff.resolve(DM_KEY, agent)
     calls = await slack_api.wait_for("chat.postMessage", channel=DM_CHANNEL, count=5)
     assert "handed you back" in calls[4].section_text
-    assert (await post_signed(client, event_callback(dm("one more"), event_id="EvE3")))[0] == 200
+    # then the CSAT survey (bot.desk.csat), with its five rating buttons
     calls = await slack_api.wait_for("chat.postMessage", channel=DM_CHANNEL, count=6)
-    assert calls[5].section_text == "Echo: one more"
+    assert calls[5].section_text.startswith("How satisfied are you")
+    assert calls[5].button_ids[:5] == [f"csat.{n}" for n in range(1, 6)]
+    # a message that is not a rating goes to the bot as usual
+    assert (await post_signed(client, event_callback(dm("one more"), event_id="EvE3")))[0] == 200
+    calls = await slack_api.wait_for("chat.postMessage", channel=DM_CHANNEL, count=7)
+    assert calls[6].section_text == "Echo: one more"
 
 
 async def test_agents_channel_desk_round_trip(
@@ -293,8 +298,10 @@ async def test_agents_channel_desk_round_trip(
     updates = await slack_api.wait_for("chat.update", channel="CDESK", count=2)
     assert updates[-1].args["ts"] == root_ts
     assert updates[-1].button_ids == []
-    assert (await post_signed(client, event_callback(dm("bot again?"), event_id="EvD4")))[0] == 200
     calls = await slack_api.wait_for("chat.postMessage", channel=DM_CHANNEL, count=6)
+    assert calls[-1].section_text.startswith("How satisfied are you")  # the CSAT survey
+    assert (await post_signed(client, event_callback(dm("bot again?"), event_id="EvD4")))[0] == 200
+    calls = await slack_api.wait_for("chat.postMessage", channel=DM_CHANNEL, count=7)
     assert calls[-1].section_text == "Echo: bot again?"
 
 

@@ -129,6 +129,8 @@ async def test_escalation_round_trip_with_a_proactive_agent_reply(teams: TeamsHa
     await hub.handoff.resolve(teams.session_key, agent)
     closed = await teams.next_posted()
     assert "handed you back to our assistant" in closed.body["text"]
+    survey = await teams.next_posted()  # the CSAT survey (bot.desk.csat)
+    assert survey.body["text"].startswith("How satisfied are you")
     await teams.customer_says("thanks, one more thing", event_id="e-4")
     again = await teams.next_posted()
     assert again.body["text"] == "Echo: thanks, one more thing"
