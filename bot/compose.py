@@ -36,7 +36,7 @@ from bot.hub import DeliveryPolicy, Hub
 from bot.lanes.base import LaneConfig, LaneQueue
 from bot.retrieval import NoKnowledge, Retriever
 from bot.store.base import Store
-from bot.tools import TicketBackend
+from bot.tools import CrmBackend, TicketBackend, Tool
 
 if TYPE_CHECKING:
     from channels.memory.plugin import MemoryChannel
@@ -60,6 +60,7 @@ async def build_hub(
     listen_events: bool = True,
     receive: bool = True,
     delivery: DeliveryPolicy | None = None,
+    crm: CrmBackend | None = None,
 ) -> Hub:
     """Compose a hub from settings; every ``None`` argument takes the embedded default.
 
@@ -85,6 +86,7 @@ async def build_hub(
             lanes, :mod:`bot.leader`) and listeners; False for ``switchboard worker``.
         delivery: inline send retries and the outbox's schedule (default
             :class:`~bot.hub.DeliveryPolicy`).
+        crm: the CRM backend; default by ``crm_backend`` (none, hubspot, salesforce).
 
     Returns:
         A hub, not started (call ``await hub.start()``).
@@ -134,6 +136,11 @@ async def build_hub(
         from plugins.ticketing.local import LocalTicketBackend
 
         tickets = LocalTicketBackend.for_store(store)
+    if crm is None and settings.crm_backend != "none":
+        from plugins.crm.backends import open_crm
+
+        crm = open_crm(settings)
+        closeables.append(crm)
     if retriever is None and load_knowledge and settings.agent == "auto":
         kb, snapshot = await open_knowledge(settings)
         retriever = kb
@@ -173,6 +180,7 @@ async def build_hub(
         receive=receive,
         lease_client=lease_client,
         delivery=delivery,
+        crm=crm,
     )
 
 
@@ -194,11 +202,14 @@ def _default_lanes(settings: Settings) -> LaneQueue:
     return MemoryLaneQueue(lane_config)
 
 
-def default_agent(settings: Settings, retriever: Retriever | None) -> SupportAgent:
+def default_agent(
+    settings: Settings, retriever: Retriever | None, *, extra_tools: Sequence[Tool] = ()
+) -> SupportAgent:
     """The agent ``settings`` ask for.
 
     ``agent: scripted``: the zero-latency scripted agent. Otherwise ``LLMAgent`` with the
-    registered tools when ``llm_model`` is set, else the extractive agent over ``retriever``
+    registered tools (``lookup_customer`` only when a CRM is configured) and ``extra_tools``
+    (the MCP gateway's) when ``llm_model`` is set, else the extractive agent over ``retriever``
     (a retriever that finds nothing when None), answering above the knowledge base's
     recommended confidence (0.5 without a knowledge base).
     """
@@ -211,7 +222,12 @@ def default_agent(settings: Settings, retriever: Retriever | None) -> SupportAge
     if settings.llm_model:
         from plugins.escalation.registry import builtin_tools
 
-        return LLMAgent(settings, load_tools(fallback=builtin_tools))
+        tools = [
+            t
+            for t in load_tools(fallback=builtin_tools)
+            if t.name != "lookup_customer" or settings.crm_backend != "none"
+        ]
+        return LLMAgent(settings, [*tools, *extra_tools])
     threshold = 0.5
     if retriever is not None:
         from knowledge import RECOMMENDED_MIN_CONFIDENCE
