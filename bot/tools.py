@@ -169,6 +169,10 @@ class CrmContact:
     url: str | None = None
 
 
+OPEN_TICKET_STATUSES = ("open", "pending")
+"""Ticket statuses the customer panel and ``lookup_customer`` count as open."""
+
+
 class CrmBackend(Protocol):
     """Where customer records live (HubSpot, Salesforce: ``plugins/crm/``)."""
 

@@ -12,6 +12,7 @@ middlewares, which touch nothing else of the server):
   (:data:`bot.auth.ROLE_PERMISSIONS`). Every call below checks them on the server: reading
   needs ``read``; claim, reply, note and resolve need ``act`` (403 for a viewer).
 - ``/console/api/agents``: account administration (``manage``, admins): :mod:`bot.console.admin`.
+- ``GET /console/api/conversations/{key}/customer``: the CRM panel, :mod:`bot.console.customer`.
 - ``GET /console/api/queue`` → ``{"conversations": [...]}`` (queued first, longest wait first).
 - ``GET /console/api/conversations/{key}/messages?after=SEQ`` → ``{"conversation",
   "messages"}`` (internal notes included).
@@ -48,7 +49,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from bot import auth, web_security
 from bot.auth import Permission
-from bot.console import admin
+from bot.console import admin, customer
 from bot.console.context import (
     HUB_KEY,
     ConsoleHub,
@@ -377,6 +378,7 @@ def console_app(hub: ConsoleHub) -> web.Application:
             web.post("/api/conversations/{session_key:.+}/note", note),
             web.post("/api/conversations/{session_key:.+}/resolve", resolve),
             *admin.ROUTES,
+            *customer.ROUTES,
         ]
     )
     return app

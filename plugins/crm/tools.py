@@ -15,10 +15,14 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 
 from bot.errors import BackendUnavailable, Forbidden, RateLimited, ToolFailed
-from bot.tools import CrmContact, CustomerIdentity, Ticket, ToolContext, ToolResult
-
-OPEN_STATUSES = ("open", "pending")
-"""Ticket statuses that count as open."""
+from bot.tools import (
+    OPEN_TICKET_STATUSES,
+    CrmContact,
+    CustomerIdentity,
+    Ticket,
+    ToolContext,
+    ToolResult,
+)
 
 
 def contact_view(contact: CrmContact, open_tickets: list[Ticket]) -> dict[str, Any]:
@@ -79,5 +83,5 @@ class LookupCustomer:
             raise ToolFailed(self.name, f"the CRM is unavailable right now ({exc})") from exc
         if contact is None:
             return ToolResult(content={"found": False})
-        open_tickets = [t for t in tickets if t.status in OPEN_STATUSES]
+        open_tickets = [t for t in tickets if t.status in OPEN_TICKET_STATUSES]
         return ToolResult(content={"found": True, **contact_view(contact, open_tickets)})
