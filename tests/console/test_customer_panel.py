@@ -114,9 +114,7 @@ async def test_unverified_customer_is_never_looked_up(
     assert hubspot.received == []
 
 
-async def test_crm_rate_limit_and_outage(
-    client: Client, desk: Desk, hubspot: FakeHubSpot
-) -> None:
+async def test_crm_rate_limit_and_outage(client: Client, desk: Desk, hubspot: FakeHubSpot) -> None:
     key = await customer_writes(desk, ALICE, "U-alice")
     await login(client)
     hubspot.fail_next(429, retry_after="12")
