@@ -66,7 +66,9 @@ async def build_hub(
 
     Args:
         settings: the configuration.
-        agent: the support agent; default :func:`default_agent`.
+        agent: the support agent; default :func:`default_agent`, with the allow-listed tools
+            of the ``mcp_servers`` (connected here, closed with the hub) when ``llm_model``
+            is set.
         retriever: the knowledge base; default the local Qdrant index in ``data_dir`` when
             ``load_knowledge`` (else none).
         tickets: the ticket backend; default the local SQL ticket store.
@@ -154,7 +156,15 @@ async def build_hub(
         if tracing.enabled():
             retriever = TracedRetriever(retriever)
     if agent is None:
-        agent = default_agent(settings, retriever)
+        mcp_tools: list[Tool] = []
+        if settings.mcp_servers and settings.llm_model and settings.agent == "auto":
+            from plugins.mcp.gateway import McpGateway
+
+            gateway = McpGateway(settings.mcp_servers)
+            await gateway.start()
+            closeables.append(gateway)
+            mcp_tools = gateway.tools()
+        agent = default_agent(settings, retriever, extra_tools=mcp_tools)
         embedder = getattr(retriever, "embedder", None)  # a knowledge.KnowledgeBase
         if settings.agent == "auto" and embedder is not None:
             # Approved answers come before retrieval and generation (knowledge.answers).
