@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 
 from bot.compose import build_hub
 from bot.config import McpServer, Settings
@@ -28,14 +29,16 @@ ROOT = Path(__file__).resolve().parents[3]
 
 def fake_server(log: Path, *, allow: list[str], name: str = "orders", **extra: Any) -> McpServer:
     """The fake MCP server as a stdio server entry, calls logged to ``log``."""
-    return McpServer(
-        name=name,
-        command=sys.executable,
-        args=["-m", "tests.fakes.mcp_server"],
-        env={"PYTHONPATH": str(ROOT), "FAKE_MCP_LOG": str(log)},
-        allow_tools=allow,
-        timeout_s=20.0,
-        **extra,
+    return McpServer.model_validate(
+        {
+            "name": name,
+            "command": sys.executable,
+            "args": ["-m", "tests.fakes.mcp_server"],
+            "env": {"PYTHONPATH": str(ROOT), "FAKE_MCP_LOG": str(log)},
+            "allow_tools": allow,
+            "timeout_s": 20.0,
+            **extra,
+        }
     )
 
 
@@ -61,7 +64,7 @@ async def test_agent_calls_an_allowed_mcp_tool_with_the_verified_identity(
         debounce_ms=10,
         llm_model="openai/test-model",
         llm_api_base=llm.base_url,
-        llm_api_key="sk-test",
+        llm_api_key=SecretStr("sk-test"),
         llm_max_retries=0,
         mcp_servers=[fake_server(log, allow=["order_status", "shout"])],
     )
