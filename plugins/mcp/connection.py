@@ -48,6 +48,26 @@ CALL_ERRORS: tuple[type[BaseException], ...] = (
 _STOP_ERRORS: tuple[type[BaseException], ...] = (asyncio.CancelledError, *CALL_ERRORS)
 
 
+def describe(exc: BaseException) -> str:
+    """A short, secret-free reason for a failed connection or call (``HTTP 401``, the type).
+
+    Exception groups are searched for the first HTTP status or MCP error code they hold.
+    """
+    leaves: list[BaseException] = [exc]
+    while leaves:
+        leaf = leaves.pop(0)
+        if isinstance(leaf, BaseExceptionGroup):
+            leaves.extend(leaf.exceptions)
+            continue
+        if isinstance(leaf, httpx2.HTTPStatusError):
+            return f"HTTP {leaf.response.status_code}"
+        if isinstance(leaf, MCPError):
+            return f"MCP error {leaf.error.code}"
+        if leaf.__cause__ is not None:
+            leaves.append(leaf.__cause__)
+    return type(exc).__name__
+
+
 class McpConnection:
     """A connection to one configured MCP server.
 
@@ -70,6 +90,7 @@ class McpConnection:
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._http_status: int | None = None
 
     @property
     def name(self) -> str:
@@ -93,18 +114,17 @@ class McpConnection:
                 return
             await self._stop_task()
             self._stop = asyncio.Event()
+            self._http_status = None
             ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._task = asyncio.create_task(self._run(ready), name=f"mcp:{self.name}")
             try:
                 await asyncio.wait_for(asyncio.shield(ready), self.server.timeout_s)
             except CALL_ERRORS as exc:
                 await self._stop_task()
-                log.warning(
-                    "mcp.server_unavailable",
-                    extra={"server": self.name, "error": type(exc).__name__},
-                )
+                reason = self._reason(exc)
+                log.warning("mcp.server_unavailable", extra={"server": self.name, "error": reason})
                 raise BackendUnavailable(
-                    f"mcp server {self.name!r} unavailable ({type(exc).__name__})"
+                    f"mcp server {self.name!r} unavailable ({reason})"
                 ) from exc
         log.info("mcp.connected", extra={"server": self.name, "tools": len(self.tools)})
 
@@ -120,17 +140,16 @@ class McpConnection:
             await self.start()
         client = self._client
         assert client is not None
+        self._http_status = None
         try:
             with anyio.fail_after(self.server.timeout_s):
                 return await client.call_tool(tool, arguments, meta=meta)
         except CALL_ERRORS as exc:
+            reason = self._reason(exc)
             log.warning(
-                "mcp.call_failed",
-                extra={"server": self.name, "tool": tool, "error": type(exc).__name__},
+                "mcp.call_failed", extra={"server": self.name, "tool": tool, "error": reason}
             )
-            raise BackendUnavailable(
-                f"mcp server {self.name!r} failed ({type(exc).__name__})"
-            ) from exc
+            raise BackendUnavailable(f"mcp server {self.name!r} failed ({reason})") from exc
 
     async def check(self) -> BackendCheck:
         """Connect and list tools; report allow-listed tools the server does not have."""
@@ -168,8 +187,25 @@ class McpConnection:
             return stdio_client(params, errlog=errlog), errlog
         assert s.url is not None
         headers = {k: v.get_secret_value() for k, v in s.headers.items()}
-        http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(s.timeout_s))
+        http = httpx2.AsyncClient(
+            headers=headers,
+            timeout=httpx2.Timeout(s.timeout_s),
+            event_hooks={"response": [self._note_status]},
+        )
         return streamable_http_client(s.url, http_client=http), http
+
+    async def _note_status(self, response: httpx2.Response) -> None:
+        """Keep the last HTTP error status (the SDK turns it into a generic MCP error)."""
+        if response.status_code >= 400:
+            self._http_status = response.status_code
+
+    def _reason(self, exc: BaseException) -> str:
+        reason = describe(exc)
+        if self._http_status is not None:
+            reason = f"HTTP {self._http_status}; {reason}"
+            if self._http_status in (401, 403):
+                reason += ": check the server's headers (token)"
+        return reason
 
     async def _run(self, ready: asyncio.Future[None]) -> None:
         transport, resource = self._transport()

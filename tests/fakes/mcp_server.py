@@ -66,8 +66,33 @@ def broken(ctx: Context) -> str:
     raise ValueError("the order database is offline")
 
 
+def serve_http(port: int) -> None:
+    """Streamable HTTP at ``http://127.0.0.1:{port}/mcp``, behind the bearer token check."""
+    import uvicorn
+
+    app = server.streamable_http_app()
+    token = os.environ.get("FAKE_MCP_TOKEN")
+
+    async def guarded(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and token:
+            auth = dict(scope["headers"]).get(b"authorization", b"")
+            if auth != f"Bearer {token}".encode():
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 401,
+                        "headers": [(b"content-type", b"application/json")],
+                    }
+                )
+                await send({"type": "http.response.body", "body": b'{"error":"invalid_token"}'})
+                return
+        await app(scope, receive, send)
+
+    uvicorn.run(guarded, host="127.0.0.1", port=port, log_level="warning")
+
+
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--http":
-        server.run("streamable-http", host="127.0.0.1", port=int(sys.argv[2]))
+        serve_http(int(sys.argv[2]))
     else:
         server.run()
