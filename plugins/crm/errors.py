@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from email.utils import parsedate_to_datetime
 
@@ -67,3 +68,30 @@ def unreachable(backend: str, exc: BaseException) -> BackendUnavailable:
     """
     log.warning("crm.unreachable", extra={"backend": backend, "error": type(exc).__name__})
     return BackendUnavailable(f"{backend} unreachable ({type(exc).__name__})")
+
+
+class Cooldown:
+    """Honours a CRM's ``Retry-After``: until it has passed, calls fail without a request.
+
+    Args:
+        backend: the backend's name (in the error message).
+    """
+
+    def __init__(self, backend: str) -> None:
+        self._backend = backend
+        self._until = 0.0
+
+    def check(self) -> None:
+        """Raise while the last 429's ``Retry-After`` has not passed.
+
+        Raises:
+            bot.errors.RateLimited: with the seconds left as ``retry_after``.
+        """
+        left = self._until - time.monotonic()
+        if left > 0:
+            raise RateLimited(f"{self._backend} rate limit (cooling down)", retry_after=left)
+
+    def note(self, exc: BaseException) -> None:
+        """Start the cool-down when ``exc`` is a :class:`RateLimited`."""
+        if isinstance(exc, RateLimited):
+            self._until = max(self._until, time.monotonic() + exc.retry_after)

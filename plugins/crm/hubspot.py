@@ -28,7 +28,7 @@ from hubspot.crm.contacts.exceptions import ApiException as ContactApiException
 from bot.config import Settings
 from bot.errors import BackendUnavailable, ConfigError
 from bot.tools import BackendCheck, CrmContact, CustomerIdentity
-from plugins.crm.errors import http_failure, unreachable
+from plugins.crm.errors import Cooldown, http_failure, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class HubSpotCrm:
             retry=urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=0),
         )
         self._timeout = settings.crm_timeout_s
+        self._cooldown = Cooldown(self.name)
         self._id_field = settings.crm_platform_id_field
         self._plan_field = settings.crm_plan_field
         self._portal_url = "https://app.hubspot.com/contacts"
@@ -178,12 +179,16 @@ class HubSpotCrm:
         """Run an SDK call in a thread; its errors as :mod:`bot.errors` types.
 
         Raises:
-            bot.errors.RateLimited: HTTP 429 (``retry_after`` from ``Retry-After``).
+            bot.errors.RateLimited: HTTP 429 (``retry_after`` from ``Retry-After``), or an
+                earlier 429's ``Retry-After`` has not passed (no request is sent).
             bot.errors.BackendUnavailable: any other failure (status only, never the body).
         """
+        self._cooldown.check()
         try:
             return await asyncio.to_thread(fn, *args)
         except (ContactApiException, CompanyApiException) as exc:
-            raise http_failure(self.name, exc.status, exc.headers) from exc
+            failure = http_failure(self.name, exc.status, exc.headers)
+            self._cooldown.note(failure)
+            raise failure from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise unreachable(self.name, exc) from exc

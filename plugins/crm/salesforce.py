@@ -29,7 +29,7 @@ from simple_salesforce.format import format_soql
 from bot.config import Settings
 from bot.errors import BackendUnavailable, ConfigError, RateLimited
 from bot.tools import BackendCheck, CrmContact, CustomerIdentity
-from plugins.crm.errors import http_failure, unreachable
+from plugins.crm.errors import Cooldown, http_failure, unreachable
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,7 @@ class SalesforceCrm:
         self._settings = settings
         self._instance_url = settings.salesforce_instance_url.rstrip("/")
         self._timeout = settings.crm_timeout_s
+        self._cooldown = Cooldown(self.name)
         self._session = requests.Session()
         self._session.verify = verify
         if verify is not True:
@@ -193,13 +194,17 @@ class SalesforceCrm:
         """Run an SDK call in a thread; its errors as :mod:`bot.errors` types.
 
         Raises:
-            bot.errors.RateLimited: HTTP 429 (``retry_after`` from ``Retry-After``).
+            bot.errors.RateLimited: HTTP 429 (``retry_after`` from ``Retry-After``), or an
+                earlier 429's ``Retry-After`` has not passed (no request is sent).
             bot.errors.BackendUnavailable: any other failure (status only, never the body).
         """
+        self._cooldown.check()
         try:
             return await asyncio.to_thread(self._run, fn)
         except _HttpFailure as exc:
-            raise http_failure(self.name, exc.status, exc.headers) from exc
+            failure = http_failure(self.name, exc.status, exc.headers)
+            self._cooldown.note(failure)
+            raise failure from exc
         except SalesforceError as exc:
             raise http_failure(self.name, exc.status, None) from exc
         except (requests.RequestException, OSError, ValueError) as exc:

@@ -151,7 +151,10 @@ class CrmContract:
         with pytest.raises(RateLimited) as caught:
             await harness.backend.find_contact(CustomerIdentity.of(ALICE, "rest"))
         assert caught.value.retry_after == 7.0
-        # Honoured: one request, no retry behind the caller's back.
+        # Honoured: no retry behind the caller's back, and no request until 7 s have passed.
+        with pytest.raises(RateLimited) as again:
+            await harness.backend.find_contact(CustomerIdentity.of(ALICE, "rest"))
+        assert 0 < again.value.retry_after <= 7.0
         assert len(harness.fake.received) == 1
 
     async def test_server_error_is_backend_unavailable(self, harness: CrmHarness) -> None:
