@@ -5,6 +5,7 @@ Wire format: ``POST /crm/v3/objects/contacts/search`` and ``POST
 "operator": "EQ", "value"}]}], "properties": [...], "limit": 1}``, answered with ``{"total",
 "results": [{"id", "properties": {...}}]}``
 (https://developers.hubspot.com/docs/api-reference/crm-contacts-v3/search/post-crm-v3-objects-contacts-search).
+``GET /crm/v3/owners/{ownerId}`` answers ``{"id", "email", "firstName", "lastName"}``.
 Authentication: a private app's access token as ``Authorization: Bearer``. Rate limits: HTTP
 429 with ``Retry-After`` (https://developers.hubspot.com/docs/developer-tooling/platform/usage-guidelines).
 
@@ -14,6 +15,7 @@ The SDK is synchronous (urllib3): calls run in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -24,6 +26,7 @@ from hubspot.crm.companies import PublicObjectSearchRequest as CompanySearch
 from hubspot.crm.companies.exceptions import ApiException as CompanyApiException
 from hubspot.crm.contacts import PublicObjectSearchRequest as ContactSearch
 from hubspot.crm.contacts.exceptions import ApiException as ContactApiException
+from hubspot.crm.owners.exceptions import ApiException as OwnerApiException
 
 from bot.config import Settings
 from bot.errors import BackendUnavailable, ConfigError
@@ -58,7 +61,9 @@ class HubSpotCrm:
     the ``crm_platform_id_field`` property EQ ``{channel}:{platform id}``. The company is the
     contact's primary associated company (``associatedcompanyid``, read with a companies
     search), falling back to the contact's ``company`` text; the plan is the company's (else
-    the contact's) ``crm_plan_field`` property; the owner is ``hubspot_owner_id``.
+    the contact's) ``crm_plan_field`` property; the owner is the name of the ``hubspot_owner_id``
+    owner (``GET /crm/v3/owners/{id}``; the id when that fails, e.g. without the
+    ``crm.objects.owners.read`` scope).
 
     Args:
         settings: ``hubspot_access_token``, ``hubspot_api_url``, ``crm_timeout_s``,
@@ -153,6 +158,13 @@ class HubSpotCrm:
         )
         return dict(page.results[0].properties or {}) if page.results else None
 
+    def _owner_name(self, owner_id: str) -> str | None:
+        owner = self._client.crm.owners.owners_api.get_by_id(
+            owner_id=int(owner_id), _request_timeout=self._timeout
+        )
+        name = " ".join(p for p in (owner.first_name, owner.last_name) if p)
+        return name or owner.email or None
+
     async def _contact(self, props: dict[str, Any]) -> CrmContact:
         company_name = props.get("company") or None
         plan = props.get(self._plan_field) if self._plan_field else None
@@ -163,6 +175,11 @@ class HubSpotCrm:
                 company_name = company.get("name") or company_name
                 if self._plan_field:
                     plan = company.get(self._plan_field) or plan
+        owner = props.get("hubspot_owner_id") or None
+        if owner and owner.isdigit():
+            # Without the crm.objects.owners.read scope, or for a removed owner: the id.
+            with contextlib.suppress(BackendUnavailable):
+                owner = await self._call(self._owner_name, owner) or owner
         name = " ".join(p for p in (props.get("firstname"), props.get("lastname")) if p)
         return CrmContact(
             id=props["id"],
@@ -171,7 +188,7 @@ class HubSpotCrm:
             phone=props.get("phone") or None,
             company=company_name,
             plan=plan or None,
-            owner=props.get("hubspot_owner_id") or None,
+            owner=owner,
             url=f"{self._portal_url}/record/0-1/{props['id']}",
         )
 
@@ -186,7 +203,7 @@ class HubSpotCrm:
         self._cooldown.check()
         try:
             return await asyncio.to_thread(fn, *args)
-        except (ContactApiException, CompanyApiException) as exc:
+        except (ContactApiException, CompanyApiException, OwnerApiException) as exc:
             failure = http_failure(self.name, exc.status, exc.headers)
             self._cooldown.note(failure)
             raise failure from exc

@@ -42,13 +42,14 @@ async def customer_writes(desk: Desk, customer: Participant, chat: str) -> Sessi
 async def hubspot() -> AsyncIterator[FakeHubSpot]:
     async with FakeHubSpot() as fake:
         company = fake.add("companies", name="Wonderland Ltd", plan="Enterprise")
+        owner = fake.add("owners", firstName="Olivia", lastName="Owner", email="o@example.com")
         fake.add(
             "contacts",
             firstname="Alice",
             lastname="Liddell",
             email="alice@example.com",
             associatedcompanyid=company,
-            hubspot_owner_id="Olivia Owner",
+            hubspot_owner_id=owner,
         )
         yield fake
 
@@ -121,6 +122,13 @@ async def test_crm_rate_limit_and_outage(client: Client, desk: Desk, hubspot: Fa
     resp = await client.get(path(key, "customer"))
     assert resp.status == 429
     assert resp.headers["Retry-After"] == "12"
+    # Honoured: the next look within 12 s is refused without asking HubSpot.
+    resp = await client.get(path(key, "customer"))
+    assert resp.status == 429
+    assert len(hubspot.received) == 1
+    desk.crm = HubSpotCrm(
+        crm_settings(hubspot_access_token=hubspot.token, hubspot_api_url=hubspot.base_url)
+    )
     hubspot.fail_next(503)
     resp = await client.get(path(key, "customer"))
     assert resp.status == 503

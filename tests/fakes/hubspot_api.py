@@ -8,7 +8,8 @@ filters inside a group ANDed; operators ``EQ`` and ``HAS_PROPERTY``), ``properti
 "archived"}]}`` with the requested properties plus ``hs_object_id``, ``createdate`` and
 ``lastmodifieddate``. A wrong token gets HubSpot's 401 body (``category:
 INVALID_AUTHENTICATION``). The real ``hubspot.HubSpot`` client is pointed at ``base_url``
-(``host=``).
+(``host=``). ``GET /crm/v3/owners/{ownerId}`` answers an owner seeded as object type
+``owners`` (``firstName``, ``lastName``, ``email``).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class FakeHubSpot(FakeCrmServer):
     """
 
     objects: dict[str, dict[str, dict[str, str]]] = field(
-        default_factory=lambda: {"contacts": {}, "companies": {}}
+        default_factory=lambda: {"contacts": {}, "companies": {}, "owners": {}}
     )
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(101))
 
@@ -46,6 +47,7 @@ class FakeHubSpot(FakeCrmServer):
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/crm/v3/objects/{object_type}/search", self._search)
+        app.router.add_get("/crm/v3/owners/{owner_id}", self._owner)
 
     def unauthorized(self) -> web.Response:
         return web.json_response(
@@ -56,6 +58,29 @@ class FakeHubSpot(FakeCrmServer):
                 "category": "INVALID_AUTHENTICATION",
             },
             status=401,
+        )
+
+    async def _owner(self, request: web.Request) -> web.Response:
+        failed = await self.guard(request)
+        if failed is not None:
+            return failed
+        owner = self.objects["owners"].get(request.match_info["owner_id"])
+        if owner is None:
+            return web.json_response(
+                {"status": "error", "message": "Owner not found", "category": "OBJECT_NOT_FOUND"},
+                status=404,
+            )
+        return web.json_response(
+            {
+                "id": owner["hs_object_id"],
+                "email": owner.get("email"),
+                "firstName": owner.get("firstName"),
+                "lastName": owner.get("lastName"),
+                "userId": 1,
+                "createdAt": _AT,
+                "updatedAt": _AT,
+                "archived": False,
+            }
         )
 
     async def _search(self, request: web.Request) -> web.Response:

@@ -34,13 +34,19 @@ async def harness() -> AsyncIterator[CrmHarness]:
                 company_id = fake.add(
                     "companies", name=c.company, **({"plan": c.plan} if c.plan else {})
                 )
+            owner_id = None
+            if c.owner:
+                first, _, last = c.owner.partition(" ")
+                owner_id = fake.add(
+                    "owners", firstName=first, lastName=last, email="o@example.com"
+                )
             props = {"firstname": c.first, "lastname": c.last}
             optional = {
                 "email": c.email,
                 "phone": c.phone,
                 "switchboard_id": c.platform_key,
                 "associatedcompanyid": company_id,
-                "hubspot_owner_id": c.owner,
+                "hubspot_owner_id": owner_id,
             }
             fake.add("contacts", **props, **{k: v for k, v in optional.items() if v})
 
