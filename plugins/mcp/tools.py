@@ -10,6 +10,7 @@ output comes back to the model as untrusted data, wrapped by
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, ClassVar, cast
 
 import mcp_types
@@ -21,6 +22,8 @@ from bot.tools import CustomerIdentity, ToolContext, ToolResult
 from plugins.mcp.connection import McpConnection
 
 log = logging.getLogger(__name__)
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 IDENTITY_META_KEY = "io.switchboard/customer"
 """The ``_meta`` key of every ``tools/call``: ``{"channel", "platform_id", "email", "phone",
@@ -117,7 +120,8 @@ def output_text(result: mcp_types.CallToolResult) -> str:
 
 def mcp_tool(connection: McpConnection, tool: mcp_types.Tool) -> McpTool:
     """An agent tool for ``tool`` of ``connection``'s server, named ``{server}__{tool}``."""
-    name = f"{connection.name}__{tool.name}"[:64]
+    # OpenAI function names: ^[a-zA-Z0-9_-]{1,64}$ (MCP tool names may also hold "." or "/").
+    name = _UNSAFE.sub("_", f"{connection.name}__{tool.name}")[:64]
     schema = dict(tool.input_schema or {})
     schema.setdefault("type", "object")
     schema.setdefault("properties", {})

@@ -12,14 +12,18 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import mcp_types
 import pytest
 from pydantic import SecretStr
 
+from bot.agent.tools import tool_spec
 from bot.compose import build_hub
 from bot.config import McpServer, Settings
 from bot.privacy.injection import DataSource
 from channels.memory.plugin import MemoryChannel
+from plugins.mcp.connection import McpConnection
 from plugins.mcp.gateway import McpGateway
+from plugins.mcp.tools import mcp_tool
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.tickets import MemoryTickets
 from tests.plugins.crm.contract import ALICE, ctx_for
@@ -144,3 +148,20 @@ async def test_output_is_spotlighted_and_a_server_that_does_not_start_is_skipped
         assert failed.content["is_error"] is True
     finally:
         await gateway.close()
+
+
+def test_tool_spec_is_the_servers_schema_under_a_safe_name() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"invoice": {"type": "string", "pattern": "^INV-[0-9]+$"}},
+        "required": ["invoice"],
+    }
+    conn = McpConnection(McpServer(name="billing", command="billing-mcp", allow_tools=["x"]))
+    tool = mcp_tool(
+        conn, mcp_types.Tool(name="invoices/lookup", description="Find one.", input_schema=schema)
+    )
+    spec = tool_spec(tool)["function"]
+    assert spec["name"] == "billing__invoices_lookup"
+    assert spec["parameters"] == schema
+    assert spec["description"].startswith("Find one.")
+    assert "untrusted" in spec["description"]
