@@ -68,6 +68,13 @@ def describe(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+def _connection_lost(exc: BaseException) -> bool:
+    """True when ``exc`` means the connection is gone (not a tool's or a request's error)."""
+    if isinstance(exc, MCPError):
+        return exc.error.code == mcp_types.CONNECTION_CLOSED
+    return not isinstance(exc, TimeoutError)
+
+
 class McpConnection:
     """A connection to one configured MCP server.
 
@@ -149,6 +156,8 @@ class McpConnection:
             log.warning(
                 "mcp.call_failed", extra={"server": self.name, "tool": tool, "error": reason}
             )
+            if _connection_lost(exc):
+                await self.close()  # the next call starts a new connection
             raise BackendUnavailable(f"mcp server {self.name!r} failed ({reason})") from exc
 
     async def check(self) -> BackendCheck:

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 from bot.agent.tools import tool_spec
 from bot.compose import build_hub
 from bot.config import McpServer, Settings
+from bot.errors import ToolFailed
 from bot.privacy.injection import DataSource
 from channels.memory.plugin import MemoryChannel
 from plugins.mcp.connection import McpConnection
@@ -130,11 +131,11 @@ async def test_output_is_spotlighted_and_a_server_that_does_not_start_is_skipped
         allow_tools=["anything"],
         timeout_s=10.0,
     )
-    gateway = McpGateway([dead, fake_server(log, allow=["shout", "broken"])])
+    gateway = McpGateway([dead, fake_server(log, allow=["shout", "broken", "crash"])])
     await gateway.start()
     try:
         tools = {t.name: t for t in gateway.tools()}
-        assert sorted(tools) == ["orders__broken", "orders__shout"]
+        assert sorted(tools) == ["orders__broken", "orders__crash", "orders__shout"]
         shout = tools["orders__shout"]
         ctx = ctx_for(ALICE, None, MemoryTickets())
         result = await shout(shout.args_model.model_validate({"text": "hi"}), ctx)
@@ -146,6 +147,12 @@ async def test_output_is_spotlighted_and_a_server_that_does_not_start_is_skipped
         broken = tools["orders__broken"]
         failed = await broken(broken.args_model(), ctx)
         assert failed.content["is_error"] is True
+        # The server dies: that call fails cleanly, the next one reconnects.
+        crash = tools["orders__crash"]
+        with pytest.raises(ToolFailed):
+            await crash(crash.args_model(), ctx)
+        again = await shout(shout.args_model.model_validate({"text": "back"}), ctx)
+        assert "back" in again.content["output"]
     finally:
         await gateway.close()
 
