@@ -16,7 +16,9 @@ The SDK is synchronous (requests): calls run in a worker thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -34,6 +36,7 @@ from plugins.crm.errors import Cooldown, http_failure, unreachable
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+_FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
 class _HttpFailure(Exception):
@@ -67,7 +70,8 @@ class SalesforceCrm:
             ``REQUESTS_CA_BUNDLE``), or a CA bundle path (then the environment is ignored).
 
     Raises:
-        ConfigError: when the instance URL or the credentials are missing.
+        ConfigError: when the instance URL or the credentials are missing, or a configured
+            field is not an API name (they are written into SOQL).
     """
 
     name = "salesforce"
@@ -81,6 +85,9 @@ class SalesforceCrm:
                 "crm_backend salesforce needs SWITCHBOARD_SALESFORCE_ACCESS_TOKEN, or "
                 "SWITCHBOARD_SALESFORCE_CLIENT_ID and SWITCHBOARD_SALESFORCE_CLIENT_SECRET"
             )
+        for field in (settings.crm_plan_field, settings.crm_platform_id_field):
+            if field is not None and not _FIELD_NAME.match(field):
+                raise ConfigError(f"{field!r} is not a Salesforce field API name")
         self._settings = settings
         self._instance_url = settings.salesforce_instance_url.rstrip("/")
         self._timeout = settings.crm_timeout_s
@@ -110,9 +117,7 @@ class SalesforceCrm:
             wheres.append(format_soql(f"{id_field} = {{}}", identity.platform_key))
         for where in wheres:
             soql = f"SELECT {fields} FROM Contact WHERE {where} ORDER BY CreatedDate LIMIT 1"
-            page: dict[str, Any] = await self._call(
-                lambda sf, q=soql: sf.query(q, timeout=self._timeout)  # type: ignore[misc]
-            )
+            page = await self._call(functools.partial(self._query, soql=soql))
             records = page.get("records") or []
             if records:
                 return self._contact(records[0])
@@ -134,6 +139,9 @@ class SalesforceCrm:
     async def close(self) -> None:
         """Close the HTTP session."""
         self._session.close()
+
+    def _query(self, sf: Salesforce, *, soql: str) -> dict[str, Any]:
+        return dict(sf.query(soql, timeout=self._timeout))
 
     def _contact(self, rec: dict[str, Any]) -> CrmContact:
         account = rec.get("Account") or {}
