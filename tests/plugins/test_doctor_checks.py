@@ -18,23 +18,38 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bot.config import Settings
+from bot.config import McpServer, Settings
 from plugins.doctor_checks import crm_and_mcp_checks
+from plugins.mcp.gateway import McpGateway
 from tests.fakes.hubspot_api import FakeHubSpot
 from tests.fakes.redis_server import free_port
+from tests.fakes.tickets import MemoryTickets
+from tests.plugins.crm.contract import ALICE, ctx_for
+from tests.plugins.mcp.test_gateway import calls
 
 ROOT = Path(__file__).resolve().parents[2]
 MCP_TOKEN = "mcp-test-token"
 
 
 @pytest.fixture
-def mcp_http() -> Iterator[str]:
+def mcp_log(tmp_path: Path) -> Path:
+    return tmp_path / "mcp.jsonl"
+
+
+@pytest.fixture
+def mcp_http(mcp_log: Path) -> Iterator[str]:
     """The fake MCP server on Streamable HTTP; yields its endpoint URL."""
     port = free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PYTHONPATH": str(ROOT),
+        "FAKE_MCP_TOKEN": MCP_TOKEN,
+        "FAKE_MCP_LOG": str(mcp_log),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes.mcp_server", "--http", str(port)],
         cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "FAKE_MCP_TOKEN": MCP_TOKEN},
+        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -102,6 +117,26 @@ async def test_checks_report_ok_bad_token_and_missing_tools(mcp_http: str) -> No
         assert not refused.ok
         assert "401" in refused.detail
         assert "pat-na1-wrong" not in refused.detail
+
+
+async def test_a_tool_call_over_streamable_http_carries_the_identity(
+    mcp_http: str, mcp_log: Path
+) -> None:
+    server = McpServer.model_validate(mcp_entry(mcp_http, MCP_TOKEN, ["order_status"], "web"))
+    gateway = McpGateway([server])
+    await gateway.start()
+    try:
+        [tool] = gateway.tools()
+        result = await tool(
+            tool.args_model.model_validate({"order_id": "B2"}),
+            ctx_for(ALICE, None, MemoryTickets()),
+        )
+    finally:
+        await gateway.close()
+    assert "Order B2 for U-alice" in result.content["output"]
+    [call] = calls(mcp_log)
+    assert call["customer"]["email"] == "alice@example.com"
+    assert call["customer"]["verified"] is True
 
 
 async def test_incomplete_settings_are_reported_not_raised() -> None:
