@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import socket
 import ssl
 import tempfile
 from collections import deque
@@ -37,6 +38,13 @@ class _Failure:
     status: int
     retry_after: str | None
     body: Any
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (a CRM that is down)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,14 +9,9 @@ import pytest
 
 from bot.tools import CrmBackend, CustomerIdentity
 from plugins.crm.hubspot import HubSpotCrm
+from tests.fakes.crm_base import closed_port
 from tests.fakes.hubspot_api import FakeHubSpot
 from tests.plugins.crm.contract import CrmContract, CrmHarness, Customer, crm_settings
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

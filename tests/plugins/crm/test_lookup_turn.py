@@ -18,11 +18,11 @@ from bot.store.base import StoredMessage
 from channels.memory.plugin import MemoryChannel
 from plugins.crm.hubspot import HubSpotCrm
 from plugins.crm.tools import LookupCustomer
+from tests.fakes.crm_base import closed_port
 from tests.fakes.hubspot_api import FakeHubSpot
 from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.tickets import MemoryTickets
 from tests.plugins.crm.contract import ALICE, SESSION, crm_settings, ctx_for
-from tests.plugins.crm.test_hubspot import closed_port
 
 
 async def test_crm_down_the_model_is_told_and_the_turn_goes_on() -> None:

@@ -11,9 +11,9 @@ import pytest
 from bot.envelope import Participant
 from bot.tools import CrmBackend, CustomerIdentity
 from plugins.crm.salesforce import SalesforceCrm
+from tests.fakes.crm_base import closed_port
 from tests.fakes.salesforce_api import FakeSalesforce
 from tests.plugins.crm.contract import CrmContract, CrmHarness, Customer, crm_settings
-from tests.plugins.crm.test_hubspot import closed_port
 
 
 def salesforce_harness(fake: FakeSalesforce, **auth: Any) -> CrmHarness:
