@@ -37,7 +37,7 @@ from bot.hub import DeliveryPolicy, Hub
 from bot.lanes.base import LaneConfig, LaneQueue
 from bot.retrieval import NoKnowledge, Retriever
 from bot.store.base import Store
-from bot.tools import BackendCheck, CheckFn, TicketBackend
+from bot.tools import BackendCheck, CheckFn, CrmBackend, TicketBackend, Tool
 
 if TYPE_CHECKING:
     from channels.memory.plugin import MemoryChannel
@@ -61,12 +61,15 @@ async def build_hub(
     listen_events: bool = True,
     receive: bool = True,
     delivery: DeliveryPolicy | None = None,
+    crm: CrmBackend | None = None,
 ) -> Hub:
     """Compose a hub from settings; every ``None`` argument takes the embedded default.
 
     Args:
         settings: the configuration.
-        agent: the support agent; default :func:`default_agent`.
+        agent: the support agent; default :func:`default_agent`, with the allow-listed tools
+            of the ``mcp_servers`` (connected here, closed with the hub) when ``llm_model``
+            is set.
         retriever: the knowledge base; default the local Qdrant index in ``data_dir`` when
             ``load_knowledge`` (else none).
         tickets: the ticket backend; default the local SQL ticket store.
@@ -86,6 +89,7 @@ async def build_hub(
             lanes, :mod:`bot.leader`) and listeners; False for ``switchboard worker``.
         delivery: inline send retries and the outbox's schedule (default
             :class:`~bot.hub.DeliveryPolicy`).
+        crm: the CRM backend; default by ``crm_backend`` (none, hubspot, salesforce).
 
     Returns:
         A hub, not started (call ``await hub.start()``).
@@ -135,6 +139,11 @@ async def build_hub(
         tickets = ticket_backend(settings, store)
         if settings.ticket_backend != "local":
             closeables.append(tickets)
+    if crm is None and settings.crm_backend != "none":
+        from plugins.crm.backends import open_crm
+
+        crm = open_crm(settings)
+        closeables.append(crm)
     if retriever is None and load_knowledge and settings.agent == "auto":
         kb, snapshot = await open_knowledge(settings)
         retriever = kb
@@ -148,10 +157,23 @@ async def build_hub(
         if tracing.enabled():
             retriever = TracedRetriever(retriever)
     if agent is None:
+        mcp_tools: list[Tool] = []
+        if settings.mcp_servers and settings.llm_model and settings.agent == "auto":
+            from plugins.mcp.gateway import McpGateway
+
+            gateway = McpGateway(settings.mcp_servers)
+            await gateway.start()
+            closeables.append(gateway)
+            mcp_tools = gateway.tools()
         # desk: the LLM agent's token use and cost feed the analytics page (bot.desk).
         from bot.desk.store import DeskStore
 
-        agent = default_agent(settings, retriever, on_usage=DeskStore(store).usage_recorder())
+        agent = default_agent(
+            settings,
+            retriever,
+            extra_tools=mcp_tools,
+            on_usage=DeskStore(store).usage_recorder(),
+        )
         embedder = getattr(retriever, "embedder", None)  # a knowledge.KnowledgeBase
         if settings.agent == "auto" and embedder is not None:
             # Approved answers come before retrieval and generation (knowledge.answers).
@@ -177,6 +199,7 @@ async def build_hub(
         receive=receive,
         lease_client=lease_client,
         delivery=delivery,
+        crm=crm,
     )
 
 
@@ -199,12 +222,17 @@ def _default_lanes(settings: Settings) -> LaneQueue:
 
 
 def default_agent(
-    settings: Settings, retriever: Retriever | None, *, on_usage: UsageFn | None = None
+    settings: Settings,
+    retriever: Retriever | None,
+    *,
+    extra_tools: Sequence[Tool] = (),
+    on_usage: UsageFn | None = None,
 ) -> SupportAgent:
     """The agent ``settings`` ask for (``on_usage``: the LLM's token use, :mod:`bot.agent.usage`).
 
     ``agent: scripted``: the zero-latency scripted agent. Otherwise ``LLMAgent`` with the
-    registered tools when ``llm_model`` is set, else the extractive agent over ``retriever``
+    registered tools (``lookup_customer`` only when a CRM is configured) and ``extra_tools``
+    (the MCP gateway's) when ``llm_model`` is set, else the extractive agent over ``retriever``
     (a retriever that finds nothing when None), answering above the knowledge base's
     recommended confidence (0.5 without a knowledge base).
     """
@@ -217,7 +245,12 @@ def default_agent(
     if settings.llm_model:
         from plugins.escalation.registry import builtin_tools
 
-        return LLMAgent(settings, load_tools(fallback=builtin_tools), on_usage=on_usage)
+        tools = [
+            t
+            for t in load_tools(fallback=builtin_tools)
+            if t.name != "lookup_customer" or settings.crm_backend != "none"
+        ]
+        return LLMAgent(settings, [*tools, *extra_tools], on_usage=on_usage)
     threshold = 0.5
     if retriever is not None:
         from knowledge import RECOMMENDED_MIN_CONFIDENCE
@@ -271,7 +304,8 @@ def integration_checks(settings: Settings) -> list[CheckFn]:
 
     Each probe builds its client, asks the system who the configured credentials are, closes
     the client and returns a :class:`~bot.tools.BackendCheck` (it never raises: a bad setting
-    is a failed check). Nothing is probed for ``ticket_backend: local``.
+    is a failed check). Nothing is probed for ``ticket_backend: local``; the CRM and each
+    MCP server are probed by :func:`plugins.doctor_checks.crm_and_mcp_checks`.
     """
     checks: list[CheckFn] = []
     if settings.ticket_backend in ("zendesk", "jira"):
@@ -296,6 +330,9 @@ def integration_checks(settings: Settings) -> list[CheckFn]:
                 await client.close()
 
         checks.append(tickets)
+    from plugins.doctor_checks import crm_and_mcp_checks
+
+    checks.extend(crm_and_mcp_checks(settings))
     return checks
 
 

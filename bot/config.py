@@ -12,7 +12,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -46,6 +46,35 @@ def _split_csv(value: Any) -> Any:
             return json.loads(value)
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
+
+
+class McpServer(BaseModel):
+    """One Model Context Protocol server of the tool gateway (``mcp_servers``, issue 12).
+
+    Attributes:
+        name: short id (letters, digits, ``_``, ``-``); the model sees its tools as
+            ``{name}__{tool}``.
+        transport: ``stdio`` (a subprocess the hub starts) or ``http`` (Streamable HTTP).
+        command: stdio: the program to start.
+        args: stdio: its arguments.
+        env: stdio: extra environment variables (secrets: never logged).
+        url: http: the server's MCP endpoint (``https://tools.example.com/mcp``).
+        headers: http: request headers, e.g. ``Authorization`` (secrets: never logged).
+        allow_tools: the server's tools offered to the model; any other tool is never offered.
+        timeout_s: seconds to wait for a connection or one tool call.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_-]{1,24}$")
+    transport: Literal["stdio", "http"] = "stdio"
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, SecretStr] = Field(default_factory=dict)
+    url: str | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    allow_tools: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=30.0, gt=0)
 
 
 class Settings(BaseSettings):
@@ -289,6 +318,28 @@ class Settings(BaseSettings):
     copilot_llm: bool = True
     # Passages the copilot's suggestion draws on (best first).
     copilot_passages: int = Field(default=3, ge=1, le=10)
+    # --- CRM and MCP tool gateway (issue 12 part B) ------------------------------------------
+    # Where customer records live: none, hubspot or salesforce (plugins/crm/).
+    crm_backend: Literal["none", "hubspot", "salesforce"] = "none"
+    # Seconds one CRM API call may take.
+    crm_timeout_s: float = 10.0
+    # CRM field holding "{channel}:{platform id}" (HubSpot contact property, Salesforce
+    # Contact field such as Switchboard_Id__c); unset: no lookup by platform id.
+    crm_platform_id_field: str | None = None
+    # CRM field shown as the customer's plan (HubSpot company property, Salesforce Account field).
+    crm_plan_field: str | None = None
+    # HubSpot private app access token (scopes crm.objects.contacts.read, companies.read).
+    hubspot_access_token: SecretStr | None = None
+    hubspot_api_url: str = "https://api.hubapi.com"
+    # Salesforce: the org's My Domain URL, and either an OAuth access token or a connected
+    # app's client id and secret (OAuth 2.0 client credentials flow).
+    salesforce_instance_url: str | None = None
+    salesforce_access_token: SecretStr | None = None
+    salesforce_client_id: str | None = None
+    salesforce_client_secret: SecretStr | None = None
+    salesforce_api_version: str = "62.0"
+    # MCP servers whose allow-listed tools the LLM agent may call (see bot.config.McpServer).
+    mcp_servers: list[McpServer] = Field(default_factory=list)
 
     @field_validator("pii_entities", "pii_phone_regions", mode="before")
     @classmethod

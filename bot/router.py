@@ -48,7 +48,7 @@ from bot.observability import Metrics
 from bot.retrieval import Retriever
 from bot.store.base import Role, SessionMode, Store, StoredMessage
 from bot.streaming import AnswerStream
-from bot.tools import TicketBackend, ToolContext
+from bot.tools import CrmBackend, TicketBackend, ToolContext
 from bot.tracing import Span
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,10 @@ class TurnHost(Protocol):
     @property
     def tickets(self) -> TicketBackend:
         """The ticket backend handed to the agent's tools."""
+
+    @property
+    def crm(self) -> CrmBackend | None:
+        """The CRM backend handed to the agent's tools (None: no CRM configured)."""
 
     @property
     def channels(self) -> Mapping[str, ChannelPlugin]:
@@ -226,6 +230,7 @@ class Router:
             customer=last.sender,
             retriever=hub.retriever_or_empty,
             tickets=hub.tickets,
+            crm=hub.crm,
             escalate=escalate,
             max_citations=hub.settings.max_citations,
         )

@@ -8,6 +8,7 @@ own tickets, whatever id the model asks for).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -110,6 +111,94 @@ CheckFn = Callable[[], Awaitable[BackendCheck]]
 """A reachability and authorization probe of one external system; never raises."""
 
 
+# --- CRM (issue 12 part B) -------------------------------------------------------------------
+_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerIdentity:
+    """Who the customer is, as far as their channel proved it: the only key of a CRM lookup.
+
+    Attributes:
+        channel: the channel the customer writes on.
+        platform_id: their id on that channel.
+        email: their e-mail address, when the channel knows it.
+        phone: their phone number in E.164 (``+15551234567``), when the platform id is one
+            (SMS, WhatsApp, voice).
+        verified: True when the channel verified the identity (``Participant.verified``).
+    """
+
+    channel: str
+    platform_id: str
+    email: str | None
+    phone: str | None
+    verified: bool
+
+    @property
+    def platform_key(self) -> str:
+        """``{channel}:{platform_id}``, the value a CRM's platform-id field holds."""
+        return f"{self.channel}:{self.platform_id}"
+
+    @classmethod
+    def of(cls, customer: Participant, channel: str) -> CustomerIdentity:
+        """The identity of ``customer`` on ``channel`` (e-mail lower-cased, phone if E.164)."""
+        phone = customer.id if _E164.match(customer.id) else None
+        email = customer.email.strip().lower() if customer.email else None
+        return cls(channel, customer.id, email, phone, customer.verified)
+
+
+@dataclass(frozen=True, slots=True)
+class CrmContact:
+    """A customer's record in the CRM, as the agent and the console see it.
+
+    Attributes:
+        id: the CRM's record id (HubSpot contact id, Salesforce Contact Id).
+        name: full name, when the record has one.
+        email: primary e-mail.
+        phone: phone number as stored.
+        company: the company or account name.
+        plan: the value of the configured plan field (``crm_plan_field``), if any.
+        owner: the record's owner (account manager), by name or id.
+        url: where a human opens the record, when known.
+    """
+
+    id: str
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    company: str | None = None
+    plan: str | None = None
+    owner: str | None = None
+    url: str | None = None
+
+
+OPEN_TICKET_STATUSES = ("open", "pending")
+"""Ticket statuses the customer panel and ``lookup_customer`` count as open."""
+
+
+class CrmBackend(Protocol):
+    """Where customer records live (HubSpot, Salesforce: ``plugins/crm/``)."""
+
+    name: str
+    """The backend as the user configured it (``hubspot``, ``salesforce``)."""
+
+    async def find_contact(self, identity: CustomerIdentity) -> CrmContact | None:
+        """The contact matching ``identity``: by e-mail, else phone, else platform id.
+
+        No authorization here: callers pass only a verified identity.
+
+        Raises:
+            bot.errors.RateLimited: the CRM answered 429 (``retry_after`` from Retry-After).
+            bot.errors.BackendUnavailable: the CRM cannot be reached or refused the call.
+        """
+
+    async def check(self) -> BackendCheck:
+        """Reachability and authorization probe for ``switchboard doctor``; never raises."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
 EscalateFn = Callable[[str, str], Awaitable[None]]
 """``escalate(reason, summary)``: put the session on the human queue."""
 
@@ -124,6 +213,7 @@ class ToolContext:
         customer: the customer as the channel verified it (``customer.verified``).
         retriever: the knowledge base.
         tickets: the ticket backend.
+        crm: the CRM backend, when one is configured (``crm_backend``).
         escalate: hands the session to the human queue.
         max_citations: citations to keep per answer.
         citations: citations gathered by tools during the turn (the agent attaches them).
@@ -137,6 +227,7 @@ class ToolContext:
     tickets: TicketBackend
     escalate: EscalateFn
     max_citations: int = 3
+    crm: CrmBackend | None = None
     citations: list[Citation] = field(default_factory=list)
     escalated: bool = False
 

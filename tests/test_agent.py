@@ -178,6 +178,7 @@ class TestLLMAgentAnswers:
             "get_ticket",
             "add_ticket_comment",
             "escalate_to_human",
+            "lookup_customer",
         }
         assert retriever.queries == ["How do I connect Slack?"]
 
@@ -478,6 +479,7 @@ class TestLoadTools:
             "get_ticket",
             "add_ticket_comment",
             "escalate_to_human",
+            "lookup_customer",
         ]
         assert [t.name for t in load_tools(["escalate_to_human", "get_ticket"])] == [
             "escalate_to_human",

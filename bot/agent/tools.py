@@ -30,6 +30,7 @@ BUILTIN_TOOLS = (
     "get_ticket",
     "add_ticket_comment",
     "escalate_to_human",
+    "lookup_customer",
 )
 """Names of the tools Switchboard ships, in the order they are offered to the model (the order
 of ``plugins.escalation.registry.builtin_tools()``). The system prompt names two of them."""

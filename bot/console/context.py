@@ -20,6 +20,7 @@ from bot.events import EventBus
 from bot.handoff import Handoff
 from bot.payload import check_text_bytes
 from bot.store.base import AgentAccount, Store
+from bot.tools import CrmBackend, TicketBackend
 
 
 class ConsoleHub(Protocol):
@@ -40,6 +41,14 @@ class ConsoleHub(Protocol):
     @property
     def handoff(self) -> Handoff:
         """The human queue and agents' actions."""
+
+    @property
+    def tickets(self) -> TicketBackend:
+        """The ticket backend (the customer panel lists open tickets)."""
+
+    @property
+    def crm(self) -> CrmBackend | None:
+        """The CRM backend of the customer panel (None: no CRM configured)."""
 
 
 HUB_KEY = web.AppKey("switchboard_console_hub", ConsoleHub)

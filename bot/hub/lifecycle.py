@@ -34,7 +34,7 @@ from bot.observability import Metrics
 from bot.retrieval import NoKnowledge, Retriever
 from bot.router import Router
 from bot.store.base import Store, StoredMessage
-from bot.tools import TicketBackend
+from bot.tools import CrmBackend, TicketBackend
 
 if TYPE_CHECKING:
     from bot.events_redis import EnqueueMarks
@@ -63,12 +63,15 @@ class Hub:
         receive: bool = True,
         lease_client: Any = None,
         delivery: DeliveryPolicy | None = None,
+        crm: CrmBackend | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.lanes = lanes
         self.agent = agent
         self.tickets = tickets
+        self.crm = crm
+        """The CRM backend of the agent's tools and the console's customer panel, if any."""
         self.retriever = retriever
         self.channels: dict[str, ChannelPlugin] = {c.name: c for c in channels}
         self.metrics = metrics or Metrics()

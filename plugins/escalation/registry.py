@@ -9,6 +9,7 @@ composition root passes :func:`builtin_tools` as its ``fallback`` (``bot`` never
 from __future__ import annotations
 
 from bot.tools import Tool
+from plugins.crm.tools import LookupCustomer
 from plugins.escalation.tools import EscalateToHuman
 from plugins.knowledge.tools import SearchKnowledge
 from plugins.ticketing.tools import AddTicketComment, CreateTicket, GetTicket
@@ -16,4 +17,11 @@ from plugins.ticketing.tools import AddTicketComment, CreateTicket, GetTicket
 
 def builtin_tools() -> list[Tool]:
     """One instance of each built-in tool, in a stable order."""
-    return [SearchKnowledge(), CreateTicket(), GetTicket(), AddTicketComment(), EscalateToHuman()]
+    return [
+        SearchKnowledge(),
+        CreateTicket(),
+        GetTicket(),
+        AddTicketComment(),
+        EscalateToHuman(),
+        LookupCustomer(),
+    ]

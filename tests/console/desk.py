@@ -19,6 +19,7 @@ from bot.events import EventBus, HubEvent
 from bot.handoff import Handoff
 from bot.store.base import NewMessage, Role, StoredMessage
 from bot.store.sql import SqlStore
+from bot.tools import CrmBackend
 from plugins.ticketing.local import LocalTicketBackend
 
 _ROLE = {
@@ -34,6 +35,7 @@ class Desk:
     events: EventBus
     tickets: LocalTicketBackend
     sent: list[OutboundMessage] = field(default_factory=list)
+    crm: CrmBackend | None = None
     handoff: Handoff = field(init=False)
 
     def __post_init__(self) -> None:

@@ -229,6 +229,7 @@
       $("transcript").replaceChildren();
       $("reply-text").value = "";
       history.replaceState(null, "", `#/c/${encodeURIComponent(key)}`);
+      document.dispatchEvent(new CustomEvent("switchboard:conversation", { detail: { key } }));
     }
     $("placeholder").hidden = true;
     $("agents-view").hidden = true;

@@ -1,0 +1,1 @@
+"""CRM backends (HubSpot, Salesforce) and the ``lookup_customer`` tool."""

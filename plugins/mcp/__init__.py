@@ -1,0 +1,1 @@
+"""The MCP tool gateway: allow-listed tools of Model Context Protocol servers as agent tools."""
