@@ -28,6 +28,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 logger = logging.getLogger(__name__)
 
+CLOSE_TIMEOUT_S = 2.0
+"""Seconds a subscription waits for its pub/sub connection to close when it stops."""
+
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError)
 
 MessageHandler = Callable[[str], None]
@@ -108,9 +111,9 @@ class Subscription:
                 await asyncio.sleep(delay)
             finally:
                 if pubsub is not None:
-                    try:
-                        await asyncio.shield(pubsub.aclose())
-                    except Exception:  # the connection may be gone already
+                    try:  # bounded: a cluster node's connection can hang on close
+                        await asyncio.wait_for(asyncio.shield(pubsub.aclose()), CLOSE_TIMEOUT_S)
+                    except Exception:  # gone already, or timed out
                         logger.debug(f"{self._name}.subscriber_close_failed", exc_info=True)
 
     async def _read(self, pubsub: PubSub) -> None:

@@ -129,7 +129,10 @@ async def test_undelivered_answer_waits_in_the_outbox_until_the_platform_is_back
     assert entry.last_error is not None
     assert "ChannelUnavailable" in entry.last_error
     assert ch.tried == ["re: where is my order?"] * 2  # first send and one inline retry
-    assert _count(hub, "switchboard_outbox_deferred_total", channel="memory") == 1
+    # The row is visible once committed; the counter moves when the deferring task resumes.
+    await _until(
+        lambda: _true(_count(hub, "switchboard_outbox_deferred_total", channel="memory") == 1)
+    )
     assert _count(hub, "switchboard_send_failures_total", channel="memory") == 0
     # The answer is in the history all along.
     assert [m.text for m in await hub.store.messages(key)][-1] == "re: where is my order?"

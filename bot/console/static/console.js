@@ -229,7 +229,6 @@
       $("transcript").replaceChildren();
       $("reply-text").value = "";
       history.replaceState(null, "", `#/c/${encodeURIComponent(key)}`);
-      document.dispatchEvent(new CustomEvent("switchboard:conversation", { detail: { key } }));
     }
     $("placeholder").hidden = true;
     $("agents-view").hidden = true;
@@ -347,10 +346,9 @@
     const resolve = $("resolve");
     resolve.hidden = !can("act") || !(c.mode === "queued" || mine);
     $("close-conv").hidden = resolve.hidden;
-    emit("conversation", c);
     updateComposer();
-    // Hook for the desk's add-ons (desk.js: copilot, canned replies).
-    document.dispatchEvent(new CustomEvent("switchboard:conversation", { detail: c }));
+    // The add-ons (assignment.js, desk.js, customer_panel.js) read the conversation shown.
+    emit("conversation", c);
   }
 
   function updateComposer() {

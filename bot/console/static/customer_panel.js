@@ -1,6 +1,7 @@
 // Switchboard console: the customer panel (the CRM record behind the open conversation).
-// console.js announces the open conversation with a "switchboard:conversation" event on
-// document ({detail: {key}}); this file fetches /console/api/conversations/{key}/customer
+// console.js announces the conversation it shows with a "switchboard:conversation" event on
+// document (detail: the conversation, with its session_key) each time it renders it; this
+// file fetches /console/api/conversations/{key}/customer
 // and fills #customer-panel. Text is only ever set with textContent (never innerHTML).
 "use strict";
 
@@ -101,6 +102,7 @@
   }
 
   document.addEventListener("switchboard:conversation", (event) => {
-    load(event.detail && event.detail.key);
+    const key = event.detail && event.detail.session_key;
+    if (key !== current) load(key); // a new conversation, not a re-render of the same one
   });
 })();

@@ -14,6 +14,7 @@ from bot.agent.llm import LLMAgent
 from bot.compose import build_hub
 from bot.config import Settings
 from bot.envelope import InboundMessage
+from bot.privacy.injection import strip_markers
 from bot.store.base import StoredMessage
 from channels.memory.plugin import MemoryChannel
 from plugins.crm.hubspot import HubSpotCrm
@@ -69,7 +70,8 @@ async def test_crm_down_the_model_is_told_and_the_turn_goes_on() -> None:
     assert reply.text == "I cannot see your account right now; a colleague can help."
     assert reply.escalate is None
     [tool_message] = [m for m in llm.requests[1]["messages"] if m["role"] == "tool"]
-    told = json.loads(tool_message["content"])
+    assert tool_message["content"].startswith('<<data source="tool_output"')  # marked as data
+    told = json.loads(strip_markers(tool_message["content"]))
     assert told["error"] == "failed"
     assert "CRM is unavailable" in told["message"]
 
@@ -105,6 +107,6 @@ async def test_hub_wires_the_configured_crm_into_the_agents_tools(tmp_path: Path
     offered = [t["function"]["name"] for t in llm.requests[0]["tools"]]
     assert "lookup_customer" in offered
     [tool_message] = [m for m in llm.requests[1]["messages"] if m["role"] == "tool"]
-    assert json.loads(tool_message["content"])["name"] == "Max Mem"
+    assert json.loads(strip_markers(tool_message["content"]))["name"] == "Max Mem"
     [search] = hubspot.requests_to("/contacts/search")
     assert search.body["filterGroups"][0]["filters"][0]["value"] == "memory:u-9"
