@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
@@ -226,6 +226,12 @@ class Settings(BaseSettings):
     pii_spacy_model: str | None = None
     # Injection score (0-1, bot.privacy.injection) at or above which a text counts as an attack.
     injection_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+
+    # --- knowledge index at scale (issue 11) ------------------------------------------------
+    # The embedded index without qdrant_url: "edge" (Qdrant Edge, HNSW, one index read by every
+    # process of the host, DATA_DIR/kb-edge) or "local" (qdrant-client's local mode, DATA_DIR/
+    # qdrant: exact search, one process at a time; slow beyond a few thousand chunks).
+    kb_index: Literal["edge", "local"] = "edge"
 
     @field_validator("pii_entities", "pii_phone_regions", mode="before")
     @classmethod

@@ -1,4 +1,7 @@
-"""The Qdrant index of chunks: one collection, one point per chunk.
+"""The index of chunks: :class:`ChunkIndex`, :func:`open_index` and :class:`QdrantIndex`.
+
+:class:`QdrantIndex` is the qdrant-client implementation (a server or cluster, or
+qdrant-client's local mode). One collection, one point per chunk.
 
 Each point has a named dense vector ``dense`` (cosine) and a named sparse vector ``sparse``
 (BM25 term weights, with ``Modifier.IDF`` so Qdrant applies inverse document frequency; see
@@ -8,8 +11,11 @@ Each point has a named dense vector ``dense`` (cosine) and a named sparse vector
 The document manifest (doc id to content hash) lives in the payloads: the point of chunk 0 of
 each document carries its hash, so there is no sidecar file to fall out of step.
 
-By default Qdrant runs in local on-disk mode (``QdrantClient(path=...)``; one process at a
-time may open the folder); ``settings.qdrant_url`` switches to a Qdrant server or cluster.
+:func:`open_index` picks the implementation: ``settings.qdrant_url`` a Qdrant server or
+cluster (:class:`QdrantIndex`), else the embedded ``settings.kb_index``: ``"edge"`` (the
+default, :class:`knowledge.edge_index.EdgeIndex`) or ``"local"`` (:class:`QdrantIndex` in
+qdrant-client's local on-disk mode, ``QdrantClient(path=...)``: exact search in Python, one
+process at a time may open the folder).
 API reference: https://python-client.qdrant.tech/ and https://api.qdrant.tech/.
 
 Every client call runs in a worker thread (``asyncio.to_thread``): local mode searches and
@@ -24,10 +30,15 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -80,6 +91,58 @@ class Hit:
     score: float
     payload: dict[str, Any]
     dense: NDArray[np.float32] | None = None
+
+
+class ChunkIndex(Protocol):
+    """Where chunks are stored and searched; :class:`QdrantIndex` documents each method.
+
+    Writes (``delete_documents``, ``upsert``) happen inside ``async with index.writing():``,
+    which an implementation may use to apply them as one unit.
+    """
+
+    def writing(self) -> AbstractAsyncContextManager[None]:
+        """Group the writes of one ingest."""
+
+    async def close(self) -> None:
+        """Release the index."""
+
+    async def manifest(self) -> dict[str, str]:
+        """``{doc_id: content_hash}`` of every stored document."""
+
+    async def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Delete every stored chunk of ``doc_ids``."""
+
+    async def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
+        """Store ``chunks``, overwriting points with the same ids."""
+
+    async def search(
+        self, dense: Sequence[float], sparse: SparseTerms, *, limit: int
+    ) -> tuple[list[Hit], list[Hit]]:
+        """``(dense_hits, sparse_hits)``, each the ``limit`` best, best first."""
+
+    async def document_count(self) -> int:
+        """How many documents are stored."""
+
+    async def chunk_count(self) -> int:
+        """How many chunks are stored."""
+
+
+async def open_index(settings: Settings, *, dimension: int) -> ChunkIndex:
+    """The index ``settings`` asks for (see the module docstring), opened.
+
+    Args:
+        settings: ``qdrant_url``, ``kb_index``, ``kb_collection``, ``data_dir``.
+        dimension: the dense vector length of the embedder.
+
+    Raises:
+        BackendUnavailable: when the index cannot be opened.
+        ConfigError: when it holds dense vectors of another length.
+    """
+    if settings.qdrant_url is None and settings.kb_index == "edge":
+        from knowledge.edge_index import EdgeIndex
+
+        return await EdgeIndex.open(settings, dimension=dimension)
+    return await QdrantIndex.open(settings, dimension=dimension)
 
 
 class QdrantIndex:
@@ -176,6 +239,11 @@ class QdrantIndex:
             )
         except ApiException as exc:
             raise BackendUnavailable(f"Qdrant collection setup failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Group the writes of one ingest (nothing to do: qdrant-client applies each at once)."""
+        yield
 
     async def close(self) -> None:
         """Close the client (releases the local folder's lock)."""

@@ -21,7 +21,7 @@ from knowledge import sparse
 from knowledge.chunk import Chunk, Document, chunk_document
 from knowledge.embed import Embedder, embedder_from_settings
 from knowledge.evaluate import EvalReport, evaluate, load_questions
-from knowledge.index import IndexedChunk, QdrantIndex
+from knowledge.index import ChunkIndex, IndexedChunk, open_index
 from knowledge.ingest import content_hash, read_documents
 from knowledge.retrieve import HybridRetriever
 
@@ -76,7 +76,7 @@ class _Pending:
 class KnowledgeBase:
     """Ingest, search and evaluate one knowledge base. Create with :meth:`open`."""
 
-    def __init__(self, settings: Settings, index: QdrantIndex, embedder: Embedder) -> None:
+    def __init__(self, settings: Settings, index: ChunkIndex, embedder: Embedder) -> None:
         self.settings = settings
         self.index = index
         self.embedder = embedder
@@ -95,12 +95,12 @@ class KnowledgeBase:
         """
         if embedder is None:
             embedder = await asyncio.to_thread(embedder_from_settings, settings)
-        index = await QdrantIndex.open(settings, dimension=await embedder.dimension())
+        index = await open_index(settings, dimension=await embedder.dimension())
         log.info(
             "knowledge.opened",
             extra={
                 "collection": settings.kb_collection,
-                "qdrant": "server" if settings.qdrant_url else "local",
+                "index": "server" if settings.qdrant_url else settings.kb_index,
                 "model_id": embedder.model_id,
             },
         )
@@ -202,14 +202,15 @@ class KnowledgeBase:
         done = 0
         group: list[_Pending] = []
         group_size = 0
-        for item in pending:
-            group.append(item)
-            group_size += len(item.chunks)
-            if group_size >= GROUP_CHUNKS:
+        async with self.index.writing():
+            for item in pending:
+                group.append(item)
+                group_size += len(item.chunks)
+                if group_size >= GROUP_CHUNKS:
+                    done = await self._write_group(group, done, total, progress)
+                    group, group_size = [], 0
+            if group:
                 done = await self._write_group(group, done, total, progress)
-                group, group_size = [], 0
-        if group:
-            done = await self._write_group(group, done, total, progress)
         report = IngestReport(
             documents_added=sum(1 for p in pending if not p.replaces),
             documents_updated=sum(1 for p in pending if p.replaces),

@@ -122,7 +122,7 @@ async def test_index_persists_across_reopen(
     kb = await KnowledgeBase.open(settings, embedder=embedder)
     await kb.ingest([docs])
     await kb.close()
-    assert (settings.qdrant_path / "meta.json").is_file()
+    assert (settings.data_dir / "kb-edge" / "knowledge" / "CURRENT").is_file()
 
     kb = await KnowledgeBase.open(settings, embedder=embedder)
     try:
@@ -165,6 +165,7 @@ async def test_a_model_with_another_dimension_is_refused(
     settings: Settings, embedder: CountingEmbedder, tmp_path: Path
 ) -> None:
     kb = await KnowledgeBase.open(settings, embedder=embedder)
+    await kb.ingest([write_docs(tmp_path, DOCS)])
     await kb.close()
     other = LiteLLMEmbedder("openai/none")
     other._dimension = 8  # as if probed from a remote model
@@ -173,13 +174,14 @@ async def test_a_model_with_another_dimension_is_refused(
         await KnowledgeBase.open(settings, embedder=other)
 
 
-async def test_local_index_is_locked_to_one_process(
+async def test_local_mode_index_is_locked_to_one_process(
     settings: Settings, embedder: CountingEmbedder
 ) -> None:
-    kb = await KnowledgeBase.open(settings, embedder=embedder)
+    local = settings.model_copy(update={"kb_index": "local"})
+    kb = await KnowledgeBase.open(local, embedder=embedder)
     try:
         with pytest.raises(BackendUnavailable, match="cannot open the Qdrant index"):
-            await KnowledgeBase.open(settings, embedder=embedder)
+            await KnowledgeBase.open(local, embedder=embedder)
     finally:
         await kb.close()
 
