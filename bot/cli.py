@@ -314,7 +314,8 @@ async def _ingest(args: argparse.Namespace) -> int:
         r = report.report
         line = (
             f"{r.documents_added} added, {r.documents_updated} updated, "
-            f"{r.documents_unchanged} unchanged, {r.documents_empty} empty; "
+            f"{r.documents_unchanged} unchanged, {r.documents_empty} empty, "
+            f"{r.documents_removed} removed (gone from their source); "
             f"{r.chunks_written} chunks written in {r.seconds:.1f} s"
         )
         for url, reason in report.failed_pages:

@@ -233,6 +233,7 @@ class EdgeIndex:
             for field, schema in (
                 ("doc_id", qe.PayloadSchemaType.Keyword),
                 ("chunk_index", qe.PayloadSchemaType.Integer),
+                ("origin", qe.PayloadSchemaType.Keyword),
             ):
                 self._writer.update(qe.UpdateOperation.create_field_index(field, schema))
         else:
@@ -299,32 +300,45 @@ class EdgeIndex:
                 self._generation = None
 
     # --- the index interface (see knowledge.index.QdrantIndex) ---------------------------
-    async def manifest(self) -> dict[str, str]:
-        """``{doc_id: content_hash}`` of every stored document."""
+    async def _scan(self, scope: qe.Filter, fields: list[str]) -> list[dict[str, Any]]:
+        """The payload ``fields`` of every point matching ``scope``."""
 
-        def scan(shard: qe.EdgeShard) -> dict[str, str]:
-            out: dict[str, str] = {}
+        def scan(shard: qe.EdgeShard) -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
             offset: Any = None
             while True:
                 records, offset = shard.scroll(
                     qe.ScrollRequest(
                         offset=offset,
                         limit=4096,
-                        filter=_first_chunks(),
-                        with_payload=["doc_id", "content_hash"],
+                        filter=scope,
+                        with_payload=fields,
                         with_vector=False,
                     )
                 )
-                for record in records:
-                    payload = record.payload or {}
-                    out[str(payload["doc_id"])] = str(payload["content_hash"])
+                out.extend(dict(r.payload or {}) for r in records)
                 if offset is None:
                     return out
 
         shard = self._writer
         if shard is not None:  # inside a write block: what it has written so far
             return await asyncio.to_thread(scan, shard)
-        return await self._read(scan, {})
+        return await self._read(scan, [])
+
+    async def manifest(self) -> dict[str, str]:
+        """``{doc_id: content_hash}`` of every stored document."""
+        rows = await self._scan(_first_chunks(), ["doc_id", "content_hash"])
+        return {str(r["doc_id"]): str(r["content_hash"]) for r in rows}
+
+    async def documents_from(self, origin: str) -> set[str]:
+        """The ids of the stored documents whose ``origin`` is ``origin``."""
+        scope = qe.Filter(
+            must=[
+                qe.FieldCondition(key="chunk_index", match=qe.MatchValue(0)),
+                qe.FieldCondition(key="origin", match=qe.MatchValue(origin)),
+            ]
+        )
+        return {str(r["doc_id"]) for r in await self._scan(scope, ["doc_id"])}
 
     async def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Delete every stored chunk of ``doc_ids`` (inside :meth:`writing`)."""
@@ -355,6 +369,7 @@ class EdgeIndex:
                     "text": c.chunk.text,
                     "content_hash": c.content_hash,
                     "metadata": c.metadata,
+                    "origin": c.origin,
                 },
             )
             for c in chunks

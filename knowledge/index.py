@@ -6,7 +6,8 @@ qdrant-client's local mode). One collection, one point per chunk.
 Each point has a named dense vector ``dense`` (cosine) and a named sparse vector ``sparse``
 (BM25 term weights, with ``Modifier.IDF`` so Qdrant applies inverse document frequency; see
 :mod:`knowledge.sparse`). Payload: ``doc_id``, ``chunk_index``, ``title``, ``url``,
-``heading``, ``text``, ``content_hash`` (of the whole document) and ``metadata``.
+``heading``, ``text``, ``content_hash`` (of the whole document), ``metadata`` and ``origin``
+(the folder, file or sitemap the document was read from, for pruning; None for uploads).
 
 The document manifest (doc id to content hash) lives in the payloads: the point of chunk 0 of
 each document carries its hash, so there is no sidecar file to fall out of step.
@@ -73,6 +74,7 @@ class IndexedChunk:
     sparse: SparseTerms
     content_hash: str
     metadata: dict[str, Any]
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +110,9 @@ class ChunkIndex(Protocol):
 
     async def manifest(self) -> dict[str, str]:
         """``{doc_id: content_hash}`` of every stored document."""
+
+    async def documents_from(self, origin: str) -> set[str]:
+        """The ids of the stored documents read from ``origin``."""
 
     async def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Delete every stored chunk of ``doc_ids``."""
@@ -231,6 +236,7 @@ class QdrantIndex:
                 for field, schema in (
                     ("doc_id", models.PayloadSchemaType.KEYWORD),
                     ("chunk_index", models.PayloadSchemaType.INTEGER),
+                    ("origin", models.PayloadSchemaType.KEYWORD),
                 ):
                     await self._call(client.create_payload_index, self.collection, field, schema)
             log.info(
@@ -279,6 +285,37 @@ class QdrantIndex:
         except ApiException as exc:
             raise BackendUnavailable(f"Qdrant scroll failed: {exc}") from exc
 
+    async def documents_from(self, origin: str) -> set[str]:
+        """The ids of the stored documents whose ``origin`` is ``origin``.
+
+        Raises:
+            BackendUnavailable: when Qdrant fails.
+        """
+        out: set[str] = set()
+        scope = models.Filter(
+            must=[
+                models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0)),
+                models.FieldCondition(key="origin", match=models.MatchValue(value=origin)),
+            ]
+        )
+        offset: Any = None
+        try:
+            while True:
+                points, offset = await self._call(
+                    self._client.scroll,
+                    self.collection,
+                    scroll_filter=scope,
+                    limit=1024,
+                    offset=offset,
+                    with_payload=["doc_id"],
+                    with_vectors=False,
+                )
+                out.update(str((p.payload or {})["doc_id"]) for p in points)
+                if offset is None:
+                    return out
+        except ApiException as exc:
+            raise BackendUnavailable(f"Qdrant scroll failed: {exc}") from exc
+
     async def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Delete every stored chunk of ``doc_ids`` in one call (unknown ids are ignored).
 
@@ -317,6 +354,7 @@ class QdrantIndex:
                     "text": c.chunk.text,
                     "content_hash": c.content_hash,
                     "metadata": c.metadata,
+                    "origin": c.origin,
                 },
             )
             for c in chunks

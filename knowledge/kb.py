@@ -50,6 +50,7 @@ class IngestReport:
         documents_empty: new documents without any text (nothing stored).
         chunks_written: chunks embedded and stored.
         seconds: wall time of the ingest.
+        documents_removed: documents pruned because their source no longer has them.
     """
 
     documents_added: int
@@ -58,6 +59,7 @@ class IngestReport:
     documents_empty: int
     chunks_written: int
     seconds: float
+    documents_removed: int = 0
 
     @property
     def chunks_per_second(self) -> float:
@@ -71,6 +73,16 @@ class _Pending:
     hash: str
     chunks: list[Chunk]
     replaces: bool
+    origin: str | None
+
+
+def path_origin(path: Path) -> str:
+    """The ``origin`` of documents read from the file or folder ``path`` (for pruning)."""
+    return f"path:{path.resolve()}"
+
+
+#: ``(document, origin)``: a document and the source it was read from (None: no source).
+Sourced = tuple[Document, str | None]
 
 
 class KnowledgeBase:
@@ -142,17 +154,21 @@ class KnowledgeBase:
         *,
         base_url: str | None = None,
         progress: Progress | None = None,
+        prune: bool = True,
     ) -> IngestReport:
         """Add or update the documents under ``paths`` (see :mod:`knowledge.ingest`).
 
         A document whose content hash is unchanged costs nothing; a changed one has all its old
-        chunks replaced. Chunks are embedded in length-sorted batches.
+        chunks replaced. Chunks are embedded in length-sorted batches. With ``prune``, the
+        documents an earlier ingest read from one of ``paths`` (the same file or folder) that
+        it no longer holds are deleted.
 
         Args:
             paths: files and folders (Markdown, HTML, text, JSONL).
             base_url: gives documents without a URL ``base_url + doc_id``.
             progress: called with ``(done, total, doc_id)`` in chunks, once before embedding
                 starts and after every batch.
+            prune: delete documents gone from ``paths``.
 
         Raises:
             knowledge.ingest.IngestError: when a path is missing or a file is malformed (nothing
@@ -160,38 +176,66 @@ class KnowledgeBase:
             bot.errors.BackendUnavailable: when Qdrant or a remote embedder fails.
         """
         async with self._ingest_lock:
-            return await self._ingest(paths, base_url=base_url, progress=progress)
+            started = time.perf_counter()
+
+            def read() -> list[Sourced]:
+                return [
+                    (doc, path_origin(path))
+                    for path in paths
+                    for doc in read_documents([path], base_url=base_url)
+                ]
+
+            items = await asyncio.to_thread(read)
+            origins = {path_origin(p): set[str]() for p in paths} if prune else {}
+            return await self._ingest_docs(items, started, progress, origins)
 
     async def ingest_documents(
-        self, docs: Sequence[Document], *, progress: Progress | None = None
+        self,
+        docs: Sequence[Document],
+        *,
+        progress: Progress | None = None,
+        origin: str | None = None,
+        keep: Sequence[str] = (),
     ) -> IngestReport:
         """Add or update documents read elsewhere (a site crawl, an upload), as :meth:`ingest`.
+
+        Args:
+            docs: the documents.
+            progress: see :meth:`ingest`.
+            origin: the source ``docs`` are all of it has now (a sitemap URL): stored documents
+                of that origin missing from ``docs`` and ``keep`` are deleted. None (uploads,
+                single pages): nothing is pruned.
+            keep: ids of documents of ``origin`` to keep although missing (pages that could not
+                be fetched this time).
 
         Raises:
             bot.errors.BackendUnavailable: when Qdrant or a remote embedder fails.
         """
         async with self._ingest_lock:
-            return await self._ingest_docs(list(docs), time.perf_counter(), progress)
-
-    async def _ingest(
-        self, paths: Sequence[Path], *, base_url: str | None, progress: Progress | None
-    ) -> IngestReport:
-        started = time.perf_counter()
-        docs = await asyncio.to_thread(lambda: list(read_documents(paths, base_url=base_url)))
-        return await self._ingest_docs(docs, started, progress)
+            origins = {origin: set(keep)} if origin is not None else {}
+            items: list[Sourced] = [(doc, origin) for doc in docs]
+            return await self._ingest_docs(items, time.perf_counter(), progress, origins)
 
     async def _ingest_docs(
-        self, docs: list[Document], started: float, progress: Progress | None
+        self,
+        items: list[Sourced],
+        started: float,
+        progress: Progress | None,
+        prune: dict[str, set[str]],
     ) -> IngestReport:
-        by_id: dict[str, Document] = {}
-        for doc in docs:
+        by_id: dict[str, Sourced] = {}
+        for doc, origin in items:
             if doc.doc_id in by_id:
                 log.warning(
                     "knowledge.duplicate_doc_id",
                     extra={"doc_id": doc.doc_id, "source": doc.source},
                 )
-            by_id[doc.doc_id] = doc
+            by_id[doc.doc_id] = (doc, origin)
         manifest = await self.index.manifest()
+        gone: set[str] = set()
+        for origin, keep in prune.items():
+            gone |= await self.index.documents_from(origin) - keep
+        gone -= by_id.keys()
         # Hashing and chunking parse every changed document: keep it off the event loop.
         pending, unchanged, empty = await asyncio.to_thread(
             self._plan, list(by_id.values()), manifest
@@ -203,6 +247,8 @@ class KnowledgeBase:
         group: list[_Pending] = []
         group_size = 0
         async with self.index.writing():
+            if gone:
+                await self.index.delete_documents(sorted(gone))
             for item in pending:
                 group.append(item)
                 group_size += len(item.chunks)
@@ -218,10 +264,12 @@ class KnowledgeBase:
             documents_empty=empty,
             chunks_written=done,
             seconds=round(time.perf_counter() - started, 3),
+            documents_removed=len(gone),
         )
         log.info(
             "knowledge.ingested",
             extra={
+                "removed": report.documents_removed,
                 "added": report.documents_added,
                 "updated": report.documents_updated,
                 "unchanged": report.documents_unchanged,
@@ -232,12 +280,12 @@ class KnowledgeBase:
         return report
 
     def _plan(
-        self, docs: list[Document], manifest: dict[str, str]
+        self, items: list[Sourced], manifest: dict[str, str]
     ) -> tuple[list[_Pending], int, int]:
         """The documents to (re)write with their chunks, and the unchanged and empty counts."""
         unchanged = empty = 0
         pending: list[_Pending] = []
-        for doc in docs:
+        for doc, origin in items:
             digest = content_hash(doc, model_id=self.embedder.model_id)
             if manifest.get(doc.doc_id) == digest:
                 unchanged += 1
@@ -246,7 +294,7 @@ class KnowledgeBase:
             if not chunks and doc.doc_id not in manifest:
                 empty += 1
                 continue
-            pending.append(_Pending(doc, digest, chunks, replaces=doc.doc_id in manifest))
+            pending.append(_Pending(doc, digest, chunks, doc.doc_id in manifest, origin))
         return pending, unchanged, empty
 
     async def _write_group(
@@ -278,6 +326,7 @@ class KnowledgeBase:
                         sparse=sparse.document_vector(texts[i]),
                         content_hash=p.hash,
                         metadata=p.doc.metadata,
+                        origin=p.origin,
                     )
                     (firsts if c.index == 0 else ready).append(indexed)
                 if writing is not None:
