@@ -316,14 +316,20 @@ class KnowledgeBase:
         try:
             for start in range(0, len(order), EMBED_BATCH):
                 batch = order[start : start + EMBED_BATCH]
-                vectors = await self.embedder.embed([texts[i] for i in batch])
+                batch_texts = [texts[i] for i in batch]
+                # The sparse vectors (Python) are computed while the model runs (onnxruntime
+                # releases the GIL), both off the event loop.
+                vectors, sparse_vectors = await asyncio.gather(
+                    self.embedder.embed(batch_texts),
+                    asyncio.to_thread(_sparse_vectors, batch_texts),
+                )
                 ready: list[IndexedChunk] = []
-                for i, vector in zip(batch, vectors, strict=True):
+                for i, vector, terms in zip(batch, vectors, sparse_vectors, strict=True):
                     p, c = flat[i]
                     indexed = IndexedChunk(
                         chunk=c,
                         dense=vector.tolist(),
-                        sparse=sparse.document_vector(texts[i]),
+                        sparse=terms,
                         content_hash=p.hash,
                         metadata=p.doc.metadata,
                         origin=p.origin,
@@ -342,3 +348,8 @@ class KnowledgeBase:
             if writing is not None and not writing.done():
                 await asyncio.gather(writing, return_exceptions=True)
         return done
+
+
+def _sparse_vectors(texts: list[str]) -> list[sparse.SparseTerms]:
+    """The BM25 document vectors of ``texts`` (see :mod:`knowledge.sparse`)."""
+    return [sparse.document_vector(text) for text in texts]
