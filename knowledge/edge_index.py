@@ -33,6 +33,7 @@ import shutil
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -53,6 +54,11 @@ _WRITER = ".writer.lock"
 #: Seconds between two checks for a newly published generation.
 REFRESH_S = 1.0
 _UPSERT_BATCH = 1024
+#: The one thread that runs searches. The engine releases the GIL while it searches and must
+#: take it back after; with many Python threads each such hand-over waits for the
+#: interpreter's switch interval (5 ms), so concurrent searches in many threads were slower
+#: than the same searches queued on one (the engine parallelizes inside a search itself).
+_READS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-search")
 
 
 def _first_chunks() -> qe.Filter:
@@ -183,7 +189,7 @@ class EdgeIndex:
             return empty if shard is None else fn(shard)
 
         try:
-            return await asyncio.to_thread(call)
+            return await asyncio.get_running_loop().run_in_executor(_READS, call)
         except ConfigError:
             raise
         except Exception as exc:  # the bindings raise plain Exception
