@@ -1,4 +1,4 @@
-"""The index of chunks: :class:`ChunkIndex`, :func:`open_index` and :class:`QdrantIndex`.
+"""The index of chunks: the :class:`ChunkIndex` protocol and :class:`QdrantIndex`.
 
 :class:`QdrantIndex` is the qdrant-client implementation (a server or cluster, or
 qdrant-client's local mode). One collection, one point per chunk.
@@ -12,8 +12,8 @@ Each point has a named dense vector ``dense`` (cosine) and a named sparse vector
 The document manifest (doc id to content hash) lives in the payloads: the point of chunk 0 of
 each document carries its hash, so there is no sidecar file to fall out of step.
 
-:func:`open_index` picks the implementation: ``settings.qdrant_url`` a Qdrant server or
-cluster (:class:`QdrantIndex`), else the embedded ``settings.kb_index``: ``"edge"`` (the
+:func:`knowledge.kb.open_index` picks the implementation: ``settings.qdrant_url`` a Qdrant
+server or cluster (:class:`QdrantIndex`), else the embedded ``settings.kb_index``: ``"edge"`` (the
 default, :class:`knowledge.edge_index.EdgeIndex`) or ``"local"`` (:class:`QdrantIndex` in
 qdrant-client's local on-disk mode, ``QdrantClient(path=...)``: exact search in Python, one
 process at a time may open the folder).
@@ -130,24 +130,6 @@ class ChunkIndex(Protocol):
 
     async def chunk_count(self) -> int:
         """How many chunks are stored."""
-
-
-async def open_index(settings: Settings, *, dimension: int) -> ChunkIndex:
-    """The index ``settings`` asks for (see the module docstring), opened.
-
-    Args:
-        settings: ``qdrant_url``, ``kb_index``, ``kb_collection``, ``data_dir``.
-        dimension: the dense vector length of the embedder.
-
-    Raises:
-        BackendUnavailable: when the index cannot be opened.
-        ConfigError: when it holds dense vectors of another length.
-    """
-    if settings.qdrant_url is None and settings.kb_index == "edge":
-        from knowledge.edge_index import EdgeIndex
-
-        return await EdgeIndex.open(settings, dimension=dimension)
-    return await QdrantIndex.open(settings, dimension=dimension)
 
 
 class QdrantIndex:

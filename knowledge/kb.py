@@ -19,9 +19,10 @@ from bot.config import Settings
 from bot.retrieval import Passage
 from knowledge import sparse
 from knowledge.chunk import Chunk, Document, chunk_document
+from knowledge.edge_index import EdgeIndex
 from knowledge.embed import Embedder, embedder_from_settings
 from knowledge.evaluate import EvalReport, evaluate, load_questions
-from knowledge.index import ChunkIndex, IndexedChunk, open_index
+from knowledge.index import ChunkIndex, IndexedChunk, QdrantIndex
 from knowledge.ingest import content_hash, read_documents
 from knowledge.retrieve import HybridRetriever
 
@@ -83,6 +84,22 @@ def path_origin(path: Path) -> str:
 
 #: ``(document, origin)``: a document and the source it was read from (None: no source).
 Sourced = tuple[Document, str | None]
+
+
+async def open_index(settings: Settings, *, dimension: int) -> ChunkIndex:
+    """The index ``settings`` asks for (see :mod:`knowledge.index`), opened.
+
+    Args:
+        settings: ``qdrant_url``, ``kb_index``, ``kb_collection``, ``data_dir``.
+        dimension: the dense vector length of the embedder.
+
+    Raises:
+        bot.errors.BackendUnavailable: when the index cannot be opened.
+        bot.errors.ConfigError: when it holds dense vectors of another length.
+    """
+    if settings.qdrant_url is None and settings.kb_index == "edge":
+        return await EdgeIndex.open(settings, dimension=dimension)
+    return await QdrantIndex.open(settings, dimension=dimension)
 
 
 class KnowledgeBase:
