@@ -79,8 +79,10 @@ class _Generation:
             raise
 
     def release(self) -> None:
+        """Close the shard, then drop the shared lock (a writer may then delete the folder)."""
         if self._lock is not None:
-            self._lock.close()  # drops the shared lock
+            self.shard.close()
+            self._lock.close()
             self._lock = None
 
 
@@ -125,7 +127,7 @@ class EdgeIndex:
         index = cls(root, settings.kb_collection, dimension)
         try:
             await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
-            await asyncio.to_thread(index._refresh, True)
+            await asyncio.get_running_loop().run_in_executor(_READS, index._refresh, True)
         except OSError as exc:
             raise BackendUnavailable(f"cannot open the knowledge index: {exc}") from exc
         return index
@@ -266,7 +268,7 @@ class EdgeIndex:
             },
         )
         self._pending = None
-        self._refresh(force=True)
+        self._checked = 0.0  # the next read loads it (reads, and so switches, run on one thread)
 
     def _discard(self) -> None:
         if self._writer is not None:
@@ -300,10 +302,14 @@ class EdgeIndex:
 
     async def close(self) -> None:
         """Release the loaded generation (other processes keep theirs)."""
-        with self._switch:
-            if self._generation is not None:
-                self._generation.release()
-                self._generation = None
+
+        def release() -> None:
+            with self._switch:
+                if self._generation is not None:
+                    self._generation.release()
+                    self._generation = None
+
+        await asyncio.get_running_loop().run_in_executor(_READS, release)
 
     # --- the index interface (see knowledge.index.QdrantIndex) ---------------------------
     async def _scan(self, scope: qe.Filter, fields: list[str]) -> list[dict[str, Any]]:
