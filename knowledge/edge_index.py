@@ -221,6 +221,9 @@ class EdgeIndex:
                 yield
                 if self._writer is not None:
                     await asyncio.to_thread(self._publish)
+                    # This process moves to the new version now, so that the old one can go.
+                    loop = asyncio.get_running_loop()
+                    await loop.run_in_executor(_READS, self._refresh, True)
             finally:
                 await asyncio.to_thread(self._discard)
         finally:
@@ -268,7 +271,6 @@ class EdgeIndex:
             },
         )
         self._pending = None
-        self._checked = 0.0  # the next read loads it (reads, and so switches, run on one thread)
 
     def _discard(self) -> None:
         if self._writer is not None:
