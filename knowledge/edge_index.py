@@ -65,18 +65,29 @@ def _first_chunks() -> qe.Filter:
     return qe.Filter(must=[qe.FieldCondition(key="chunk_index", match=qe.MatchValue(0))])
 
 
+class _Superseded(Exception):
+    """A newer version was published while this one was being opened."""
+
+
 class _Generation:
     """One loaded generation: the shard and the shared lock that keeps it on disk."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, published: Callable[[], Path | None]) -> None:
         self.folder = folder
-        self._lock: IO[bytes] | None = (folder / _READERS).open("ab")
-        fcntl.flock(self._lock, fcntl.LOCK_SH)
+        lock = (folder / _READERS).open("ab")  # FileNotFoundError: removed meanwhile
         try:
-            self.shard = _load(folder)
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            # Under the shared lock no writer removes it; before, one may have (a writer only
+            # removes versions older than the published one).
+            shard = _load(folder) if published() == folder else None
         except BaseException:
-            self.release()
+            lock.close()
             raise
+        if shard is None:
+            lock.close()
+            raise _Superseded(folder.name)
+        self.shard = shard
+        self._lock: IO[bytes] | None = lock
 
     def release(self) -> None:
         """Close the shard, then drop the shared lock (a writer may then delete the folder)."""
@@ -153,16 +164,24 @@ class EdgeIndex:
             except FileNotFoundError:
                 stat = None
             if stat != self._current_stat or (force and stat is not None):
-                folder = self._published()
-                if folder is not None and (
-                    self._generation is None or self._generation.folder != folder
-                ):
-                    self._check_dimension(folder)
-                    generation = _Generation(folder)
+                for attempt in range(3):
+                    folder = self._published()
+                    if folder is None or (
+                        self._generation is not None and self._generation.folder == folder
+                    ):
+                        break
+                    try:
+                        self._check_dimension(folder)
+                        generation = _Generation(folder, self._published)
+                    except (_Superseded, FileNotFoundError):
+                        if attempt == 2:
+                            raise
+                        continue
                     old, self._generation = self._generation, generation
                     if old is not None:
                         old.release()
                     log.info("knowledge.index_loaded", extra={"generation": folder.name})
+                    break
                 self._current_stat = stat
             return self._generation.shard if self._generation is not None else None
 
