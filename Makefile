@@ -10,7 +10,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: install lock lock-check run test lint format bench bench-scale system-deps clean
+.PHONY: install lock lock-check run test lint format bench bench-kb bench-scale system-deps clean
 
 $(UV): deploy/uv-requirements.txt
 	rm -rf $(TOOLS)
@@ -66,6 +66,10 @@ test: install system-deps lint
 
 bench: install
 	$(BIN)/switchboard bench --data-dir .bench
+
+# Knowledge-base figures at 10,000 and 100,000 chunks, twice each (indexes kept in .bench/kb).
+bench-kb: install
+	$(BIN)/switchboard kb bench --chunks 10000 --chunks 100000 --runs 2
 
 # Scale-out figures: throw-away redis-server and PostgreSQL (default durability), 1 and 2 workers.
 bench-scale: install system-deps

@@ -107,6 +107,16 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("qa", type=Path)
     pe.add_argument("--json", action="store_true", help="print one JSON object")
     _answers_parser(kb_sub)
+    pb = kb_sub.add_parser("bench", help="ingest chunks/s and hybrid query p50/p95 at N chunks")
+    _common(pb)
+    pb.add_argument("--chunks", type=int, action="append", help="index size (repeat)")
+    pb.add_argument("--ingest-sample", type=int, default=1000, help="chunks ingested end to end")
+    pb.add_argument("--queries", type=int, default=200, help="queries per measurement")
+    pb.add_argument("--concurrency", type=int, default=20, help="queries in flight")
+    pb.add_argument("--runs", type=int, default=1, help="repeat the measurements")
+    pb.add_argument("--source", type=Path, default=None, help="folder of kb.jsonl and qa.jsonl")
+    pb.add_argument("--work-dir", type=Path, default=Path(".bench/kb"), help="indexes, cache")
+    pb.add_argument("--json", action="store_true", help="print one JSON line per run")
 
     p = sub.add_parser("parse", help="run a channel's parser on recorded payloads")
     _common(p)
@@ -174,6 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from knowledge.commands import answers_command
 
             return answers_command(args, _settings(args))
+        if args.command == "kb" and args.kb_command == "bench":
+            from knowledge.bench import bench_command
+
+            return asyncio.run(bench_command(args, _settings(args)))
         if args.command == "kb":
             return asyncio.run(_kb_eval(args))
         if args.command == "parse":
@@ -326,7 +340,8 @@ async def _ingest(args: argparse.Namespace) -> int:
         r = report.report
         line = (
             f"{r.documents_added} added, {r.documents_updated} updated, "
-            f"{r.documents_unchanged} unchanged, {r.documents_empty} empty; "
+            f"{r.documents_unchanged} unchanged, {r.documents_empty} empty, "
+            f"{r.documents_removed} removed (gone from their source); "
             f"{r.chunks_written} chunks written in {r.seconds:.1f} s"
         )
         for url, reason in report.failed_pages:

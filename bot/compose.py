@@ -5,25 +5,15 @@ and channels a hub gets. It is the one module of ``bot`` that imports the plugin
 (``channels``, ``plugins``, ``knowledge``); the programs (``serve``, ``worker``, ``bench``,
 ``chat``) and the tests build their hubs through it.
 
-The knowledge base on one host without a Qdrant server: local (on-disk) Qdrant lets one process
-at a time open its folder (a ``portalocker`` file lock). :func:`open_knowledge` opens the folder
-when it is free and otherwise a private read-only *snapshot*: a copy of the folder in a temp dir
-(SQLite files copied with SQLite's online backup API, so a copy taken while the owner writes is
-consistent), removed at close. No worker fails because another holds the lock; a snapshot
-shows the index as it was when the worker started (restart workers after ``switchboard
-ingest``, or use a Qdrant server: ``SWITCHBOARD_QDRANT_URL``).
+The knowledge base on one host without a Qdrant server is the embedded Qdrant Edge index,
+which every process (``serve``, each ``worker``, ``switchboard ingest``) opens in place, with no
+copy; each sees an ingest's result once it is published (:mod:`knowledge.edge_index`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import shutil
-import sqlite3
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.agent import SupportAgent
@@ -31,7 +21,7 @@ from bot.agent.usage import UsageFn
 from bot.channel import ChannelPlugin
 from bot.config import Settings
 from bot.envelope import SessionKey
-from bot.errors import BackendUnavailable, ConfigError
+from bot.errors import ConfigError
 from bot.events import EventBus
 from bot.hub import DeliveryPolicy, Hub
 from bot.lanes.base import LaneConfig, LaneQueue
@@ -78,8 +68,8 @@ async def build_hub(
         lanes: default by ``lane_backend``: ``memory``, or ``redis`` (``RedisLaneQueue`` on
             ``redis_url``, leases of ``lane_lease_s`` seconds).
         load_knowledge: open the local knowledge base when no retriever is given (skipped for
-            ``agent: scripted``). A local index locked by another process is opened as a
-            read-only snapshot copy (see :func:`open_knowledge`).
+            ``agent: scripted``); every process of a host reads the same index (see
+            :func:`open_knowledge`).
         consume: run turns (False: ingress only; needs the ``redis`` lane backend).
         events: the live event feed; default ``EventBus`` (memory lanes) or ``RedisEventBus``
             on ``redis_url`` (redis lanes).
@@ -145,11 +135,9 @@ async def build_hub(
         crm = open_crm(settings)
         closeables.append(crm)
     if retriever is None and load_knowledge and settings.agent == "auto":
-        kb, snapshot = await open_knowledge(settings)
+        kb = await open_knowledge(settings)
         retriever = kb
         closeables.append(kb)
-        if snapshot is not None:
-            closeables.append(snapshot)
     if retriever is not None:
         from bot import tracing
         from bot.retrieval import TracedRetriever
@@ -350,74 +338,18 @@ async def knowledge_base(settings: Settings) -> KnowledgeBase:
     return await KnowledgeBase.open(settings)
 
 
-class IndexSnapshot:
-    """A temp-dir copy of the local Qdrant folder; :meth:`close` deletes it.
+async def open_knowledge(settings: Settings) -> KnowledgeBase:
+    """Open the knowledge base for serving (every process of a host opens the same index).
 
-    Attributes:
-        data_dir: the temp dir used as ``data_dir`` (the copy is ``data_dir / "qdrant"``).
-    """
-
-    def __init__(self, source: Path) -> None:
-        self.data_dir = Path(tempfile.mkdtemp(prefix="switchboard-kb-"))
-        target = self.data_dir / "qdrant"
-        try:
-            shutil.copytree(
-                source,
-                target,
-                ignore=shutil.ignore_patterns(".lock"),
-                copy_function=_copy_consistent,
-            )
-        except BaseException:
-            shutil.rmtree(self.data_dir, ignore_errors=True)
-            raise
-
-    async def close(self) -> None:
-        """Delete the copy."""
-        await asyncio.to_thread(shutil.rmtree, self.data_dir, True)
-
-
-def _copy_consistent(src: str, dst: str) -> str:
-    """Copy one file; SQLite databases through the online backup API (a consistent copy)."""
-    if src.endswith(".sqlite"):
-        with (
-            contextlib.closing(sqlite3.connect(f"file:{src}?mode=ro", uri=True)) as source,
-            contextlib.closing(sqlite3.connect(dst)) as target,
-        ):
-            source.backup(target)
-        return dst
-    return str(shutil.copy2(src, dst))
-
-
-def _locked(exc: BaseException) -> bool:
-    return "already accessed by another instance" in str(exc)
-
-
-async def open_knowledge(settings: Settings) -> tuple[KnowledgeBase, IndexSnapshot | None]:
-    """Open the knowledge base; a local index locked by another process opens as a snapshot.
-
-    Returns:
-        The knowledge base, and the snapshot to close after it (None when the folder itself
-        or a Qdrant server was opened).
+    The embedded index (``kb_index: edge``) is read by any number of processes in place, each
+    switching to a newer published version after an ingest (see :mod:`knowledge.edge_index`);
+    a Qdrant server (``qdrant_url``) is shared by every host. Only qdrant-client's local mode
+    (``kb_index: local``) admits one process at a time.
 
     Raises:
-        bot.errors.BackendUnavailable: when Qdrant fails for another reason.
+        bot.errors.BackendUnavailable: when the index cannot be opened.
         bot.errors.ConfigError: see :meth:`knowledge.KnowledgeBase.open`.
     """
     from knowledge import KnowledgeBase
 
-    try:
-        return await KnowledgeBase.open(settings), None
-    except BackendUnavailable as exc:
-        if settings.qdrant_url is not None or not _locked(exc):
-            raise
-    snapshot = await asyncio.to_thread(IndexSnapshot, settings.qdrant_path)
-    try:
-        kb = await KnowledgeBase.open(settings.model_copy(update={"data_dir": snapshot.data_dir}))
-    except BaseException:
-        await snapshot.close()
-        raise
-    log.info(
-        "worker.index_snapshot",
-        extra={"source": str(settings.qdrant_path), "copy": str(snapshot.data_dir)},
-    )
-    return kb, snapshot
+    return await KnowledgeBase.open(settings)

@@ -340,6 +340,11 @@ class Settings(BaseSettings):
     salesforce_api_version: str = "62.0"
     # MCP servers whose allow-listed tools the LLM agent may call (see bot.config.McpServer).
     mcp_servers: list[McpServer] = Field(default_factory=list)
+    # --- knowledge index at scale (issue 11) ------------------------------------------------
+    # The embedded index without qdrant_url: "edge" (Qdrant Edge, HNSW, one index read by every
+    # process of the host, DATA_DIR/kb-edge) or "local" (qdrant-client's local mode, DATA_DIR/
+    # qdrant: exact search, one process at a time; slow beyond a few thousand chunks).
+    kb_index: Literal["edge", "local"] = "edge"
 
     @field_validator("pii_entities", "pii_phone_regions", mode="before")
     @classmethod

@@ -4,7 +4,7 @@ A worker runs the router, the agent, ``hub.deliver`` and the channels' ``send`` 
 claims from the Redis lanes; it serves no webhooks, REST or console, only ``GET /healthz``,
 ``GET /readyz`` and ``GET /metrics`` (see :mod:`bot.server`) on ``--host``/``--port``, which
 the deploy manifests probe and scrape. Its hub comes from :func:`bot.compose.build_hub`, which
-opens a knowledge base that another process holds as a snapshot
+opens the host's knowledge index in place, as every other process does
 (:func:`bot.compose.open_knowledge`).
 """
 

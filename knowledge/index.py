@@ -1,15 +1,22 @@
-"""The Qdrant index of chunks: one collection, one point per chunk.
+"""The index of chunks: the :class:`ChunkIndex` protocol and :class:`QdrantIndex`.
+
+:class:`QdrantIndex` is the qdrant-client implementation (a server or cluster, or
+qdrant-client's local mode). One collection, one point per chunk.
 
 Each point has a named dense vector ``dense`` (cosine) and a named sparse vector ``sparse``
 (BM25 term weights, with ``Modifier.IDF`` so Qdrant applies inverse document frequency; see
 :mod:`knowledge.sparse`). Payload: ``doc_id``, ``chunk_index``, ``title``, ``url``,
-``heading``, ``text``, ``content_hash`` (of the whole document) and ``metadata``.
+``heading``, ``text``, ``content_hash`` (of the whole document), ``metadata`` and ``origin``
+(the folder, file or sitemap the document was read from, for pruning; None for uploads).
 
 The document manifest (doc id to content hash) lives in the payloads: the point of chunk 0 of
 each document carries its hash, so there is no sidecar file to fall out of step.
 
-By default Qdrant runs in local on-disk mode (``QdrantClient(path=...)``; one process at a
-time may open the folder); ``settings.qdrant_url`` switches to a Qdrant server or cluster.
+:func:`knowledge.kb.open_index` picks the implementation: ``settings.qdrant_url`` a Qdrant
+server or cluster (:class:`QdrantIndex`), else the embedded ``settings.kb_index``: ``"edge"`` (the
+default, :class:`knowledge.edge_index.EdgeIndex`) or ``"local"`` (:class:`QdrantIndex` in
+qdrant-client's local on-disk mode, ``QdrantClient(path=...)``: exact search in Python, one
+process at a time may open the folder).
 API reference: https://python-client.qdrant.tech/ and https://api.qdrant.tech/.
 
 Every client call runs in a worker thread (``asyncio.to_thread``): local mode searches and
@@ -24,10 +31,15 @@ import asyncio
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    nullcontext,
+)
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -62,6 +74,7 @@ class IndexedChunk:
     sparse: SparseTerms
     content_hash: str
     metadata: dict[str, Any]
+    origin: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +93,43 @@ class Hit:
     score: float
     payload: dict[str, Any]
     dense: NDArray[np.float32] | None = None
+
+
+class ChunkIndex(Protocol):
+    """Where chunks are stored and searched; :class:`QdrantIndex` documents each method.
+
+    Writes (``delete_documents``, ``upsert``) happen inside ``async with index.writing():``,
+    which an implementation may use to apply them as one unit.
+    """
+
+    def writing(self) -> AbstractAsyncContextManager[None]:
+        """Group the writes of one ingest."""
+
+    async def close(self) -> None:
+        """Release the index."""
+
+    async def manifest(self) -> dict[str, str]:
+        """``{doc_id: content_hash}`` of every stored document."""
+
+    async def documents_from(self, origin: str) -> set[str]:
+        """The ids of the stored documents read from ``origin``."""
+
+    async def delete_documents(self, doc_ids: Sequence[str]) -> None:
+        """Delete every stored chunk of ``doc_ids``."""
+
+    async def upsert(self, chunks: Sequence[IndexedChunk]) -> None:
+        """Store ``chunks``, overwriting points with the same ids."""
+
+    async def search(
+        self, dense: Sequence[float], sparse: SparseTerms, *, limit: int
+    ) -> tuple[list[Hit], list[Hit]]:
+        """``(dense_hits, sparse_hits)``, each the ``limit`` best, best first."""
+
+    async def document_count(self) -> int:
+        """How many documents are stored."""
+
+    async def chunk_count(self) -> int:
+        """How many chunks are stored."""
 
 
 class QdrantIndex:
@@ -168,6 +218,7 @@ class QdrantIndex:
                 for field, schema in (
                     ("doc_id", models.PayloadSchemaType.KEYWORD),
                     ("chunk_index", models.PayloadSchemaType.INTEGER),
+                    ("origin", models.PayloadSchemaType.KEYWORD),
                 ):
                     await self._call(client.create_payload_index, self.collection, field, schema)
             log.info(
@@ -176,6 +227,11 @@ class QdrantIndex:
             )
         except ApiException as exc:
             raise BackendUnavailable(f"Qdrant collection setup failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def writing(self) -> AsyncIterator[None]:
+        """Group the writes of one ingest (nothing to do: qdrant-client applies each at once)."""
+        yield
 
     async def close(self) -> None:
         """Close the client (releases the local folder's lock)."""
@@ -206,6 +262,37 @@ class QdrantIndex:
                 for point in points:
                     payload = point.payload or {}
                     out[str(payload["doc_id"])] = str(payload["content_hash"])
+                if offset is None:
+                    return out
+        except ApiException as exc:
+            raise BackendUnavailable(f"Qdrant scroll failed: {exc}") from exc
+
+    async def documents_from(self, origin: str) -> set[str]:
+        """The ids of the stored documents whose ``origin`` is ``origin``.
+
+        Raises:
+            BackendUnavailable: when Qdrant fails.
+        """
+        out: set[str] = set()
+        scope = models.Filter(
+            must=[
+                models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0)),
+                models.FieldCondition(key="origin", match=models.MatchValue(value=origin)),
+            ]
+        )
+        offset: Any = None
+        try:
+            while True:
+                points, offset = await self._call(
+                    self._client.scroll,
+                    self.collection,
+                    scroll_filter=scope,
+                    limit=1024,
+                    offset=offset,
+                    with_payload=["doc_id"],
+                    with_vectors=False,
+                )
+                out.update(str((p.payload or {})["doc_id"]) for p in points)
                 if offset is None:
                     return out
         except ApiException as exc:
@@ -249,6 +336,7 @@ class QdrantIndex:
                     "text": c.chunk.text,
                     "content_hash": c.content_hash,
                     "metadata": c.metadata,
+                    "origin": c.origin,
                 },
             )
             for c in chunks

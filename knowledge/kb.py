@@ -19,9 +19,10 @@ from bot.config import Settings
 from bot.retrieval import Passage
 from knowledge import sparse
 from knowledge.chunk import Chunk, Document, chunk_document
+from knowledge.edge_index import EdgeIndex
 from knowledge.embed import Embedder, embedder_from_settings
 from knowledge.evaluate import EvalReport, evaluate, load_questions
-from knowledge.index import IndexedChunk, QdrantIndex
+from knowledge.index import ChunkIndex, IndexedChunk, QdrantIndex
 from knowledge.ingest import content_hash, read_documents
 from knowledge.retrieve import HybridRetriever
 
@@ -50,6 +51,7 @@ class IngestReport:
         documents_empty: new documents without any text (nothing stored).
         chunks_written: chunks embedded and stored.
         seconds: wall time of the ingest.
+        documents_removed: documents pruned because their source no longer has them.
     """
 
     documents_added: int
@@ -58,6 +60,7 @@ class IngestReport:
     documents_empty: int
     chunks_written: int
     seconds: float
+    documents_removed: int = 0
 
     @property
     def chunks_per_second(self) -> float:
@@ -71,12 +74,38 @@ class _Pending:
     hash: str
     chunks: list[Chunk]
     replaces: bool
+    origin: str | None
+
+
+def path_origin(path: Path) -> str:
+    """The ``origin`` of documents read from the file or folder ``path`` (for pruning)."""
+    return f"path:{path.resolve()}"
+
+
+#: ``(document, origin)``: a document and the source it was read from (None: no source).
+Sourced = tuple[Document, str | None]
+
+
+async def open_index(settings: Settings, *, dimension: int) -> ChunkIndex:
+    """The index ``settings`` asks for (see :mod:`knowledge.index`), opened.
+
+    Args:
+        settings: ``qdrant_url``, ``kb_index``, ``kb_collection``, ``data_dir``.
+        dimension: the dense vector length of the embedder.
+
+    Raises:
+        bot.errors.BackendUnavailable: when the index cannot be opened.
+        bot.errors.ConfigError: when it holds dense vectors of another length.
+    """
+    if settings.qdrant_url is None and settings.kb_index == "edge":
+        return await EdgeIndex.open(settings, dimension=dimension)
+    return await QdrantIndex.open(settings, dimension=dimension)
 
 
 class KnowledgeBase:
     """Ingest, search and evaluate one knowledge base. Create with :meth:`open`."""
 
-    def __init__(self, settings: Settings, index: QdrantIndex, embedder: Embedder) -> None:
+    def __init__(self, settings: Settings, index: ChunkIndex, embedder: Embedder) -> None:
         self.settings = settings
         self.index = index
         self.embedder = embedder
@@ -95,12 +124,12 @@ class KnowledgeBase:
         """
         if embedder is None:
             embedder = await asyncio.to_thread(embedder_from_settings, settings)
-        index = await QdrantIndex.open(settings, dimension=await embedder.dimension())
+        index = await open_index(settings, dimension=await embedder.dimension())
         log.info(
             "knowledge.opened",
             extra={
                 "collection": settings.kb_collection,
-                "qdrant": "server" if settings.qdrant_url else "local",
+                "index": "server" if settings.qdrant_url else settings.kb_index,
                 "model_id": embedder.model_id,
             },
         )
@@ -142,17 +171,21 @@ class KnowledgeBase:
         *,
         base_url: str | None = None,
         progress: Progress | None = None,
+        prune: bool = True,
     ) -> IngestReport:
         """Add or update the documents under ``paths`` (see :mod:`knowledge.ingest`).
 
         A document whose content hash is unchanged costs nothing; a changed one has all its old
-        chunks replaced. Chunks are embedded in length-sorted batches.
+        chunks replaced. Chunks are embedded in length-sorted batches. With ``prune``, the
+        documents an earlier ingest read from one of ``paths`` (the same file or folder) that
+        it no longer holds are deleted.
 
         Args:
             paths: files and folders (Markdown, HTML, text, JSONL).
             base_url: gives documents without a URL ``base_url + doc_id``.
             progress: called with ``(done, total, doc_id)`` in chunks, once before embedding
                 starts and after every batch.
+            prune: delete documents gone from ``paths``.
 
         Raises:
             knowledge.ingest.IngestError: when a path is missing or a file is malformed (nothing
@@ -160,38 +193,66 @@ class KnowledgeBase:
             bot.errors.BackendUnavailable: when Qdrant or a remote embedder fails.
         """
         async with self._ingest_lock:
-            return await self._ingest(paths, base_url=base_url, progress=progress)
+            started = time.perf_counter()
+
+            def read() -> list[Sourced]:
+                return [
+                    (doc, path_origin(path))
+                    for path in paths
+                    for doc in read_documents([path], base_url=base_url)
+                ]
+
+            items = await asyncio.to_thread(read)
+            origins = {path_origin(p): set[str]() for p in paths} if prune else {}
+            return await self._ingest_docs(items, started, progress, origins)
 
     async def ingest_documents(
-        self, docs: Sequence[Document], *, progress: Progress | None = None
+        self,
+        docs: Sequence[Document],
+        *,
+        progress: Progress | None = None,
+        origin: str | None = None,
+        keep: Sequence[str] = (),
     ) -> IngestReport:
         """Add or update documents read elsewhere (a site crawl, an upload), as :meth:`ingest`.
+
+        Args:
+            docs: the documents.
+            progress: see :meth:`ingest`.
+            origin: the source ``docs`` are all of it has now (a sitemap URL): stored documents
+                of that origin missing from ``docs`` and ``keep`` are deleted. None (uploads,
+                single pages): nothing is pruned.
+            keep: ids of documents of ``origin`` to keep although missing (pages that could not
+                be fetched this time).
 
         Raises:
             bot.errors.BackendUnavailable: when Qdrant or a remote embedder fails.
         """
         async with self._ingest_lock:
-            return await self._ingest_docs(list(docs), time.perf_counter(), progress)
-
-    async def _ingest(
-        self, paths: Sequence[Path], *, base_url: str | None, progress: Progress | None
-    ) -> IngestReport:
-        started = time.perf_counter()
-        docs = await asyncio.to_thread(lambda: list(read_documents(paths, base_url=base_url)))
-        return await self._ingest_docs(docs, started, progress)
+            origins = {origin: set(keep)} if origin is not None else {}
+            items: list[Sourced] = [(doc, origin) for doc in docs]
+            return await self._ingest_docs(items, time.perf_counter(), progress, origins)
 
     async def _ingest_docs(
-        self, docs: list[Document], started: float, progress: Progress | None
+        self,
+        items: list[Sourced],
+        started: float,
+        progress: Progress | None,
+        prune: dict[str, set[str]],
     ) -> IngestReport:
-        by_id: dict[str, Document] = {}
-        for doc in docs:
+        by_id: dict[str, Sourced] = {}
+        for doc, origin in items:
             if doc.doc_id in by_id:
                 log.warning(
                     "knowledge.duplicate_doc_id",
                     extra={"doc_id": doc.doc_id, "source": doc.source},
                 )
-            by_id[doc.doc_id] = doc
+            by_id[doc.doc_id] = (doc, origin)
         manifest = await self.index.manifest()
+        gone: set[str] = set()
+        for origin, keep in prune.items():
+            gone |= await self.index.documents_from(origin) - keep
+        gone -= by_id.keys()
         # Hashing and chunking parse every changed document: keep it off the event loop.
         pending, unchanged, empty = await asyncio.to_thread(
             self._plan, list(by_id.values()), manifest
@@ -202,14 +263,17 @@ class KnowledgeBase:
         done = 0
         group: list[_Pending] = []
         group_size = 0
-        for item in pending:
-            group.append(item)
-            group_size += len(item.chunks)
-            if group_size >= GROUP_CHUNKS:
+        async with self.index.writing():
+            if gone:
+                await self.index.delete_documents(sorted(gone))
+            for item in pending:
+                group.append(item)
+                group_size += len(item.chunks)
+                if group_size >= GROUP_CHUNKS:
+                    done = await self._write_group(group, done, total, progress)
+                    group, group_size = [], 0
+            if group:
                 done = await self._write_group(group, done, total, progress)
-                group, group_size = [], 0
-        if group:
-            done = await self._write_group(group, done, total, progress)
         report = IngestReport(
             documents_added=sum(1 for p in pending if not p.replaces),
             documents_updated=sum(1 for p in pending if p.replaces),
@@ -217,10 +281,12 @@ class KnowledgeBase:
             documents_empty=empty,
             chunks_written=done,
             seconds=round(time.perf_counter() - started, 3),
+            documents_removed=len(gone),
         )
         log.info(
             "knowledge.ingested",
             extra={
+                "removed": report.documents_removed,
                 "added": report.documents_added,
                 "updated": report.documents_updated,
                 "unchanged": report.documents_unchanged,
@@ -231,12 +297,12 @@ class KnowledgeBase:
         return report
 
     def _plan(
-        self, docs: list[Document], manifest: dict[str, str]
+        self, items: list[Sourced], manifest: dict[str, str]
     ) -> tuple[list[_Pending], int, int]:
         """The documents to (re)write with their chunks, and the unchanged and empty counts."""
         unchanged = empty = 0
         pending: list[_Pending] = []
-        for doc in docs:
+        for doc, origin in items:
             digest = content_hash(doc, model_id=self.embedder.model_id)
             if manifest.get(doc.doc_id) == digest:
                 unchanged += 1
@@ -245,7 +311,7 @@ class KnowledgeBase:
             if not chunks and doc.doc_id not in manifest:
                 empty += 1
                 continue
-            pending.append(_Pending(doc, digest, chunks, replaces=doc.doc_id in manifest))
+            pending.append(_Pending(doc, digest, chunks, doc.doc_id in manifest, origin))
         return pending, unchanged, empty
 
     async def _write_group(
@@ -267,16 +333,23 @@ class KnowledgeBase:
         try:
             for start in range(0, len(order), EMBED_BATCH):
                 batch = order[start : start + EMBED_BATCH]
-                vectors = await self.embedder.embed([texts[i] for i in batch])
+                batch_texts = [texts[i] for i in batch]
+                # The sparse vectors (Python) are computed while the model runs (onnxruntime
+                # releases the GIL), both off the event loop.
+                vectors, sparse_vectors = await asyncio.gather(
+                    self.embedder.embed(batch_texts),
+                    asyncio.to_thread(_sparse_vectors, batch_texts),
+                )
                 ready: list[IndexedChunk] = []
-                for i, vector in zip(batch, vectors, strict=True):
+                for i, vector, terms in zip(batch, vectors, sparse_vectors, strict=True):
                     p, c = flat[i]
                     indexed = IndexedChunk(
                         chunk=c,
                         dense=vector.tolist(),
-                        sparse=sparse.document_vector(texts[i]),
+                        sparse=terms,
                         content_hash=p.hash,
                         metadata=p.doc.metadata,
+                        origin=p.origin,
                     )
                     (firsts if c.index == 0 else ready).append(indexed)
                 if writing is not None:
@@ -292,3 +365,8 @@ class KnowledgeBase:
             if writing is not None and not writing.done():
                 await asyncio.gather(writing, return_exceptions=True)
         return done
+
+
+def _sparse_vectors(texts: list[str]) -> list[sparse.SparseTerms]:
+    """The BM25 document vectors of ``texts`` (see :mod:`knowledge.sparse`)."""
+    return [sparse.document_vector(text) for text in texts]

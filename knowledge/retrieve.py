@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 from bot.retrieval import Passage
 from knowledge import sparse
 from knowledge.embed import Embedder
-from knowledge.index import Hit, QdrantIndex
+from knowledge.index import ChunkIndex, Hit
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def fused_score(z_sum: float) -> float:
 
 
 class HybridRetriever:
-    """Implements :class:`bot.retrieval.Retriever` over a :class:`QdrantIndex`.
+    """Implements :class:`bot.retrieval.Retriever` over a :class:`knowledge.index.ChunkIndex`.
 
     Args:
         index: the chunk index.
@@ -109,7 +109,7 @@ class HybridRetriever:
 
     def __init__(
         self,
-        index: QdrantIndex,
+        index: ChunkIndex,
         embedder: Embedder,
         *,
         candidates: int = CANDIDATES,

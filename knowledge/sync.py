@@ -68,6 +68,7 @@ def add_reports(a: IngestReport, b: IngestReport) -> IngestReport:
         documents_added=a.documents_added + b.documents_added,
         documents_updated=a.documents_updated + b.documents_updated,
         documents_unchanged=a.documents_unchanged + b.documents_unchanged,
+        documents_removed=a.documents_removed + b.documents_removed,
         documents_empty=a.documents_empty + b.documents_empty,
         chunks_written=a.chunks_written + b.chunks_written,
         seconds=round(a.seconds + b.seconds, 3),
@@ -110,7 +111,16 @@ async def ingest_sources(
     for sitemap in sources.sitemaps:
         crawl = await crawl_sitemap(sitemap, progress=fetching)
         failed += crawl.failed
-        total = add_reports(total, await kb.ingest_documents(crawl.documents, progress=progress))
+        # Pages gone from the sitemap are pruned; pages that failed this time are kept, and an
+        # empty crawl (a site returning an empty sitemap by mistake) prunes nothing.
+        origin = f"sitemap:{sitemap}" if crawl.documents else None
+        report = await kb.ingest_documents(
+            crawl.documents,
+            progress=progress,
+            origin=origin,
+            keep=[url for url, _ in crawl.failed],
+        )
+        total = add_reports(total, report)
     if sources.urls:
         pages = await fetch_pages(list(sources.urls), progress=fetching)
         failed += pages.failed

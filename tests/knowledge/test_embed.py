@@ -11,7 +11,7 @@ from aiohttp import web
 
 from bot.config import Settings
 from bot.errors import BackendUnavailable
-from knowledge.embed import LiteLLMEmbedder, LocalEmbedder, embedder_from_settings
+from knowledge.embed import LiteLLMEmbedder, LocalEmbedder, Vectors, embedder_from_settings
 
 
 async def test_local_vectors_are_unit_length_and_meaningful(local_embedder: LocalEmbedder) -> None:
@@ -130,3 +130,26 @@ def test_a_vector_does_not_depend_on_its_batch(local_embedder: LocalEmbedder) ->
     assert float(alone @ mixed[1]) >= 0.9999
     assert float(mixed[0] @ local_embedder.embed_sync([long_])[0]) >= 0.9999
     assert float(alone @ mixed[3]) < 0.9999  # a different text gets another vector
+
+
+async def test_concurrent_queries_share_model_calls_and_get_their_own_vectors(
+    local_embedder: LocalEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    questions = [f"How do I reset the password of account {n}?" for n in range(20)]
+    alone = [local_embedder.embed_sync([q])[0] for q in questions]
+    calls: list[int] = []
+    embed_sync = local_embedder.embed_sync
+
+    def counting(texts: list[str]) -> Vectors:
+        calls.append(len(texts))
+        return embed_sync(texts)
+
+    monkeypatch.setattr(local_embedder, "embed_sync", counting)
+
+    results = await asyncio.gather(*(local_embedder.embed([q]) for q in questions))
+
+    assert sum(calls) == 20
+    assert len(calls) < 20  # queries that arrived while a call ran went in one call
+    for got, expected in zip(results, alone, strict=True):
+        assert got.shape == (1, 384)
+        assert float(np.dot(got[0], expected)) > 0.999

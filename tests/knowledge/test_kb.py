@@ -122,7 +122,7 @@ async def test_index_persists_across_reopen(
     kb = await KnowledgeBase.open(settings, embedder=embedder)
     await kb.ingest([docs])
     await kb.close()
-    assert (settings.qdrant_path / "meta.json").is_file()
+    assert (settings.data_dir / "kb-edge" / "knowledge" / "CURRENT").is_file()
 
     kb = await KnowledgeBase.open(settings, embedder=embedder)
     try:
@@ -156,7 +156,9 @@ async def test_jsonl_records_ingest_and_replace(
         [best] = await kb.search("How long do refunds take?", top_k=1)
         assert best.doc_id == "refunds"
         assert best.text == "Refunds now take 10 days."
-        assert await kb.document_count() == 2  # documents missing from a file are kept
+        assert second.documents_removed == 1  # "shipping" is gone from the file
+        assert await kb.document_count() == 1
+        assert all(p.doc_id == "refunds" for p in await kb.search("When do orders ship?"))
     finally:
         await kb.close()
 
@@ -165,6 +167,7 @@ async def test_a_model_with_another_dimension_is_refused(
     settings: Settings, embedder: CountingEmbedder, tmp_path: Path
 ) -> None:
     kb = await KnowledgeBase.open(settings, embedder=embedder)
+    await kb.ingest([write_docs(tmp_path, DOCS)])
     await kb.close()
     other = LiteLLMEmbedder("openai/none")
     other._dimension = 8  # as if probed from a remote model
@@ -173,13 +176,14 @@ async def test_a_model_with_another_dimension_is_refused(
         await KnowledgeBase.open(settings, embedder=other)
 
 
-async def test_local_index_is_locked_to_one_process(
+async def test_local_mode_index_is_locked_to_one_process(
     settings: Settings, embedder: CountingEmbedder
 ) -> None:
-    kb = await KnowledgeBase.open(settings, embedder=embedder)
+    local = settings.model_copy(update={"kb_index": "local"})
+    kb = await KnowledgeBase.open(local, embedder=embedder)
     try:
         with pytest.raises(BackendUnavailable, match="cannot open the Qdrant index"):
-            await KnowledgeBase.open(settings, embedder=embedder)
+            await KnowledgeBase.open(local, embedder=embedder)
     finally:
         await kb.close()
 
@@ -214,5 +218,33 @@ async def test_an_interrupted_ingest_is_completed_by_the_next(
         assert report.documents_added == 4
         assert await kb.index.chunk_count() == 5  # no orphans of the first attempt
         assert (await kb.search("How do I connect Telegram?"))[0].doc_id == "channels/telegram"
+    finally:
+        await kb.close()
+
+
+async def test_documents_gone_from_a_folder_are_pruned_and_other_sources_kept(
+    settings: Settings, embedder: CountingEmbedder, tmp_path: Path
+) -> None:
+    docs = write_docs(tmp_path, DOCS)
+    faq = tmp_path / "faq.jsonl"
+    faq.write_text(
+        '{"id": "refunds", "title": "Refunds", "text": "Refunds reach your card in 5 days."}\n',
+        encoding="utf-8",
+    )
+    kb = await KnowledgeBase.open(settings, embedder=embedder)
+    try:
+        await kb.ingest([docs, faq])
+        (docs / "channels" / "telegram.md").unlink()
+
+        report = await kb.ingest([docs])  # the folder alone: faq.jsonl is another source
+
+        assert report.documents_removed == 1
+        assert report.chunks_written == 0
+        assert await kb.document_count() == 4
+        found = {p.doc_id for p in await kb.search("Telegram BotFather token", top_k=10)}
+        assert "channels/telegram" not in found
+        assert "refunds" in {p.doc_id for p in await kb.search("refund card", top_k=10)}
+        kept = await kb.ingest([docs], prune=False)
+        assert kept.documents_removed == 0
     finally:
         await kb.close()

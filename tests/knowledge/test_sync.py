@@ -81,3 +81,28 @@ async def test_watch_ingests_changed_files_and_rereads_sites(
             stop.set()
             await asyncio.wait_for(watch, 10)
             await kb.close()
+
+
+async def test_pages_gone_from_a_sitemap_are_pruned_and_failed_ones_kept(
+    settings: Settings, embedder: CountingEmbedder
+) -> None:
+    async with HelpSite() as site:
+        kb = await KnowledgeBase.open(settings, embedder=embedder)
+        try:
+            sources = Sources(sitemaps=(site.url("/sitemap.xml"),))
+            first = await ingest_sources(kb, sources)
+            assert first.report.documents_added == 2
+            del site.pages["/help/refunds"]  # no longer listed
+            site.pages.pop("/help/reset-password")  # still listed, fails to load this time
+            site.extra_urls.append("/help/reset-password")
+            site.pages["/help/shipping"] = ("Shipping", "<p>Parcels leave within two days.</p>")
+
+            second = await ingest_sources(kb, sources)
+
+            assert second.report.documents_removed == 1
+            assert second.report.documents_added == 1
+            assert site.url("/help/reset-password") in {u for u, _ in second.failed_pages}
+            found = {p.doc_id for p in await kb.search("refund password parcels", top_k=10)}
+            assert found == {site.url("/help/reset-password"), site.url("/help/shipping")}
+        finally:
+            await kb.close()
