@@ -62,7 +62,7 @@ format: install
 	$(BIN)/ruff check --fix .
 
 test: install system-deps lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 bench: install
 	$(BIN)/switchboard bench --data-dir .bench

@@ -42,7 +42,8 @@ from bot.envelope import (
     SessionKey,
     channel_of,
 )
-from bot.handoff import Handoff, wants_human
+from bot.handoff import Handoff
+from bot.human_request import wants_human
 from bot.lanes.base import Turn
 from bot.observability import Metrics
 from bot.retrieval import Retriever

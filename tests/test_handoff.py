@@ -12,7 +12,8 @@ from bot.desk import csat
 from bot.envelope import TALK_TO_HUMAN, OutboundKind
 from bot.errors import Conflict, Forbidden, NotFound, PayloadInvalid
 from bot.events import HubEvent, Subscription
-from bot.handoff import REQUEST_ACTION, wants_human
+from bot.handoff import REQUEST_ACTION
+from bot.human_request import wants_human
 from bot.store.base import AgentAccount, Role, SessionMode
 from tests.console.desk import Desk, open_desk
 

@@ -17,7 +17,7 @@ from bot.agent.base import (
 )
 from bot.config import Settings
 from bot.envelope import TALK_TO_HUMAN
-from bot.handoff import wants_human
+from bot.human_request import wants_human
 from bot.retrieval import Retriever, citations_of
 
 log = logging.getLogger(__name__)

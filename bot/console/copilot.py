@@ -29,7 +29,7 @@ from bot.config import Settings
 from bot.desk.markdown import plain_text
 from bot.desk.store import DeskStore
 from bot.envelope import Citation
-from bot.handoff import wants_human
+from bot.human_request import wants_human
 from bot.retrieval import NoKnowledge, Passage, Retriever
 from bot.store.base import Conversation, Role, StoredMessage
 
@@ -58,13 +58,23 @@ def citation_json(c: Citation) -> dict[str, Any]:
     return {"doc_id": c.doc_id, "title": c.title, "url": c.url, "score": c.score}
 
 
+_CLAUSE = re.compile(r"(?<=[.!?;,])\s+|\n+")
+
+
+def without_request(text: str) -> str:
+    """``text`` without its clauses that ask for a person ("..., I want a person.").
+
+    "My invoice is wrong, I want a person." gives "My invoice is wrong"; a message that is only
+    the request ("Talk to a person") gives "".
+    """
+    clauses = [c for c in _CLAUSE.split(text.strip()) if c and not wants_human(c)]
+    return " ".join(clauses).strip().rstrip(",;")
+
+
 def _said(history: list[StoredMessage]) -> list[str]:
-    """What the customer wrote, without the requests for a person ("Talk to a person")."""
-    return [
-        m.text
-        for m in history
-        if m.role == Role.CUSTOMER and m.text.strip() and not wants_human(m.text)
-    ]
+    """What the customer wrote, without their requests for a person ("Talk to a person")."""
+    said = (without_request(m.text) for m in history if m.role == Role.CUSTOMER)
+    return [text for text in said if text]
 
 
 def extractive_summary(conv: Conversation, history: list[StoredMessage]) -> dict[str, Any]:

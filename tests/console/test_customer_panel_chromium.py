@@ -17,6 +17,7 @@ from bot.envelope import InboundMessage, Participant, session_key
 from bot.hub import Hub
 from bot.server import run_server
 from plugins.crm.hubspot import HubSpotCrm
+from tests.console.screens import shot
 from tests.console.test_e2e_chromium import CHROMIUM, CHROMIUM_ARGS, ScriptedAgent
 from tests.csp_watch import csp_violations, watch_csp
 from tests.fakes.hubspot_api import FakeHubSpot
@@ -61,9 +62,7 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Hub, FakeHubSpot, str]]:
                 await asyncio.wait_for(server, 20)
 
 
-async def test_agent_sees_the_customers_crm_record(
-    served: tuple[Hub, FakeHubSpot, str], tmp_path: Path
-) -> None:
+async def test_agent_sees_the_customers_crm_record(served: tuple[Hub, FakeHubSpot, str]) -> None:
     from playwright.async_api import async_playwright, expect
 
     hub, hubspot, base = served
@@ -102,7 +101,7 @@ async def test_agent_sees_the_customers_crm_record(
             await expect(panel.get_by_test_id("cp-plan")).to_have_text("Enterprise")
             await expect(panel.get_by_test_id("cp-owner")).to_have_text("Olivia Owner")
             await expect(panel.get_by_test_id("cp-tickets")).to_contain_text("open")
-            await page.screenshot(path=str(tmp_path / "customer-panel.png"))
+            await shot(page, "console-customer-panel.png")
             assert errors == []
             assert await csp_violations(page, csp) == []
         finally:

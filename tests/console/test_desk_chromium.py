@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -30,14 +29,13 @@ from bot.hub import Hub
 from bot.server import run_server
 from bot.store.base import AgentRole, SessionMode
 from channels.webchat.translate import visitor_session_key
+from tests.console.screens import shot
 from tests.console.test_e2e_chromium import CHROMIUM, CHROMIUM_ARGS
 from tests.csp_watch import csp_violations, watch_csp
 from tests.fakes.retriever import FixedRetriever, passage
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
-IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
-SHOTS = os.environ.get("SWITCHBOARD_SCREENSHOTS") == "1"
 ATTACK = (
     "**Connect Slack** in three steps:\n\n- create the app\n- add the token\n- invite the bot\n\n"
     '<img src=x onerror="window.__xss=1"> [click me](javascript:window.__xss=2) '
@@ -81,12 +79,6 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Hub, str]]:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(server, 20)
-
-
-async def shot(page: Any, name: str, **kwargs: Any) -> None:
-    if SHOTS:
-        IMAGES.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=str(IMAGES / name), **kwargs)
 
 
 async def assert_inert(page: Any, scope: Any) -> None:

@@ -22,6 +22,7 @@ from bot.config import Settings
 from bot.hub import Hub
 from bot.server import run_server
 from bot.store.base import AgentRole, SessionMode
+from tests.console.screens import shot
 from tests.console.test_e2e_chromium import CHROMIUM, CHROMIUM_ARGS, Customer, ScriptedAgent
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
@@ -164,6 +165,7 @@ async def test_sla_breach_appears_after_its_deadline(fast_hub: tuple[Hub, str]) 
             # Urgent now: it moves above the conversation that waited longer.
             await expect(waiting.first.get_by_test_id("queue-priority")).to_have_text("urgent")
             await expect(agent.get_by_test_id("assign-alert")).to_contain_text("SLA breached")
+            await shot(agent, "console-sla-breach.png")
             assert errors == []
         finally:
             await browser.close()
@@ -194,6 +196,7 @@ async def test_an_agent_sees_teams_read_only_an_admin_edits_them(
             await expect(admin.get_by_test_id("assign-alert")).to_contain_text("alice takes 2")
             [status] = [s for s in await hub.store.agent_statuses() if s.name == "alice"]
             assert status.capacity == 2
+            await shot(admin, "console-teams.png", full_page=True)
 
             agent = await _login(browser, base, "alice", errors)
             await expect(agent.get_by_test_id("presence-select")).to_be_visible()

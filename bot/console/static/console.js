@@ -500,78 +500,6 @@
     state.source = null;
   }
 
-  // --- agents (admins) -----------------------------------------------------------------------
-
-  async function showAgents() {
-    $("placeholder").hidden = true;
-    $("conv-view").hidden = true;
-    $("agents-view").hidden = false;
-    await refreshAgents();
-  }
-
-  function hideAgents() {
-    $("agents-view").hidden = true;
-    if (state.selected) $("conv-view").hidden = false;
-    else $("placeholder").hidden = false;
-  }
-
-  async function changeAgent(name, change, done) {
-    try {
-      await api("POST", `/agents/${encodeURIComponent(name)}`, change);
-      toast(done);
-    } catch (err) {
-      if (err.status !== 401) toast(err.message, "error");
-    }
-    await refreshAgents();
-  }
-
-  function agentRow(a) {
-    const role = el("select", { "data-testid": "agent-role-select", "aria-label": `role of ${a.name}` });
-    for (const r of ["admin", "agent", "viewer"]) {
-      role.append(el("option", { value: r, selected: r === a.role, text: r }));
-    }
-    role.addEventListener("change", () => changeAgent(a.name, { role: role.value }, `${a.name} is now ${role.value}.`));
-    const active = el("input", { type: "checkbox", "data-testid": "agent-active", checked: a.active,
-      "aria-label": `${a.name} active` });
-    active.addEventListener("change", () => changeAgent(a.name, { active: active.checked },
-      active.checked ? `${a.name} enabled.` : `${a.name} disabled.`));
-    const reset = el("button", { type: "button", class: "ghost", "data-testid": "agent-reset", text: "Reset password" });
-    reset.addEventListener("click", () => {
-      const password = window.prompt(`New password for ${a.name} (8+ characters)`);
-      if (password) changeAgent(a.name, { password }, `Password of ${a.name} reset.`);
-    });
-    return el("tr", { "data-testid": "agent-row", "data-name": a.name },
-      el("td", { text: a.name }), el("td", { text: a.display_name }),
-      el("td", {}, role), el("td", {}, active), el("td", {}, reset));
-  }
-
-  async function refreshAgents() {
-    try {
-      const data = await api("GET", "/agents");
-      $("agents-list").replaceChildren(...data.agents.map(agentRow));
-    } catch (err) {
-      if (err.status !== 401) toast(err.message, "error");
-    }
-  }
-
-  async function addAgent(event) {
-    event.preventDefault();
-    const body = {
-      name: $("new-agent-name").value.trim(),
-      display_name: $("new-agent-display").value.trim() || undefined,
-      password: $("new-agent-password").value,
-      role: $("new-agent-role").value,
-    };
-    try {
-      await api("POST", "/agents", body);
-      $("agent-form").reset();
-      toast(`${body.name} added.`);
-    } catch (err) {
-      if (err.status !== 401) toast(err.message, "error");
-    }
-    await refreshAgents();
-  }
-
   // --- wiring ---------------------------------------------------------------------------------
 
   async function login(event) {
@@ -608,9 +536,6 @@
   function init() {
     $("login-form").addEventListener("submit", login);
     $("logout").addEventListener("click", logout);
-    $("agents-open").addEventListener("click", showAgents);
-    $("agents-close").addEventListener("click", hideAgents);
-    $("agent-form").addEventListener("submit", addAgent);
     $("claim").addEventListener("click", claimSelected);
     $("resolve").addEventListener("click", resolveSelected);
     $("close-conv").addEventListener("click", closeSelected);
@@ -626,7 +551,7 @@
     api("GET", "/me").then(showApp).catch(() => showLogin(""));
   }
 
-  // What the desk's add-ons (desk.js) use; they never reach into the console's internals.
+  // What the add-ons (agents.js, desk.js, ...) use; they never reach into the console's internals.
   window.SwitchboardConsole = {
     api,
     convPath,
