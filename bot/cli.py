@@ -4,7 +4,8 @@ Commands: ``serve``, ``worker``, ``ingest``, ``chat``, ``kb eval``, ``kb answers
 ``agents add|list|disable|enable|set-role|reset-password`` (:mod:`bot.agents_cli`),
 ``teams add|set|list|remove|capacity`` and ``sla add|list|remove`` (:mod:`bot.teams_cli`),
 ``db upgrade``, ``bench``, ``redact``, ``privacy bench`` (:mod:`bot.privacy.cli`),
-``audit verify|export``, ``privacy export|erase`` (:mod:`bot.data_cli`),
+``audit verify|export``, ``privacy export|erase``, ``customer export|erase``
+(:mod:`bot.data_cli`),
 ``doctor`` (:mod:`bot.doctor_cli`).
 Every command takes ``--data-dir`` and ``--config``; settings also come from ``SWITCHBOARD_*``
 environment variables (see :mod:`bot.config`).
@@ -202,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(run_teams(args, _settings(args)))
         if args.command == "db":
             return asyncio.run(_db_upgrade(args))
-        if args.command == "audit" or (
+        if args.command in ("audit", "customer") or (
             args.command == "privacy" and args.privacy_command in ("export", "erase")
         ):
             from bot.data_cli import run as run_data

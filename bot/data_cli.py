@@ -9,6 +9,8 @@
   one customer, as one JSON document (:func:`bot.store.subjects.export_document`).
 - ``privacy erase (--channel C --user ID | --email E) --yes``: deletes or anonymizes it in
   every table and prints the request id written to the audit log.
+- ``customer export ID`` and ``customer erase ID --yes``: the same, the customer named by one
+  argument: an e-mail address, or ``CHANNEL:USER_ID`` (``telegram:12345``).
 
 Export and erase are audited with the actor ``cli``. On the embedded SQLite database, run them
 while the hub is stopped, or use the admin API (``/api/v1/admin/privacy``): the running hub
@@ -74,6 +76,20 @@ def add_parsers(
     _subject_options(pz)
     pz.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
 
+    p = sub.add_parser("customer", help="data-subject requests: export or erase one customer")
+    customer_sub = p.add_subparsers(dest="privacy_command", required=True)
+    for name, text in (
+        ("export", "everything stored about one customer (JSON)"),
+        ("erase", "delete or anonymize one customer everywhere"),
+    ):
+        pc = customer_sub.add_parser(name, help=text)
+        common(pc)
+        pc.add_argument("id", help="an e-mail address, or CHANNEL:USER_ID (telegram:12345)")
+        if name == "export":
+            pc.add_argument("--out", type=Path, default=None, help="file (default: stdout)")
+        else:
+            pc.add_argument("--yes", action="store_true", help="confirm: this cannot be undone")
+
 
 def _head(text: str) -> ChainHead:
     seq, _, digest = text.partition(":")
@@ -85,6 +101,14 @@ def _head(text: str) -> ChainHead:
 def _subject(args: argparse.Namespace) -> Any:
     from bot.store.subjects import Subject
 
+    ident = getattr(args, "id", None)
+    if ident:
+        if "@" in ident:
+            return Subject(channel=None, user_id=None, email=ident)
+        channel, sep, user = ident.partition(":")
+        if not sep or not channel or not user:
+            raise PayloadInvalid("ID is an e-mail address or CHANNEL:USER_ID", field="id")
+        return Subject(channel=channel, user_id=user, email=None)
     if args.user and not args.channel:
         raise PayloadInvalid("--user needs --channel", field="channel")
     return Subject(channel=args.channel, user_id=args.user, email=args.email)
@@ -109,7 +133,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.command == "audit" and args.audit_command == "verify":
         expected = _head(args.expect_head) if args.expect_head else None
-    elif args.command == "privacy":
+    elif args.command in ("privacy", "customer"):
         subject = _subject(args)
         if args.privacy_command == "erase" and not args.yes:
             print("switchboard: erasure cannot be undone: add --yes", file=sys.stderr)

@@ -72,3 +72,27 @@ def test_export_erase_and_verify_from_the_command_line(
         (4, "privacy.erase", False),
     ]
     assert NORA.id not in log.read_text()
+
+
+def test_customer_export_and_erase_by_one_id(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SWITCHBOARD_DATABASE_URL", raising=False)
+    data = tmp_path / "data"
+    asyncio.run(_populate(data))
+    where = ["--data-dir", str(data)]
+    capsys.readouterr()
+
+    assert main(["customer", "export", f"webchat:{NORA.id}", *where]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [m["text"] for m in doc["tables"]["messages"]] == ["hello from Nora Berg"]
+    assert main(["customer", "erase", "webchat", "--yes", *where]) == 2  # not CHANNEL:USER_ID
+    assert "CHANNEL:USER_ID" in capsys.readouterr().err
+    assert main(["customer", "erase", f"webchat:{NORA.id}", *where]) == 2  # without --yes
+    assert main(["customer", "erase", f"webchat:{NORA.id}", "--yes", *where]) == 0
+    assert json.loads(capsys.readouterr().out)["sessions"] == 1
+
+    assert main(["customer", "export", f"webchat:{NORA.id}", *where]) == 0
+    assert "Nora" not in capsys.readouterr().out  # nothing of her is left
+    assert main(["customer", "export", "webchat:C0OTHER1", *where]) == 0
+    assert "hello from Ole Dahl" in capsys.readouterr().out  # the other customer is untouched
