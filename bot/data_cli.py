@@ -103,12 +103,7 @@ def _subject(args: argparse.Namespace) -> Any:
 
     ident = getattr(args, "id", None)
     if ident:
-        if "@" in ident:
-            return Subject(channel=None, user_id=None, email=ident)
-        channel, sep, user = ident.partition(":")
-        if not sep or not channel or not user:
-            raise PayloadInvalid("ID is an e-mail address or CHANNEL:USER_ID", field="id")
-        return Subject(channel=channel, user_id=user, email=None)
+        return Subject.parse(ident)
     if args.user and not args.channel:
         raise PayloadInvalid("--user needs --channel", field="channel")
     return Subject(channel=args.channel, user_id=args.user, email=args.email)
@@ -215,20 +210,14 @@ async def _verify(store: Any, expected: ChainHead | None, *, as_json: bool) -> i
 
 
 async def _export_log(store: Any, path: Path | None) -> int:
-    from bot.store.audit import chain_link
+    from bot.store.audit import export_line
 
     out = _out(path)
     after = 0
     try:
         while rows := await store.audit_chain_rows(after_seq=after, limit=1000):
             for row in rows:
-                line = {
-                    **chain_link(row),
-                    "session_key": row.session_key,
-                    "detail": row.detail,
-                    "erased": row.salt is None,
-                }
-                out.write(json_dumps(line) + "\n")
+                out.write(json_dumps(export_line(row)) + "\n")
             after = rows[-1].seq
     finally:
         if out is not sys.stdout:

@@ -234,6 +234,7 @@ class Router:
             crm=hub.crm,
             escalate=escalate,
             max_citations=hub.settings.max_citations,
+            audit=functools.partial(_audit_tool_call, hub.store, key),
         )
         # Live viewers see "typing" only when the answer takes a moment: an instant answer
         # would make the indicator flash (and cost an event to every ingress for nothing).
@@ -351,3 +352,8 @@ def _can_stream(cls: type) -> bool:
     of a turn's CPU in the scale-out bench).
     """
     return issubclass(cls, StreamingChannel)
+
+
+async def _audit_tool_call(store: Store, key: SessionKey, tool: str, outcome: str) -> None:
+    """The audit entry of one tool call: actor ``bot``, the tool and its outcome (no arguments)."""
+    await store.audit("bot", "tool_call", key, {"tool": tool, "outcome": outcome})

@@ -202,6 +202,10 @@ class CrmBackend(Protocol):
 EscalateFn = Callable[[str, str], Awaitable[None]]
 """``escalate(reason, summary)``: put the session on the human queue."""
 
+ToolAuditFn = Callable[[str, str], Awaitable[None]]
+"""``record(tool, outcome)``: append a tool call to the audit log (``outcome``: ``done``,
+``refused`` or ``failed``; never the arguments, which may hold personal data)."""
+
 
 @dataclass(slots=True)
 class ToolContext:
@@ -218,6 +222,8 @@ class ToolContext:
         max_citations: citations to keep per answer.
         citations: citations gathered by tools during the turn (the agent attaches them).
         escalated: set when a tool escalated during the turn.
+        audit: records each tool call in the audit log (the router sets it; None in tests
+            that need no log).
     """
 
     session_key: SessionKey
@@ -230,6 +236,7 @@ class ToolContext:
     crm: CrmBackend | None = None
     citations: list[Citation] = field(default_factory=list)
     escalated: bool = False
+    audit: ToolAuditFn | None = None
 
 
 @dataclass(frozen=True, slots=True)

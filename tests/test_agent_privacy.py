@@ -21,6 +21,7 @@ from bot.config import Settings
 from bot.envelope import utcnow
 from bot.privacy.injection import strip_markers
 from bot.store.base import Role, StoredMessage
+from bot.store.sql import SqlStore
 from bot.tools import ToolContext, ToolResult
 from channels.memory.plugin import MemoryChannel
 from channels.memory.pytest_plugin import make_settings
@@ -93,6 +94,8 @@ async def test_pii_never_reaches_the_provider_and_the_customer_gets_the_real_ema
         await channel.push_message(MESSAGE, user_id="u-ana", conversation="c-ana")
         answer = await channel.pop_message(timeout_s=30)
         tickets = await hub.tickets.list_for("u-ana", "memory")
+        assert isinstance(hub.store, SqlStore)
+        audited = [r for r in await hub.store.audit_records() if r.action == "tool_call"]
     finally:
         await hub.stop(timeout_s=2.0)
 
@@ -108,6 +111,9 @@ async def test_pii_never_reaches_the_provider_and_the_customer_gets_the_real_ema
     # ...and the tool acted on the real card number the model wrote as a token.
     (ticket,) = tickets
     assert ticket.description == f"Card {CARD} charged twice"
+    # The call is in the audit log: the tool and its outcome, never its arguments.
+    (entry,) = audited
+    assert (entry.actor, entry.detail) == ("bot", {"tool": "create_ticket", "outcome": "done"})
 
 
 async def test_streamed_tokens_split_across_chunks_are_restored(llm: FakeOpenAI) -> None:

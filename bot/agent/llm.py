@@ -419,14 +419,18 @@ class LLMAgent:
                 result = await tool(args, ctx)
         except Forbidden as exc:
             log.info("agent.tool_refused", extra={**log_extra, "error": _kind(exc)})
+            await _audit(ctx, call.name, "refused")
             return marks(_tool_error("refused", f"not allowed: {exc}"), DataSource.TOOL)
         except SwitchboardError as exc:
             log.warning("agent.tool_failed", extra={**log_extra, "error": _kind(exc)})
+            await _audit(ctx, call.name, "failed")
             return marks(_tool_error("failed", str(exc)), DataSource.TOOL)
         except Exception:  # a plugin's bug must not end the turn: the model is told
             log.exception("agent.tool_crashed", extra=log_extra)
+            await _audit(ctx, call.name, "failed")
             return _tool_error("failed", f"tool {call.name!r} failed unexpectedly")
         log.info("agent.tool_done", extra=log_extra)
+        await _audit(ctx, call.name, "done")
         body = json.dumps(result.content, ensure_ascii=False, default=str)
         body = await privacy.redact(body)  # before the cut, which could split a value
         if len(body) > MAX_TOOL_RESULT_CHARS:
@@ -450,6 +454,16 @@ def llm_router(settings: Settings) -> Router:
     agent's models, credentials and retry policy.
     """
     return LLMAgent._make_router(settings)
+
+
+async def _audit(ctx: ToolContext, tool: str, outcome: str) -> None:
+    """Append the call to the audit log; a failed append is logged, never ends the turn."""
+    if ctx.audit is None:
+        return
+    try:
+        await ctx.audit(tool, outcome)
+    except Exception:
+        log.exception("agent.tool_audit_failed", extra={"tool": tool, "outcome": outcome})
 
 
 def _tool_error(kind: str, message: str) -> str:

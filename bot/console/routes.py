@@ -13,6 +13,7 @@ middlewares, which touch nothing else of the server):
   needs ``read``; claim, reply, note and resolve need ``act`` (403 for a viewer).
 - ``/console/api/agents``: account administration (``manage``, admins): :mod:`bot.console.admin`.
 - canned replies, search, copilot, analytics: :mod:`bot.console.desk_routes`.
+- the audit log and customer export/erase (admins): :mod:`bot.console.privacy_routes`.
 - ``GET /console/api/conversations/{key}/customer``: the CRM panel, :mod:`bot.console.customer`.
 - ``GET /console/api/queue`` → ``{"conversations": [...]}`` (queued first, longest wait first).
 - ``GET /console/api/conversations/{key}/messages?after=SEQ`` → ``{"conversation",
@@ -54,7 +55,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from bot import auth, web_security
 from bot.auth import Permission
-from bot.console import admin, assignment, customer, desk_routes, sla
+from bot.console import admin, assignment, customer, desk_routes, privacy_routes, sla
 from bot.console.context import (
     HUB_KEY,
     ConsoleHub,
@@ -399,6 +400,7 @@ def console_app(hub: ConsoleHub) -> web.Application:
             *assignment.ROUTES,
             *sla.ROUTES,
             *desk_routes.ROUTES,
+            *privacy_routes.ROUTES,
             *customer.ROUTES,
         ]
     )

@@ -124,6 +124,21 @@ def lock_chain(conn: sa.Connection) -> None:
         conn.execute(_SQLITE_WRITE_LOCK)
 
 
+def export_line(row: Any) -> dict[str, Any]:
+    """One line of the log's JSON Lines export (``audit export``, the console's download).
+
+    Returns:
+        The row's chain link (:func:`chain_link`: seq, actor, time, action, hashes) with
+        ``session_key``, ``detail`` and ``erased`` (True once the personal part was erased).
+    """
+    return {
+        **chain_link(row),
+        "session_key": row.session_key,
+        "detail": row.detail,
+        "erased": row.salt is None,
+    }
+
+
 def chain_head(conn: sa.Connection) -> ChainHead:
     """The newest link (``seq`` 0 and the genesis hash when the chain is empty)."""
     row = conn.execute(_HEAD).first()

@@ -89,6 +89,21 @@ class Subject:
                 "name the customer by channel and user id, or by e-mail address", field="subject"
             )
 
+    @classmethod
+    def parse(cls, ident: str) -> Subject:
+        """The subject one string names: an e-mail address, or ``CHANNEL:USER_ID``.
+
+        Raises:
+            bot.errors.PayloadInvalid: when ``ident`` is neither.
+        """
+        ident = ident.strip()
+        if "@" in ident and ":" not in ident.split("@", 1)[0]:
+            return cls(email=ident)
+        channel, sep, user = ident.partition(":")
+        if not sep or not channel or not user:
+            raise PayloadInvalid("ID is an e-mail address or CHANNEL:USER_ID", field="id")
+        return cls(channel=channel, user_id=user)
+
 
 @dataclass(slots=True)
 class SubjectData:

@@ -10,6 +10,7 @@ import pytest
 from bot.auth import add_agent
 from bot.hub import Hub
 from bot.store.base import AgentRole
+from tests.console.screens import shot
 from tests.console.test_e2e_chromium import (
     CHROMIUM,
     CHROMIUM_ARGS,
@@ -74,6 +75,7 @@ async def test_admin_adds_a_viewer_who_cannot_act(
             await viewer.get_by_test_id("login-submit").click()
             await expect(viewer.get_by_test_id("agent-role")).to_have_text("viewer")
             await expect(viewer.get_by_test_id("agents-open")).to_be_hidden()
+            await expect(viewer.get_by_test_id("audit-open")).to_be_hidden()
             item = viewer.get_by_test_id("queue-item")
             await expect(item).to_contain_text("Dana Customer")
             await expect(item.get_by_test_id("queue-channel")).to_have_text("API")
@@ -102,6 +104,21 @@ async def test_admin_adds_a_viewer_who_cannot_act(
             await expect(admin.get_by_test_id("toast")).to_contain_text("vic disabled")
             await viewer.reload()
             await expect(viewer.get_by_test_id("login-form")).to_be_visible()
+
+            # The audit log shows what happened; the admin erases the customer on request.
+            await admin.get_by_test_id("audit-open").click()
+            await expect(admin.get_by_test_id("agents-view")).to_be_hidden()
+            log = admin.get_by_test_id("audit-list")
+            await expect(log.locator('[data-action="agent.update"]').first).to_be_visible()
+            await expect(log.locator('[data-action="escalate"]').first).to_be_visible()
+            [conv] = await hub.handoff.queue()
+            await admin.get_by_test_id("subject-id").fill(f"{conv.channel}:{conv.customer.id}")
+            admin.once("dialog", lambda dialog: dialog.accept())
+            await admin.get_by_test_id("subject-erase").click()
+            await expect(admin.get_by_test_id("toast").last).to_contain_text("Erased: 1")
+            await expect(log.locator('[data-action="privacy.erase"]')).to_have_count(1)
+            await shot(admin, "console-audit.png")
+            assert await hub.handoff.queue() == []
             assert errors == []
         finally:
             await browser.close()
