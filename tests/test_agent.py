@@ -446,7 +446,7 @@ class TestLLMAgentHistory:
 
     async def test_compaction_keeps_the_request_inside_the_window(self, llm: FakeOpenAI) -> None:
         llm.reply("ok")
-        window, answer = 2500, 300
+        window, answer = 3000, 300  # room for a few history turns beside prompt and tools
         settings = settings_for(
             llm, llm_context_window_tokens=window, llm_max_answer_tokens=answer
         )
