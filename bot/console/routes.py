@@ -14,6 +14,7 @@ middlewares, which touch nothing else of the server):
 - ``/console/api/agents``: account administration (``manage``, admins): :mod:`bot.console.admin`.
 - canned replies, search, copilot, analytics: :mod:`bot.console.desk_routes`.
 - the audit log and customer export/erase (admins): :mod:`bot.console.privacy_routes`.
+- ``GET /console/api/openapi.json``: this API's OpenAPI document (:mod:`bot.console.openapi`).
 - ``GET /console/api/conversations/{key}/customer``: the CRM panel, :mod:`bot.console.customer`.
 - ``GET /console/api/queue`` → ``{"conversations": [...]}`` (queued first, longest wait first).
 - ``GET /console/api/conversations/{key}/messages?after=SEQ`` → ``{"conversation",
@@ -65,6 +66,7 @@ from bot.console.context import (
     json_body,
     text_field,
 )
+from bot.console.openapi import openapi_json
 from bot.console.views import conversation_json, iso, message_json
 from bot.envelope import SessionKey
 from bot.errors import NotFound, PayloadInvalid, RateLimited, SwitchboardError
@@ -390,6 +392,7 @@ def console_app(hub: ConsoleHub) -> web.Application:
             web.get("/api/queue", queue),
             web.get("/api/events", events),
             web.get("/api/health", health),
+            web.get("/api/openapi.json", openapi_json),
             desk_routes.COPILOT_ROUTE,
             web.get("/api/conversations/{session_key:.+}/messages", messages),
             web.post("/api/conversations/{session_key:.+}/claim", claim),
