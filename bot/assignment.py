@@ -29,7 +29,7 @@ from datetime import datetime, timedelta
 from bot.config import Settings
 from bot.envelope import SessionKey, utcnow
 from bot.errors import Conflict, Forbidden, NotFound, PayloadInvalid
-from bot.events import EventBus, HubEvent
+from bot.events import EventBus, HubEvent, mode_event
 from bot.sla import Sla
 from bot.store.assignment import AtCapacity, NotOnline
 from bot.store.base import AgentAccount, AgentRole, Conversation, SessionMode, Store
@@ -337,23 +337,9 @@ class Assignment:
             )
             await self.store.set_routing(session_key, team=team)
             await self.store.audit(actor.name, "transfer", session_key, {"to_team": team})
-            self._publish_mode(conv)
+            self.events.publish(mode_event(conv))
         await self.drain()  # the old owner has room again; a team transfer is handed out
         return await self.store.conversation(session_key) or conv
-
-    def _publish_mode(self, conv: Conversation) -> None:
-        self.events.publish(
-            HubEvent(
-                "mode",
-                conv.session_key,
-                data={
-                    "mode": conv.mode.value,
-                    "agent": conv.assigned_agent,
-                    "reason": conv.escalation_reason,
-                    "ticket_id": conv.ticket_id,
-                },
-            )
-        )
 
     async def released(self, session_key: SessionKey) -> None:
         """A conversation was resolved or closed: stop its clock, give the room to the queue."""

@@ -156,17 +156,7 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             )
             return 0
         report = await store.erase_subject(subject, actor=CLI_ACTOR)
-        print(
-            json.dumps(
-                {
-                    "request_id": report.request_id,
-                    "sessions": report.sessions,
-                    "deleted": report.deleted,
-                    "anonymized": report.anonymized,
-                    "audit_erased": report.audit_erased,
-                }
-            )
-        )
+        print(json.dumps(report.as_json()))
         return 0
     finally:
         await store.close()

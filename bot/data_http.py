@@ -90,15 +90,7 @@ class AdminPrivacy:
         log.info(
             "privacy.erased", extra={"request_id": report.request_id, "sessions": report.sessions}
         )
-        return web.json_response(
-            {
-                "request_id": report.request_id,
-                "sessions": report.sessions,
-                "deleted": report.deleted,
-                "anonymized": report.anonymized,
-                "audit_erased": report.audit_erased,
-            }
-        )
+        return web.json_response(report.as_json())
 
 
 def setup_admin(app: web.Application, hub: Hub) -> AdminPrivacy:

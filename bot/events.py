@@ -11,9 +11,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bot.envelope import SessionKey
+
+if TYPE_CHECKING:
+    from bot.store.base import Conversation
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,24 @@ class HubEvent:
     session_key: SessionKey
     seq: int | None = None
     data: dict[str, Any] = field(default_factory=dict)
+
+
+def mode_event(conv: Conversation) -> HubEvent:
+    """The ``mode`` event of ``conv``'s current mode.
+
+    Returns:
+        ``HubEvent("mode", session_key, data={"mode", "agent", "reason", "ticket_id"})``.
+    """
+    return HubEvent(
+        "mode",
+        conv.session_key,
+        data={
+            "mode": conv.mode.value,
+            "agent": conv.assigned_agent,
+            "reason": conv.escalation_reason,
+            "ticket_id": conv.ticket_id,
+        },
+    )
 
 
 class Subscription:

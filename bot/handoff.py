@@ -35,7 +35,7 @@ from bot.envelope import (
     utcnow,
 )
 from bot.errors import Conflict, Forbidden, NotFound, PayloadInvalid, SwitchboardError
-from bot.events import EventBus, HubEvent
+from bot.events import EventBus, HubEvent, mode_event
 from bot.store.base import (
     AgentAccount,
     Conversation,
@@ -151,18 +151,7 @@ class Handoff:
         return conv
 
     def _publish(self, conv: Conversation) -> None:
-        self.events.publish(
-            HubEvent(
-                "mode",
-                conv.session_key,
-                data={
-                    "mode": conv.mode.value,
-                    "agent": conv.assigned_agent,
-                    "reason": conv.escalation_reason,
-                    "ticket_id": conv.ticket_id,
-                },
-            )
-        )
+        self.events.publish(mode_event(conv))
 
     async def _notify(self, session_key: SessionKey, text: str, kind: OutboundKind) -> None:
         """Tell the customer; a failure to store the notice must not undo the mode change."""

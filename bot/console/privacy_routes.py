@@ -117,15 +117,7 @@ async def customer_erase(request: web.Request) -> web.StreamResponse:
         raise PayloadInvalid('erasure cannot be undone: send "confirm": true', field="confirm")
     report = await _sql_store(request).erase_subject(subject, actor=admin.name)
     log.info("console.customer_erased", extra={"actor": admin.name, "request": report.request_id})
-    return web.json_response(
-        {
-            "request_id": report.request_id,
-            "sessions": report.sessions,
-            "deleted": report.deleted,
-            "anonymized": report.anonymized,
-            "audit_erased": report.audit_erased,
-        }
-    )
+    return web.json_response(report.as_json())
 
 
 ROUTES = [

@@ -37,7 +37,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any, Final, TypeVar
 
@@ -145,6 +145,14 @@ class ErasureReport:
     deleted: dict[str, int]
     anonymized: dict[str, int]
     audit_erased: int
+
+    def as_json(self) -> dict[str, Any]:
+        """The report as the command line, the admin API and the console answer it.
+
+        Returns:
+            ``{"request_id", "sessions", "deleted", "anonymized", "audit_erased"}``.
+        """
+        return asdict(self)
 
 
 @dataclass(slots=True, eq=False)

@@ -29,7 +29,7 @@ from aiohttp import web
 
 from bot.envelope import OutboundKind, OutboundMessage, SessionKey
 from bot.errors import Conflict, Forbidden, SwitchboardError
-from bot.events import HubEvent
+from bot.events import mode_event
 from bot.store.base import Conversation, SessionMode
 from plugins.ticketing.synced import SyncedTicketBackend
 from plugins.ticketing.webhooks import (
@@ -213,16 +213,5 @@ class TicketSync:
             fresh = await self.hub.store.conversation(conv.session_key)
             assert fresh is not None
             conv = await self.hub.store.set_mode(conv.session_key, mode, expect=[fresh.mode], **kw)
-        self.hub.events.publish(
-            HubEvent(
-                "mode",
-                conv.session_key,
-                data={
-                    "mode": conv.mode.value,
-                    "agent": conv.assigned_agent,
-                    "reason": conv.escalation_reason,
-                    "ticket_id": conv.ticket_id,
-                },
-            )
-        )
+        self.hub.events.publish(mode_event(conv))
         return conv
