@@ -14,13 +14,11 @@ compare-and-set in the store, so a second sweeper (a lease taken over mid-pass) 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 
 from bot.assignment import Assignment
-from bot.leader import KEY_PREFIX, LeaderLease
+from bot.leader import KEY_PREFIX, SingletonLoop
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +46,14 @@ class AssignmentSweeper:
     ) -> None:
         self.assignment = assignment
         self.interval_s = interval_s
-        self._task: asyncio.Task[None] | None = None
-        self._lease: LeaderLease | None = None
-        if lease_client is not None:
-            self._lease = LeaderLease(
-                lease_client,
-                LEASE_NAME,
-                on_acquired=self._start_loop,
-                on_lost=self._stop_loop,
-                lease_s=lease_s,
-            )
+        self._loop = SingletonLoop(
+            "assignment.sweep",
+            lambda: self.sweep(),  # looked up per pass (replaceable)
+            interval_s=interval_s,
+            key=LEASE_NAME,
+            lease_client=lease_client,
+            lease_s=lease_s,
+        )
 
     async def sweep(self) -> dict[str, int]:
         """One pass; counts of ``offline`` agents, ``assigned`` conversations, ``breaches``."""
@@ -68,32 +64,8 @@ class AssignmentSweeper:
 
     async def start(self) -> None:
         """Start sweeping (directly, or when this process takes the lease)."""
-        if self._lease is not None:
-            self._lease.start()
-        else:
-            await self._start_loop()
+        self._loop.start()
 
     async def stop(self) -> None:
         """Stop sweeping and release the lease."""
-        if self._lease is not None:
-            await self._lease.stop()
-        await self._stop_loop()
-
-    async def _start_loop(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="assignment-sweeper")
-
-    async def _stop_loop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except Exception:  # task boundary: the next pass tries again
-                log.exception("assignment.sweep_failed")
-            await asyncio.sleep(self.interval_s)
+        await self._loop.stop()

@@ -34,6 +34,7 @@ from redis.asyncio.lock import Lock
 from redis.exceptions import LockError, RedisError
 
 from bot.channel import ChannelPlugin, PullReceiver
+from bot.errors import SwitchboardError
 
 log = logging.getLogger(__name__)
 
@@ -224,3 +225,81 @@ class PullReceivers:
                 await receiver.stop_receiving()
             except Exception:  # shutdown boundary: stop the others too
                 log.exception("leader.stop_failed", extra={"receiver": type(receiver).__name__})
+
+
+class SingletonLoop:
+    """Runs ``work()`` every ``interval_s`` seconds, in one process of a deployment at a time.
+
+    With a Redis client, the loop runs while this process holds the :class:`LeaderLease` ``key``
+    (another process takes over within a lease when it stops); without one (memory lanes: one
+    process) it runs directly. The first pass runs at start. A failing pass is logged as
+    ``{name}.failed`` (a :class:`~bot.errors.SwitchboardError`, such as the database being
+    down, as a warning; anything else with its traceback) and retried at the next interval.
+
+    Args:
+        name: names the task and the log events (``retention``, ``assignment``).
+        work: one pass.
+        interval_s: seconds between the end of a pass and the start of the next.
+        key: the lease key (under :data:`KEY_PREFIX`).
+        lease_client: a redis-py asyncio client, or None to run directly.
+        lease_s: the lease timeout in seconds.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        work: Callable[[], Awaitable[Any]],
+        *,
+        interval_s: float,
+        key: str,
+        lease_client: Any = None,
+        lease_s: float = 15.0,
+    ) -> None:
+        self.name = name
+        self._work = work
+        self.interval_s = interval_s
+        self._task: asyncio.Task[None] | None = None
+        self._lease: LeaderLease | None = None
+        if lease_client is not None:
+            self._lease = LeaderLease(
+                lease_client, key, on_acquired=self._begin, on_lost=self._end, lease_s=lease_s
+            )
+        self._started = False
+
+    def start(self) -> None:
+        """Start: the loop now, or the lease that starts it (a second call does nothing)."""
+        if self._started:
+            return
+        self._started = True
+        if self._lease is not None:
+            self._lease.start()
+        else:
+            self._task = asyncio.create_task(self._loop(), name=f"{self.name}-loop")
+
+    async def stop(self) -> None:
+        """Stop the loop (a pass in progress is cancelled) and release the lease."""
+        self._started = False
+        if self._lease is not None:
+            await self._lease.stop()
+        await self._end()
+
+    async def _begin(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._loop(), name=f"{self.name}-loop")
+
+    async def _end(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self._work()
+            except SwitchboardError as exc:  # the database is down: try at the next interval
+                log.warning(f"{self.name}.failed", extra={"error": repr(exc)})
+            except Exception:  # task boundary: the loop must survive
+                log.exception(f"{self.name}.failed")
+            await asyncio.sleep(self.interval_s)

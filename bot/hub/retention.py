@@ -10,13 +10,11 @@ A store without retention (not SQL), or settings that keep everything, start not
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import Any, Final, Protocol, runtime_checkable
 
 from bot.config import Settings
-from bot.errors import SwitchboardError
-from bot.leader import KEY_PREFIX, LeaderLease
+from bot.leader import KEY_PREFIX, SingletonLoop
 from bot.store.retention import RetentionPolicy, RetentionReport
 
 log = logging.getLogger(__name__)
@@ -47,10 +45,14 @@ class RetentionSweeper:
         self.policy = RetentionPolicy.from_settings(settings)
         self.interval_s = settings.retention_sweep_s
         self._store = store if isinstance(store, RetentionStore) else None
-        self._client = lease_client
-        self._lease_s = settings.receiver_lease_s
-        self._lease: LeaderLease | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = SingletonLoop(
+            "retention",
+            lambda: self.sweep(),  # looked up per pass (replaceable)
+            interval_s=self.interval_s,
+            key=LEASE_KEY,
+            lease_client=lease_client,
+            lease_s=settings.receiver_lease_s,
+        )
         self.sweeps = 0
         """Sweeps this process finished."""
         self.swept = asyncio.Event()
@@ -63,26 +65,12 @@ class RetentionSweeper:
 
     def start(self) -> None:
         """Start sweeping (directly, or when this process holds the lease)."""
-        if not self.enabled or self._task is not None or self._lease is not None:
-            return
-        if self._client is None:
-            self._begin()
-            return
-        self._lease = LeaderLease(
-            self._client,
-            LEASE_KEY,
-            on_acquired=self._on_acquired,
-            on_lost=self._end,
-            lease_s=self._lease_s,
-        )
-        self._lease.start()
+        if self.enabled:
+            self._loop.start()
 
     async def stop(self) -> None:
         """Stop sweeping (a sweep in progress is cancelled: its transaction rolls back)."""
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            await lease.stop()
-        await self._end()
+        await self._loop.stop()
 
     async def sweep(self) -> RetentionReport:
         """One sweep now, logged as ``retention.swept`` with the counts and the audit head.
@@ -103,26 +91,3 @@ class RetentionSweeper:
             },
         )
         return report
-
-    async def _on_acquired(self) -> None:
-        self._begin()
-
-    def _begin(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="retention-sweeper")
-
-    async def _end(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep()
-            except SwitchboardError as exc:  # the database is down: try at the next interval
-                log.warning("retention.failed", extra={"error": repr(exc)})
-            except Exception:  # task boundary: the sweeper must survive
-                log.exception("retention.failed")
-            await asyncio.sleep(self.interval_s)
