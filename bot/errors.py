@@ -7,6 +7,9 @@ exceptions into these at their boundary; the core never imports an SDK's errors.
 
 from __future__ import annotations
 
+import time
+from email.utils import parsedate_to_datetime
+
 
 class SwitchboardError(Exception):
     """Root of every error Switchboard raises on purpose."""
@@ -77,6 +80,31 @@ class RateLimited(SwitchboardError):
 
     def __repr__(self) -> str:
         return f"RateLimited({str(self)!r}, retry_after={self.retry_after})"
+
+
+def parse_retry_after(value: str | None, *, default: float, now: float | None = None) -> float:
+    """The wait a ``Retry-After`` header asks for, in seconds (RFC 9110 section 10.2.3).
+
+    Args:
+        value: delay-seconds (``"30"``) or an HTTP-date; None, blank or garbage gives ``default``.
+        default: seconds to wait when the header says nothing usable.
+        now: the current Unix time (tests); the clock when None.
+
+    Returns:
+        Seconds to wait, at least 0.
+    """
+    if not value or not value.strip():
+        return default
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return default
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 class ChannelUnavailable(SwitchboardError):

@@ -13,7 +13,6 @@ Source: https://learn.microsoft.com/azure/bot-service/rest-api/bot-framework-res
 
 from __future__ import annotations
 
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 from botbuilder.schema import Activity, ConversationReference  # type: ignore[import-untyped]
@@ -21,7 +20,7 @@ from msrest.exceptions import ClientRequestError, HttpOperationError
 
 from bot.channel import HubAPI
 from bot.config import Settings
-from bot.envelope import OutboundKind, OutboundMessage, SessionKey, channel_of, utcnow
+from bot.envelope import OutboundKind, OutboundMessage, SessionKey, channel_of
 from bot.errors import (
     ChannelUnavailable,
     Forbidden,
@@ -29,6 +28,7 @@ from bot.errors import (
     PayloadInvalid,
     RateLimited,
     SwitchboardError,
+    parse_retry_after,
 )
 from channels.teams.credentials import TokenSource
 from channels.teams.references import ConversationReferences
@@ -43,18 +43,8 @@ DEFAULT_RETRY_AFTER_S = 1.0
 
 
 def retry_after_seconds(value: str | None) -> float:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP-date, RFC 9110)."""
-    if not value:
-        return DEFAULT_RETRY_AFTER_S
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER_S
-    return max(0.0, (when - utcnow()).total_seconds())
+    """Seconds to wait from a ``Retry-After`` header (:func:`bot.errors.parse_retry_after`)."""
+    return parse_retry_after(value, default=DEFAULT_RETRY_AFTER_S)
 
 
 def connector_error(exc: HttpOperationError) -> SwitchboardError:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from email.utils import parsedate_to_datetime
 
-from bot.envelope import utcnow
-from bot.errors import BackendUnavailable, RateLimited
+from bot.errors import BackendUnavailable, RateLimited, parse_retry_after
 
 log = logging.getLogger(__name__)
 
@@ -17,23 +15,12 @@ DEFAULT_RETRY_AFTER_S = 10.0
 
 
 def retry_after_s(value: str | None) -> float:
-    """Seconds of a ``Retry-After`` header (RFC 9110 §10.2.3: delay-seconds or an HTTP-date).
+    """Seconds of a ``Retry-After`` header (:func:`bot.errors.parse_retry_after`).
 
     Returns:
         The delay, at least 0; :data:`DEFAULT_RETRY_AFTER_S` when absent or unreadable.
     """
-    if not value:
-        return DEFAULT_RETRY_AFTER_S
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER_S
-    return max(0.0, (when - utcnow()).total_seconds())
+    return parse_retry_after(value, default=DEFAULT_RETRY_AFTER_S)
 
 
 def http_failure(

@@ -13,8 +13,6 @@ reaches the caller.
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +21,7 @@ from typing import Final, Protocol, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from bot.envelope import Participant
-from bot.errors import RateLimited
+from bot.errors import RateLimited, parse_retry_after
 from bot.tools import BackendCheck
 
 T = TypeVar("T")
@@ -101,27 +99,12 @@ class RemoteTickets(Protocol):
 
 
 def retry_after_seconds(value: str | None, *, now: float | None = None) -> float:
-    """The wait a ``Retry-After`` header asks for, in seconds (RFC 9110 section 10.2.3).
-
-    Args:
-        value: delay-seconds (``"30"``) or an HTTP-date; None or garbage gives the default.
-        now: the current Unix time (tests).
+    """The wait a ``Retry-After`` header asks for (:func:`bot.errors.parse_retry_after`).
 
     Returns:
-        Seconds to wait, at least 0.
+        Seconds to wait, at least 0; :data:`DEFAULT_RETRY_AFTER_S` when it says nothing usable.
     """
-    if value is None:
-        return DEFAULT_RETRY_AFTER_S
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER_S
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+    return parse_retry_after(value, default=DEFAULT_RETRY_AFTER_S, now=now)
 
 
 def _wait_retry_after(state: RetryCallState) -> float:
