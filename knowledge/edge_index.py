@@ -393,17 +393,7 @@ class EdgeIndex:
                     DENSE: list(c.dense),
                     SPARSE: qe.SparseVector(list(c.sparse.indices), list(c.sparse.values)),
                 },
-                {
-                    "doc_id": c.chunk.doc_id,
-                    "chunk_index": c.chunk.index,
-                    "title": c.chunk.title,
-                    "url": c.chunk.url,
-                    "heading": c.chunk.heading,
-                    "text": c.chunk.text,
-                    "content_hash": c.content_hash,
-                    "metadata": c.metadata,
-                    "origin": c.origin,
-                },
+                c.payload(),
             )
             for c in chunks
         ]

@@ -76,6 +76,20 @@ class IndexedChunk:
     metadata: dict[str, Any]
     origin: str | None = None
 
+    def payload(self) -> dict[str, Any]:
+        """The point's payload, the same in every index (see the module docstring)."""
+        return {
+            "doc_id": self.chunk.doc_id,
+            "chunk_index": self.chunk.index,
+            "title": self.chunk.title,
+            "url": self.chunk.url,
+            "heading": self.chunk.heading,
+            "text": self.chunk.text,
+            "content_hash": self.content_hash,
+            "metadata": self.metadata,
+            "origin": self.origin,
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class Hit:
@@ -243,29 +257,8 @@ class QdrantIndex:
         Raises:
             BackendUnavailable: when Qdrant fails.
         """
-        out: dict[str, str] = {}
-        first = models.Filter(
-            must=[models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))]
-        )
-        offset: Any = None
-        try:
-            while True:
-                points, offset = await self._call(
-                    self._client.scroll,
-                    self.collection,
-                    scroll_filter=first,
-                    limit=1024,
-                    offset=offset,
-                    with_payload=["doc_id", "content_hash"],
-                    with_vectors=False,
-                )
-                for point in points:
-                    payload = point.payload or {}
-                    out[str(payload["doc_id"])] = str(payload["content_hash"])
-                if offset is None:
-                    return out
-        except ApiException as exc:
-            raise BackendUnavailable(f"Qdrant scroll failed: {exc}") from exc
+        payloads = await self._first_chunks([], ["doc_id", "content_hash"])
+        return {str(p["doc_id"]): str(p["content_hash"]) for p in payloads}
 
     async def documents_from(self, origin: str) -> set[str]:
         """The ids of the stored documents whose ``origin`` is ``origin``.
@@ -273,13 +266,22 @@ class QdrantIndex:
         Raises:
             BackendUnavailable: when Qdrant fails.
         """
-        out: set[str] = set()
-        scope = models.Filter(
-            must=[
-                models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0)),
-                models.FieldCondition(key="origin", match=models.MatchValue(value=origin)),
-            ]
-        )
+        origin_is = models.FieldCondition(key="origin", match=models.MatchValue(value=origin))
+        return {str(p["doc_id"]) for p in await self._first_chunks([origin_is], ["doc_id"])}
+
+    async def _first_chunks(
+        self, conditions: list[models.FieldCondition], fields: list[str]
+    ) -> list[dict[str, Any]]:
+        """The ``fields`` of each document's first chunk that meets ``conditions``.
+
+        Scrolls 1,024 points at a time.
+
+        Raises:
+            BackendUnavailable: when Qdrant fails.
+        """
+        first = models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))
+        scope = models.Filter(must=[first, *conditions])
+        out: list[dict[str, Any]] = []
         offset: Any = None
         try:
             while True:
@@ -289,10 +291,10 @@ class QdrantIndex:
                     scroll_filter=scope,
                     limit=1024,
                     offset=offset,
-                    with_payload=["doc_id"],
+                    with_payload=fields,
                     with_vectors=False,
                 )
-                out.update(str((p.payload or {})["doc_id"]) for p in points)
+                out.extend(p.payload or {} for p in points)
                 if offset is None:
                     return out
         except ApiException as exc:
@@ -327,17 +329,7 @@ class QdrantIndex:
                     DENSE: list(c.dense),
                     SPARSE: models.SparseVector(indices=c.sparse.indices, values=c.sparse.values),
                 },
-                payload={
-                    "doc_id": c.chunk.doc_id,
-                    "chunk_index": c.chunk.index,
-                    "title": c.chunk.title,
-                    "url": c.chunk.url,
-                    "heading": c.chunk.heading,
-                    "text": c.chunk.text,
-                    "content_hash": c.content_hash,
-                    "metadata": c.metadata,
-                    "origin": c.origin,
-                },
+                payload=c.payload(),
             )
             for c in chunks
         ]
