@@ -207,11 +207,14 @@ async def test_the_hub_serves_a_saved_answer_before_its_own_agent(
     settings = make_settings(tmp_path / "data")
     settings.data_dir.mkdir(parents=True)
     kb = await KnowledgeBase.open(settings, embedder=embedder)
+    hub = await build_hub(settings, retriever=kb, channels=[])
     try:
-        hub = await build_hub(settings, retriever=kb, channels=[])
         AnswerStore.for_settings(settings).upsert([parse_answer(RESET, source="t")])
         reply = await hub.agent.respond(_turn("I forgot my password, what do I do?"))
         assert reply.text == RESET["answer"]
         assert [c.doc_id for c in reply.citations] == ["kb-1042"]
     finally:
+        # Closes the store too: a store left open is closed by the garbage collector in a
+        # later test, whose event loop is gone by then (aiosqlite's worker thread fails).
+        await hub.stop(timeout_s=1.0)
         await kb.close()
