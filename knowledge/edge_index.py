@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -32,6 +33,7 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -42,6 +44,7 @@ import qdrant_edge as qe
 
 from bot.config import Settings
 from bot.errors import BackendUnavailable, ConfigError
+from knowledge.coalesce import Coalescer
 from knowledge.index import DENSE, SPARSE, Hit, IndexedChunk, point_id
 from knowledge.sparse import SparseTerms
 
@@ -59,6 +62,10 @@ _UPSERT_BATCH = 1024
 #: interpreter's switch interval (5 ms), so concurrent searches in many threads were slower
 #: than the same searches queued on one (the engine parallelizes inside a search itself).
 _READS = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kb-search")
+#: Most concurrent searches run in one engine call.
+SEARCH_BATCH = 32
+#: One search: the query's dense vector and its dense (and sparse) request.
+_Search = tuple[list[float], list[qe.QueryRequest]]
 
 
 def _first_chunks() -> qe.Filter:
@@ -109,8 +116,9 @@ def _load(folder: Path) -> qe.EdgeShard:
 class EdgeIndex:
     """Chunks in a Qdrant Edge shard under ``DATA_DIR/kb-edge``. Create with :meth:`open`.
 
-    Reads run in worker threads (``asyncio.to_thread``; the engine releases the GIL while it
-    searches, so queries run in parallel); writes happen inside :meth:`writing`.
+    Reads run on one search thread; concurrent searches go to the engine together, in one
+    ``query_batch`` call (:class:`knowledge.coalesce.Coalescer`). Writes happen inside
+    :meth:`writing`.
     """
 
     local = True
@@ -125,6 +133,10 @@ class EdgeIndex:
         self._switch = threading.Lock()
         self._writer: qe.EdgeShard | None = None
         self._pending: Path | None = None
+        #: Concurrent searches, run together on the search thread (see :mod:`knowledge.coalesce`).
+        self._searches: Coalescer[_Search, list[list[Hit]]] = Coalescer(
+            self._search_batch, max_batch=SEARCH_BATCH, executor=_READS
+        )
 
     @classmethod
     async def open(cls, settings: Settings, *, dimension: int) -> EdgeIndex:
@@ -409,14 +421,22 @@ class EdgeIndex:
     async def search(
         self, dense: Sequence[float], sparse: SparseTerms, *, limit: int
     ) -> tuple[list[Hit], list[Hit]]:
-        """The ``limit`` nearest chunks by dense cosine and by sparse BM25 (one batch).
+        """The ``limit`` nearest chunks by dense cosine and by sparse BM25.
+
+        Searches of concurrent calls run in one engine call (see :class:`EdgeIndex`). Sparse
+        hits the dense search did not return carry their cosine to ``dense`` in
+        ``Hit.cosine``, computed by the engine (no stored vector is copied into Python).
 
         Returns:
             ``(dense_hits, sparse_hits)`` as :meth:`knowledge.index.QdrantIndex.search`.
+
+        Raises:
+            BackendUnavailable: when the engine fails.
         """
+        vector = list(dense)
         requests = [
             qe.QueryRequest(
-                limit=limit, query=qe.Query.Nearest(list(dense), using=DENSE), with_payload=True
+                limit=limit, query=qe.Query.Nearest(vector, using=DENSE), with_payload=True
             )
         ]
         if sparse.indices:
@@ -427,17 +447,53 @@ class EdgeIndex:
                         qe.SparseVector(list(sparse.indices), list(sparse.values)), using=SPARSE
                     ),
                     with_payload=True,
-                    with_vector=[DENSE],
                 )
             )
-
-        def query(shard: qe.EdgeShard) -> list[list[Hit]]:
-            results = shard.query_batch(qe.QueryBatchRequest(requests))
-            return [[_hit(p) for p in points] for points in results]
-
-        empty: list[list[Hit]] = [[]]
-        hits = await self._read(query, empty)
+        try:
+            hits = await self._searches.submit((vector, requests))
+        except ConfigError:
+            raise
+        except Exception as exc:  # the bindings raise plain Exception
+            raise BackendUnavailable(f"knowledge index read failed: {exc}") from exc
         return hits[0], hits[1] if len(hits) > 1 else []
+
+    def _search_batch(self, batch: list[_Search]) -> list[list[list[Hit]]]:
+        """Run the searches of concurrent :meth:`search` calls: two engine calls in all.
+
+        The first runs every dense and sparse search; the second computes, for each search,
+        the cosine of its sparse hits that its dense search did not return (a dense query
+        restricted to those point ids, which the engine scores exactly).
+        """
+        shard = self._refresh()
+        if shard is None:
+            return [[[] for _ in requests] for _, requests in batch]
+        results = iter(shard.query_batch(qe.QueryBatchRequest([r for _, rs in batch for r in rs])))
+        out = [[[_hit(p) for p in next(results)] for _ in requests] for _, requests in batch]
+        rescore: list[tuple[list[list[Hit]], qe.QueryRequest]] = []
+        for (vector, _), lists in zip(batch, out, strict=True):
+            if len(lists) < 2:
+                continue
+            seen = {h.chunk_id for h in lists[0]}
+            ids: set[Any] = {uuid.UUID(h.chunk_id) for h in lists[1] if h.chunk_id not in seen}
+            if ids:
+                request = qe.QueryRequest(
+                    limit=len(ids),
+                    query=qe.Query.Nearest(vector, using=DENSE),
+                    filter=qe.Filter(must=[qe.HasIdCondition(ids)]),
+                    with_payload=False,
+                )
+                rescore.append((lists, request))
+        if rescore:
+            scored = shard.query_batch(qe.QueryBatchRequest([r for _, r in rescore]))
+            for (lists, _), points in zip(rescore, scored, strict=True):
+                cosines = {str(p.id): float(p.score) for p in points}
+                lists[1] = [
+                    dataclasses.replace(h, cosine=cosines[h.chunk_id])
+                    if h.chunk_id in cosines
+                    else h
+                    for h in lists[1]
+                ]
+        return out
 
     async def document_count(self) -> int:
         """How many documents are stored (documents with at least one chunk)."""

@@ -27,6 +27,7 @@ from numpy.typing import NDArray
 
 from bot.config import Settings
 from bot.errors import BackendUnavailable, ConfigError
+from knowledge.coalesce import Coalescer
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,9 @@ MODEL_DIR = Path(__file__).parent / "model"
 BATCH_TEXTS = 32
 #: Most padded word pieces (texts x longest) per call: bounds the activations' memory.
 BATCH_TOKENS = 8192
+#: Least share of real (not padding) word pieces in a batch: the model's cost is per padded
+#: word piece (it runs at the CPU's arithmetic peak), a call costs about a millisecond.
+MIN_FILL = 0.85
 
 #: Vectors of shape ``(n, dimension)``, float32, L2-normalized.
 Vectors = NDArray[np.float32]
@@ -144,9 +148,10 @@ class LocalEmbedder:
             str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
         )
         self._input_names = {i.name for i in self._session.get_inputs()}
-        self._waiting: list[tuple[str, asyncio.Future[NDArray[np.float32]]]] = []
-        self._drainer: asyncio.Task[None] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: Single texts (the queries) embedded together while a model call runs.
+        self._queries: Coalescer[str, NDArray[np.float32]] = Coalescer(
+            lambda texts: list(self.embed_sync(texts)), max_batch=BATCH_TEXTS
+        )
         log.info(
             "knowledge.embedder_loaded",
             extra={
@@ -166,51 +171,31 @@ class LocalEmbedder:
             return np.zeros((0, self._dimension), dtype=np.float32)
         if len(texts) > 1:
             return await asyncio.to_thread(self.embed_sync, list(texts))
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # another event loop (tests, asyncio.run): start afresh
-            self._loop, self._waiting, self._drainer = loop, [], None
-        future: asyncio.Future[NDArray[np.float32]] = loop.create_future()
-        self._waiting.append((texts[0], future))
-        if self._drainer is None or self._drainer.done():
-            self._drainer = loop.create_task(self._drain())
-        vector = await future
+        vector = await self._queries.submit(texts[0])
         return vector[None, :]
-
-    async def _drain(self) -> None:
-        """Embed the waiting single texts, a batch per model call, until none is left."""
-        while self._waiting:
-            batch = self._waiting[:BATCH_TEXTS]
-            del self._waiting[:BATCH_TEXTS]
-            try:
-                vectors = await asyncio.to_thread(self.embed_sync, [t for t, _ in batch])
-            except Exception as exc:  # handed to each waiting caller
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for (_, future), vector in zip(batch, vectors, strict=True):
-                if not future.done():  # a caller that was cancelled
-                    future.set_result(vector)
 
     def embed_sync(self, texts: list[str]) -> Vectors:
         """Embed ``texts`` on the calling thread (blocking); shape ``(len(texts), 384)``.
 
         The texts are tokenized once, sorted by token count and run in batches of at most
         :data:`BATCH_TEXTS` texts and :data:`BATCH_TOKENS` padded word pieces, each padded to
-        its own longest item: callers may pass any number of texts in any order. Padding is
+        its own longest item and at least :data:`MIN_FILL` real word pieces (a batch of short
+        questions of 7 to 16 word pieces goes in three calls, 20% faster than one): callers
+        may pass any number of texts in any order. Padding is
         masked out, so a text's vector does not depend on its batch.
         """
         encodings = self._tokenizer.encode_batch(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        lengths = [len(e.ids) for e in encodings]
+        order = sorted(range(len(texts)), key=lambda i: lengths[i])
         out = np.empty((len(texts), self._dimension), dtype=np.float32)
         start = 0
         while start < len(order):
-            end = start + 1
-            while (
-                end < len(order)
-                and end - start < BATCH_TEXTS
-                and len(encodings[order[end]].ids) * (end + 1 - start) <= BATCH_TOKENS
-            ):
+            end, real = start + 1, lengths[order[start]]
+            while end < len(order) and end - start < BATCH_TEXTS:
+                longest, count = lengths[order[end]], end + 1 - start
+                if longest * count > BATCH_TOKENS or real + longest < MIN_FILL * longest * count:
+                    break
+                real += longest
                 end += 1
             batch = order[start:end]
             out[batch] = self._run([encodings[i].ids for i in batch])

@@ -101,12 +101,15 @@ class Hit:
         payload: the stored payload (see the module docstring).
         dense: the stored dense vector (sparse hits only), so the caller can compute the
             cosine similarity of chunks the dense search did not return.
+        cosine: that cosine similarity, when the index computed it instead (sparse hits the
+            dense search did not return; then ``dense`` is None).
     """
 
     chunk_id: str
     score: float
     payload: dict[str, Any]
     dense: NDArray[np.float32] | None = None
+    cosine: float | None = None
 
 
 class ChunkIndex(Protocol):

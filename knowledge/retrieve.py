@@ -179,7 +179,7 @@ class HybridRetriever:
         Args:
             dense_hits: dense search results, best first (score: cosine similarity).
             sparse_hits: sparse search results, best first (score: BM25), with their stored
-                dense vectors.
+                dense vectors or their cosine to the query (``Hit.cosine``).
             query_vector: the query's dense vector (unit length).
             limit: how many hits each search was asked for. A sparse list shorter than that
                 holds every chunk with a query term, so the others score exactly 0; a full
@@ -193,7 +193,12 @@ class HybridRetriever:
         for hit in sparse_hits:
             cand = candidates.get(hit.chunk_id)
             if cand is None:
-                cosine = float(np.dot(query_vector, hit.dense)) if hit.dense is not None else 0.0
+                if hit.cosine is not None:
+                    cosine = hit.cosine
+                elif hit.dense is not None:
+                    cosine = float(np.dot(query_vector, hit.dense))
+                else:
+                    cosine = 0.0
                 cand = candidates[hit.chunk_id] = _Candidate(hit, cosine)
             cand.sparse_z = (hit.score - sparse_mean) / sparse_dev
         # Cosines of every candidate (sparse-only ones included) are standardized over the

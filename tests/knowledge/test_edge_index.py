@@ -6,8 +6,12 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot.config import Settings
-from knowledge import KnowledgeBase
+from knowledge import KnowledgeBase, sparse
+from knowledge.edge_index import EdgeIndex
+from knowledge.sparse import SparseTerms
 from tests.knowledge.embedders import CountingEmbedder
 from tests.knowledge.test_kb import DOCS, write_docs
 
@@ -92,5 +96,69 @@ async def test_an_ingest_that_changes_nothing_publishes_nothing(
         assert report.documents_unchanged == 4
         assert (root / "CURRENT").read_text() == published
         assert [p.name for p in root.glob("gen-*")] == [published]
+    finally:
+        await kb.close()
+
+
+QUESTIONS = [
+    "How do I connect Slack?",
+    "Where do I put the Telegram bot token?",
+    "Which events does the Slack app subscribe to?",
+    "How do agents claim a conversation?",
+    "How do I deploy behind a reverse proxy?",
+    "Where is the signing secret set?",
+]
+
+
+async def test_concurrent_searches_run_together_and_find_what_each_finds_alone(
+    settings: Settings, embedder: CountingEmbedder, tmp_path: Path
+) -> None:
+    kb = await KnowledgeBase.open(settings, embedder=embedder)
+    try:
+        await kb.ingest([write_docs(tmp_path, DOCS)])
+        index = kb.index
+        assert isinstance(index, EdgeIndex)
+        vectors = await embedder.embed(QUESTIONS)
+        queries = [(vectors[n].tolist(), sparse.query_vector(q)) for n, q in enumerate(QUESTIONS)]
+        alone = [await index.search(d, s, limit=2) for d, s in queries]
+        batches = index._searches.batches
+
+        together = await asyncio.gather(*(index.search(d, s, limit=2) for d, s in queries))
+
+        assert index._searches.batches - batches < len(QUESTIONS)  # shared engine calls
+        for (dense_a, sparse_a), (dense_t, sparse_t) in zip(alone, together, strict=True):
+            assert [(h.chunk_id, h.score) for h in dense_a] == [
+                (h.chunk_id, h.score) for h in dense_t
+            ]
+            assert [(h.chunk_id, h.cosine) for h in sparse_a] == [
+                (h.chunk_id, h.cosine) for h in sparse_t
+            ]
+    finally:
+        await kb.close()
+
+
+async def test_sparse_hits_carry_the_cosine_the_dense_search_gives_them(
+    settings: Settings, embedder: CountingEmbedder, tmp_path: Path
+) -> None:
+    kb = await KnowledgeBase.open(settings, embedder=embedder)
+    try:
+        await kb.ingest([write_docs(tmp_path, DOCS)])
+        question = "Where do I paste the token of the bot?"  # Slack and Telegram both match
+        vector = (await embedder.embed([question]))[0].tolist()
+        every, _ = await kb.index.search(vector, SparseTerms([], []), limit=100)
+        cosine_of = {h.chunk_id: h.score for h in every}
+
+        dense_hits, sparse_hits = await kb.index.search(
+            vector, sparse.query_vector(question), limit=1
+        )
+
+        only_sparse = [
+            h for h in sparse_hits if h.chunk_id not in {d.chunk_id for d in dense_hits}
+        ]
+        # limit=1: the dense search returns one chunk, BM25 ranks another first.
+        assert only_sparse, "the test needs a sparse hit the dense search did not return"
+        for hit in only_sparse:
+            assert hit.dense is None
+            assert hit.cosine == pytest.approx(cosine_of[hit.chunk_id], abs=1e-5)
     finally:
         await kb.close()
