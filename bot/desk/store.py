@@ -135,8 +135,21 @@ class DeskStore:
     # --- CSAT -----------------------------------------------------------------------------------
 
     async def record_rating(self, rating: Rating) -> None:
-        """Store one answered survey."""
+        """Store one answered survey; a survey (session key, time asked) is stored once.
+
+        A second call for the same survey (a turn re-run after a crash) changes nothing. The
+        check and the insert share one transaction; a session's turns never run at once (its
+        lane is serial), so no two calls for one survey race.
+        """
+        c = csat_ratings.c
         async with self.connect(begin=True) as conn:
+            stored = await conn.scalar(
+                sa.select(sa.func.count()).where(
+                    c.session_key == rating.session_key, c.asked_at == rating.asked_at
+                )
+            )
+            if stored:
+                return
             await conn.execute(
                 csat_ratings.insert().values(
                     session_key=rating.session_key,

@@ -122,3 +122,35 @@ def test_an_email_reply_with_its_quote_is_a_rating() -> None:
         text=strip_quoted(body),
     )
     assert csat.parse_rating(msg) == 4
+
+
+async def test_a_rating_survives_a_crash_before_the_survey_closes_and_counts_once(
+    memory_hub: Hub, memory_channel: MemoryChannel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await _resolved(memory_hub, memory_channel)
+    survey = memory_hub.handoff.survey
+    rating = InboundMessage(
+        event_id="r1",
+        channel="memory",
+        account="default",
+        session_key=KEY,
+        sender=Participant(id="u1", name="Dana"),
+        text="5",
+    )
+    set_meta = memory_hub.store.set_meta
+
+    async def crash(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("worker killed")
+
+    monkeypatch.setattr(memory_hub.store, "set_meta", crash)
+    conv = await memory_hub.store.conversation(KEY)
+    assert conv is not None
+    with pytest.raises(RuntimeError):
+        await survey.take(conv, [rating])
+    assert await _ratings(memory_hub) == [("alice", 5)]  # stored before the survey closed
+
+    monkeypatch.setattr(memory_hub.store, "set_meta", set_meta)
+    conv = await memory_hub.store.conversation(KEY)  # the re-run turn: survey still open
+    assert conv is not None
+    assert await survey.take(conv, [rating]) == []
+    assert await _ratings(memory_hub) == [("alice", 5)]  # not twice
