@@ -60,6 +60,10 @@ REQUEST_ACTION = TALK_TO_HUMAN.id
 """The action id of the "Talk to a person" button (``handoff.request``)."""
 
 TRANSCRIPT_MAX_MESSAGES = 200
+#: Conversation ``meta`` key of the event ids :meth:`Handoff.copy_to_ticket` copied.
+COPIED_META_KEY = "ticket_copied"
+#: How many copied event ids are kept (a re-run turn holds far fewer messages).
+COPIED_KEPT = 50
 """Messages copied into an escalation ticket's description (the most recent ones)."""
 
 _ACTIVE_MODES = (SessionMode.QUEUED, SessionMode.HUMAN)
@@ -363,12 +367,17 @@ class Handoff:
         """Add what the customer wrote while a human owns the session to its ticket.
 
         The human may answer from the ticket (Zendesk, Jira): the thread there stays whole.
-        A failure is logged; the messages are in the console anyway.
+        Each message is copied once: the event ids copied are kept on the conversation
+        (``meta["ticket_copied"]``, the last :data:`COPIED_KEPT`), so a turn re-run after a
+        crash skips what reached the ticket (a crash between a comment and its mark can still
+        copy that one message twice: at least once, never lost). A failure is logged; the
+        messages are in the console anyway.
         """
         if conv.ticket_id is None:
             return
+        copied: list[str] = list(conv.meta.get(COPIED_META_KEY) or [])
         for m in messages:
-            if not m.text.strip():
+            if not m.text.strip() or m.event_id in copied:
                 continue
             try:
                 await self.tickets.comment(conv.ticket_id, m.sender.name or m.sender.id, m.text)
@@ -379,6 +388,8 @@ class Handoff:
                     extra={"session_key": conv.session_key, "ticket_id": conv.ticket_id},
                 )
                 return
+            copied = [*copied, m.event_id][-COPIED_KEPT:]
+            await self.store.set_meta(conv.session_key, COPIED_META_KEY, copied)
 
     async def note(self, session_key: SessionKey, agent: AgentAccount, text: str) -> StoredMessage:
         """Add an internal note (seen by agents in the console, never by the customer).

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bot.desk import csat
-from bot.envelope import TALK_TO_HUMAN, OutboundKind
+from bot.envelope import TALK_TO_HUMAN, InboundMessage, OutboundKind, Participant
 from bot.errors import Conflict, Forbidden, NotFound, PayloadInvalid
 from bot.events import HubEvent, Subscription
 from bot.handoff import REQUEST_ACTION
@@ -195,6 +195,43 @@ class TestReplyAndNote:
         ticket = await desk.tickets.get(conv.ticket_id)
         assert ticket is not None
         assert ("Alice", "Hi, I'm looking into it.") in [(a, t) for a, t, _ in ticket.comments]
+
+    async def test_customer_messages_reach_the_ticket_once_even_when_a_turn_runs_again(
+        self, desk: Desk
+    ) -> None:
+        key = await desk.customer_says("My parcel is lost")
+        await desk.handoff.escalate(key, "customer_request")
+        await desk.handoff.claim(key, ALICE)
+        inbound = [
+            InboundMessage(
+                event_id=event_id,
+                channel="rest",
+                account="default",
+                session_key=key,
+                sender=Participant(id="user-c1", name="Dana Customer"),
+                text=text,
+            )
+            for event_id, text in (
+                ("e-2", "It was order 4411"),
+                ("e-3", "Tracking says delivered"),
+            )
+        ]
+        for m in inbound:
+            await desk.store.append_inbound(m)
+
+        conv = await desk.store.conversation(key)
+        assert conv is not None
+        await desk.handoff.copy_to_ticket(conv, inbound)
+        conv = await desk.store.conversation(key)  # a worker crashed after: the turn re-runs
+        assert conv is not None
+        await desk.handoff.copy_to_ticket(conv, inbound)
+
+        assert conv.ticket_id is not None
+        ticket = await desk.tickets.get(conv.ticket_id)
+        assert ticket is not None
+        texts = [t for _, t, _ in ticket.comments]
+        assert texts.count("It was order 4411") == 1
+        assert texts.count("Tracking says delivered") == 1
 
     async def test_only_the_owner_may_reply(self, desk: Desk) -> None:
         key = await desk.customer_says("help")
