@@ -15,7 +15,7 @@ import pytest
 
 from tests.scale.cluster import Deployment, Proc, RestDriver
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = pytest.mark.timeout(180)  # a guard: several processes start; CI machines vary
 
 CONVERSATIONS = 200
 PER_CONVERSATION = 10
