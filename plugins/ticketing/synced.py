@@ -346,8 +346,13 @@ class SyncedTicketBackend:
         """Create the row's ticket (we hold its lease); None when deferred."""
         ref = format_ref(row["num"])
         requester = Participant.model_validate(row["requester"])
+        # Counted before the product is called: a process that dies after the product created
+        # the ticket but before the row says so leaves attempts > 0, and whoever takes the row
+        # next looks the ticket up by its reference first instead of creating a second one.
+        attempts = row["attempts"] + 1
+        await self._update(row["num"], attempts=attempts)
         try:
-            remote = await self.remote.find(ref) if row["attempts"] else None
+            remote = await self.remote.find(ref) if attempts > 1 else None
             if remote is None:
                 remote = await self.remote.create(
                     subject=row["subject"],
@@ -365,7 +370,6 @@ class SyncedTicketBackend:
             delay = max(wait, self._settings.ticket_sync_interval_s)
             await self._update(
                 row["num"],
-                attempts=row["attempts"] + 1,
                 next_attempt_at=utcnow() + timedelta(seconds=delay),
                 lease_until=None,
                 lease_owner=None,

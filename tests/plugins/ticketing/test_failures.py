@@ -158,6 +158,49 @@ async def test_a_lost_answer_does_not_create_a_second_ticket(tmp_path: Path) -> 
             await engine.dispose()
 
 
+async def test_a_process_dying_after_the_product_created_the_ticket_does_not_cause_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from plugins.ticketing.links import CREATED, PENDING, ticket_links
+
+    async with FakeZendesk() as zd:
+        settings = zendesk_settings(zd, tmp_path)
+        engines = [_engine(tmp_path), _engine(tmp_path)]
+        dying, other = (
+            SyncedTicketBackend(ZendeskTickets(settings), e, settings) for e in engines
+        )
+        try:
+            update = dying._update
+
+            async def die_on_created(num: int, **values: object) -> None:
+                if values.get("state") == CREATED:
+                    raise RuntimeError("process killed")
+                await update(num, **values)
+
+            monkeypatch.setattr(dying, "_update", die_on_created)
+            with pytest.raises(RuntimeError):
+                await open_ticket(dying)  # Zendesk created it; the row still says pending
+            assert len(zd.tickets) == 1
+            async with other._engine.begin() as conn:  # the dead process's lease runs out
+                await conn.execute(
+                    ticket_links.update()
+                    .where(ticket_links.c.state == PENDING)
+                    .values(lease_until=ticket_links.c.created_at)
+                )
+
+            assert await _sync_due_now(other) == 1
+
+            assert len(zd.calls("POST", "/api/v2/tickets.json")) == 1
+            assert len(zd.tickets) == 1
+            ticket = await other.get(format_ref(1))
+            assert ticket is not None
+            assert ticket.id == str(next(iter(zd.tickets)))
+        finally:
+            for t, e in zip((dying, other), engines, strict=True):
+                await t.close()
+                await e.dispose()
+
+
 async def test_a_long_429_defers_creation_until_retry_after(tmp_path: Path) -> None:
     async with FakeJira() as jira:
         settings = jira_settings(jira, tmp_path, ticket_sync_interval_s=5.0)
