@@ -12,7 +12,10 @@ What Redis holds about a customer (``P`` the prefix; see :mod:`bot.lanes.redis.k
   recovery claims (``:m:<channel>:<account>:<event id>``, ``:c:...``, see
   :class:`bot.events_redis.EnqueueMarks`), one per message for a day.
 
-Pub/sub messages (the wake channel, the event feed) are not stored.
+Pub/sub messages (the wake channel, the event feed) are not stored. In a worker's memory: the
+turns it runs (their messages, until they end: erasure waits for them), the sessions it touched
+(session keys, forgotten when their lane goes idle, or evicted past 100,000) and global
+operations not yet sent (session keys, for milliseconds).
 
 :meth:`LanePurger.queued` reads every session list (one ``SCAN``, then ``LRANGE`` and
 ``HMGET`` per list, pipelined). :meth:`LanePurger.purge` runs ``S_PURGE`` on each lane the
