@@ -265,7 +265,7 @@ class SubjectRequests:
             "lanes_dropped": lanes.lanes_dropped,
             "rate_counters": counters,
         }
-        counts = {LANES: lane_counts, **{n: h.counts for n, h in done.items()}}
+        counts = {LANES: dict(lane_counts), **{n: h.counts for n, h in done.items()}}
         report = await self.store.erase_subject(subject, actor=actor, data=data, elsewhere=counts)
         if self.lanes is not None:
             late = await self.lanes.purge(select, final=True)
