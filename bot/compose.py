@@ -27,6 +27,7 @@ from bot.hub import DeliveryPolicy, Hub
 from bot.lanes.base import LaneConfig, LaneQueue
 from bot.retrieval import NoKnowledge, Retriever
 from bot.store.base import Store
+from bot.subjects import AboutSubject, HolderErasure, SubjectHolder
 from bot.tools import BackendCheck, CheckFn, CrmBackend, TicketBackend, Tool
 
 if TYPE_CHECKING:
@@ -138,6 +139,7 @@ async def build_hub(
         kb = await open_knowledge(settings)
         retriever = kb
         closeables.append(kb)
+    holders = subject_holders(settings, retriever)
     if retriever is not None:
         from bot import tracing
         from bot.retrieval import TracedRetriever
@@ -188,6 +190,7 @@ async def build_hub(
         lease_client=lease_client,
         delivery=delivery,
         crm=crm,
+        subject_holders=holders,
     )
 
 
@@ -353,3 +356,50 @@ async def open_knowledge(settings: Settings) -> KnowledgeBase:
     from knowledge import KnowledgeBase
 
     return await KnowledgeBase.open(settings)
+
+
+# --- data-subject requests ----------------------------------------------------------------
+def subject_holders(settings: Settings, retriever: Retriever | None = None) -> list[SubjectHolder]:
+    """The parts beyond the database and lanes that data-subject requests search and erase.
+
+    The knowledge base (:class:`knowledge.subjects.KnowledgeSubjects`): curated answers,
+    documents in the index, uploads left in ``data_dir``; through ``retriever`` when it is the
+    process's open :class:`knowledge.KnowledgeBase`, else opened for each request. The hub
+    keeps them (``Hub.subject_holders``) for the admin API and the console; the command line
+    asks here.
+    """
+    return [_KnowledgeHolder(settings, retriever)]
+
+
+class _KnowledgeHolder:
+    """:class:`knowledge.subjects.KnowledgeSubjects`, imported at its first request.
+
+    A hub that serves no knowledge base does not load the package for it.
+    """
+
+    def __init__(self, settings: Settings, retriever: Retriever | None) -> None:
+        self._settings = settings
+        self._retriever = retriever
+        self._holder: SubjectHolder | None = None
+
+    def _real(self) -> SubjectHolder:
+        if self._holder is None:
+            from knowledge import KnowledgeBase
+            from knowledge.subjects import KnowledgeSubjects
+
+            kb = self._retriever if isinstance(self._retriever, KnowledgeBase) else None
+            self._holder = KnowledgeSubjects(self._settings, kb)
+        return self._holder
+
+    @property
+    def name(self) -> str:
+        """``knowledge_base``."""
+        return self._real().name
+
+    async def export(self, about: AboutSubject) -> dict[str, Any]:
+        """See :meth:`knowledge.subjects.KnowledgeSubjects.export`."""
+        return await self._real().export(about)
+
+    async def erase(self, about: AboutSubject) -> HolderErasure:
+        """See :meth:`knowledge.subjects.KnowledgeSubjects.erase`."""
+        return await self._real().erase(about)

@@ -6,15 +6,20 @@
   naming the first bad entry by ``seq``.
 - ``audit export [--out FILE]``: the chained log as JSON Lines, oldest first.
 - ``privacy export (--channel C --user ID | --email E) [--out FILE]``: everything stored about
-  one customer, as one JSON document (:func:`bot.store.subjects.export_document`).
-- ``privacy erase (--channel C --user ID | --email E) --yes``: deletes or anonymizes it in
-  every table and prints the request id written to the audit log.
+  one customer, as one JSON document (:meth:`bot.subjects.SubjectRequests.export`: the
+  database's rows, messages waiting in Redis lanes, knowledge-base material).
+- ``privacy erase (--channel C --user ID | --email E) --yes``: deletes or anonymizes it
+  everywhere (:meth:`bot.subjects.SubjectRequests.erase`) and prints the report, whose request
+  id is in the audit log.
 - ``customer export ID`` and ``customer erase ID --yes``: the same, the customer named by one
   argument: an e-mail address, or ``CHANNEL:USER_ID`` (``telegram:12345``).
 
-Export and erase are audited with the actor ``cli``. On the embedded SQLite database, run them
-while the hub is stopped, or use the admin API (``/api/v1/admin/privacy``): the running hub
-caches conversations. Exit codes: 0 done, 1 a tampered log, 2 bad input.
+Export and erase are audited with the actor ``cli``. This process reaches Redis lanes through
+``redis_url`` and the knowledge base in ``data_dir`` (registered by
+:func:`bot.compose.subject_holders`), but not the memory lanes of a running hub; on the
+embedded SQLite database, or with memory lanes, run them while the hub is stopped, or use the
+admin API (``/api/v1/admin/privacy``) of the running hub. Exit codes: 0 done, 1 a tampered log,
+2 bad input or a part that cannot be reached (nothing after that part was erased).
 """
 
 from __future__ import annotations
@@ -139,27 +144,55 @@ async def run(args: argparse.Namespace, settings: Settings) -> int:
             return await _verify(store, expected, as_json=args.json)
         if args.command == "audit":
             return await _export_log(store, args.out)
-        if args.privacy_command == "export":
-            from bot.store.subjects import export_document
-
-            data = await store.export_subject(subject, actor=CLI_ACTOR)
-            out = _out(args.out)
-            try:
-                out.write(json_dumps(export_document(subject, data)) + "\n")
-            finally:
-                if out is not sys.stdout:
-                    out.close()
-            print(
-                f"exported {len(data.sessions)} sessions, "
-                f"{sum(map(len, data.tables.values()))} rows",
-                file=sys.stderr,
-            )
-            return 0
-        report = await store.erase_subject(subject, actor=CLI_ACTOR)
-        print(json.dumps(report.as_json()))
-        return 0
+        return await _subject_request(args, settings, store, subject)
     finally:
         await store.close()
+
+
+async def _subject_request(
+    args: argparse.Namespace, settings: Settings, store: Any, subject: Any
+) -> int:
+    """Run ``export`` or ``erase`` with the parts this process reaches (module docstring)."""
+    from bot.compose import subject_holders
+    from bot.store.sql import SqlStore
+    from bot.subjects import SubjectRequests
+
+    if not isinstance(store, SqlStore):
+        raise PayloadInvalid("data-subject requests need the SQL store", field="database_url")
+    purger = None
+    if settings.lane_backend == "redis" and settings.redis_url:
+        from bot.lanes.redis.purge import LanePurger
+
+        purger = LanePurger.connect(settings.redis_url)
+    try:
+        requests = SubjectRequests(
+            store,
+            settings=settings,
+            lanes=purger,
+            holders=subject_holders(settings),
+            counters=purger.client if purger is not None else None,
+        )
+        if args.privacy_command == "erase":
+            report = await requests.erase(subject, actor=CLI_ACTOR)
+            print(json_dumps(report.as_json()))
+            return 0
+        doc = await requests.export(subject, actor=CLI_ACTOR)
+    finally:
+        if purger is not None:
+            await purger.close()
+    out = _out(args.out)
+    try:
+        out.write(json_dumps(doc) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    rows = sum(map(len, doc["tables"].values()))
+    queued = len(doc["queued_lane_state"]["messages"])
+    print(
+        f"exported {len(doc['sessions'])} sessions, {rows} rows, {queued} queued messages",
+        file=sys.stderr,
+    )
+    return 0
 
 
 async def _verify(store: Any, expected: ChainHead | None, *, as_json: bool) -> int:

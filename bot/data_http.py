@@ -5,14 +5,18 @@ Both routes need ``Authorization: Bearer KEY`` with a key of ``settings.admin_ap
 customer: ``{"channel": C, "user_id": ID}`` or ``{"email": E}``.
 
 - ``POST /api/v1/admin/privacy/export`` → 200, the export document of
-  :func:`bot.store.subjects.export_document` (``subject``, ``exported_at``, ``sessions``,
-  ``tables``: every row found, per table).
+  :meth:`bot.subjects.SubjectRequests.export` (``subject``, ``exported_at``, ``sessions``,
+  ``tables``: every row found, per table; ``queued_lane_state``: messages waiting in lanes;
+  ``knowledge_base``: curated answers, documents and uploads naming them).
 - ``POST /api/v1/admin/privacy/erase`` → 200 ``{"request_id", "sessions", "deleted",
-  "anonymized", "audit_erased"}``. The body must also hold ``"confirm": true``.
+  "anonymized", "audit_erased", "elsewhere"}`` (``elsewhere``: the lanes' and the knowledge
+  base's part). The body must also hold ``"confirm": true``.
 
 Both are audited (``privacy.export``, ``privacy.erase``) with the actor ``admin-api``. Errors
 are ``{"error": message}`` with 400 (no customer named, no confirmation), 401, 403, 413, 415 or
-503 (a store that is not SQL). Registered through the ``switchboard.http`` entry point.
+503 (a store that is not SQL, a part that cannot be reached, or a turn answering the customer
+that did not end in time: nothing was erased after that step). Registered through the
+``switchboard.http`` entry point.
 """
 
 from __future__ import annotations
@@ -24,11 +28,11 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict
 
 from bot.auth import require_admin_key
-from bot.errors import BackendUnavailable, PayloadInvalid, PayloadTooLarge
+from bot.errors import PayloadInvalid, PayloadTooLarge
 from bot.payload import parse_json_model
 from bot.store.engine import json_dumps
-from bot.store.sql import SqlStore
-from bot.store.subjects import Subject, export_document
+from bot.store.subjects import Subject
+from bot.subjects import SubjectRequests
 
 if TYPE_CHECKING:
     from bot.hub import Hub
@@ -58,11 +62,11 @@ class AdminPrivacy:
         self.hub = hub
         self._keys = [k.get_secret_value().encode() for k in hub.settings.admin_api_keys]
 
-    async def _subject(self, request: web.Request) -> tuple[SqlStore, Subject, SubjectRequest]:
+    async def _subject(
+        self, request: web.Request
+    ) -> tuple[SubjectRequests, Subject, SubjectRequest]:
         require_admin_key(request, self._keys)
-        store = self.hub.store
-        if not isinstance(store, SqlStore):
-            raise BackendUnavailable("data-subject requests need the SQL store")
+        requests = self.hub.subject_requests()
         if request.content_type != "application/json":
             raise PayloadInvalid("send application/json", field="content-type", status=415)
         limit = self.hub.settings.max_body_bytes
@@ -70,23 +74,21 @@ class AdminPrivacy:
         if len(raw) > limit:
             raise PayloadTooLarge("body too large", limit_bytes=limit)
         body = parse_json_model(SubjectRequest, raw or b"{}")
-        return store, Subject(body.channel, body.user_id, body.email), body
+        return requests, Subject(body.channel, body.user_id, body.email), body
 
     async def export(self, request: web.Request) -> web.Response:
         """``POST .../export``: everything stored about one customer."""
-        store, subject, _ = await self._subject(request)
-        data = await store.export_subject(subject, actor=ACTOR)
-        log.info("privacy.exported", extra={"sessions": len(data.sessions)})
-        return web.Response(
-            text=json_dumps(export_document(subject, data)), content_type="application/json"
-        )
+        requests, subject, _ = await self._subject(request)
+        doc = await requests.export(subject, actor=ACTOR)
+        log.info("privacy.exported", extra={"sessions": len(doc["sessions"])})
+        return web.Response(text=json_dumps(doc), content_type="application/json")
 
     async def erase(self, request: web.Request) -> web.Response:
         """``POST .../erase``: delete or anonymize one customer everywhere."""
-        store, subject, body = await self._subject(request)
+        requests, subject, body = await self._subject(request)
         if not body.confirm:
             raise PayloadInvalid('erasure cannot be undone: send "confirm": true', field="confirm")
-        report = await store.erase_subject(subject, actor=ACTOR)
+        report = await requests.erase(subject, actor=ACTOR)
         log.info(
             "privacy.erased", extra={"request_id": report.request_id, "sessions": report.sessions}
         )

@@ -10,12 +10,16 @@ locked out through one ingress is locked out through all of them.
 A counter that cannot be read or written (Redis down) raises
 :class:`~bot.errors.BackendUnavailable` (callers answer 503, or retry later): limits are never
 silently skipped.
+
+A counter's key names whom it counts (``sb:limits:LIMITER/<sender>/<amount>/<n>/<unit>``: an
+e-mail sender's address, a login name) and holds only hit times; :func:`forget_counters` deletes
+those of a data subject on erasure. In memory they are gone within their window (an hour).
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from limits.aio.storage import MemoryStorage, RedisClusterStorage, RedisStorage, Storage
 from limits.errors import StorageError
@@ -83,3 +87,26 @@ async def counted(call: Awaitable[_T]) -> _T:
         raise BackendUnavailable(
             f"rate-limit counters unavailable: {exc.storage_error!r}"
         ) from exc
+
+
+async def forget_counters(client: Any, names: Callable[[str], bool]) -> int:
+    """Delete the Redis counters whose key ``names(key)`` someone (data-subject erasure).
+
+    Args:
+        client: a redis-py asyncio client of the counters' server or cluster.
+        names: True for a key naming the subject (its identifiers among the key's parts).
+
+    Returns:
+        How many keys were deleted.
+
+    Raises:
+        redis.exceptions.RedisError, OSError: when Redis cannot be reached.
+    """
+    doomed = [
+        str(k)
+        async for k in client.scan_iter(match=f"{KEY_PREFIX}:*", count=1000)
+        if names(str(k))
+    ]
+    for key in doomed:  # one by one: counters of one subject may sit on several nodes
+        await client.delete(key)
+    return len(doomed)

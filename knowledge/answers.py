@@ -10,7 +10,11 @@ Storage: one JSONL file, ``DATA_DIR/curated_answers.jsonl``, one answer per line
 
     {"id": "ca-...", "questions": ["How do I reset my password?"], "answer": "Open ...",
      "sources": [{"doc_id": "kb-1042", "title": "Reset your password", "url": "https://..."}],
-     "created_at": "2024-05-01T10:00:00+00:00", "author": "alice"}
+     "created_at": "2024-05-01T10:00:00+00:00", "author": "alice",
+     "session_key": "webchat:site:dm:u42"}
+
+``session_key`` (optional) is the conversation an answer was saved from: a data-subject erasure
+of that conversation's customer deletes the answer (:mod:`knowledge.subjects`).
 
 Writes replace the file atomically (a temporary file, then ``os.replace``) under an exclusive
 ``fcntl`` lock, so the CLI and a running server can both write; readers reload the file when it
@@ -36,7 +40,7 @@ import logging
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +79,8 @@ class CuratedAnswer:
         sources: the documents it rests on, cited with the reply.
         created_at: when it was saved (UTC).
         author: who saved it (an agent name, ``cli``, ``api``), when known.
+        session_key: the conversation it was saved from, if it was (its questions may be the
+            customer's words).
     """
 
     id: str
@@ -83,6 +89,7 @@ class CuratedAnswer:
     sources: tuple[Citation, ...] = ()
     created_at: datetime | None = None
     author: str | None = None
+    session_key: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The stored JSON object (see the module docstring)."""
@@ -95,6 +102,7 @@ class CuratedAnswer:
             ],
             "created_at": self.created_at.isoformat() if self.created_at else None,
             "author": self.author,
+            "session_key": self.session_key,
         }
 
 
@@ -123,9 +131,9 @@ class AnswerMatch:
 def parse_answer(record: Any, *, source: str, author: str | None = None) -> CuratedAnswer:
     """Validate one answer record (a JSON object as in the module docstring).
 
-    ``question`` (one string) is accepted for ``questions``; ``id``, ``sources``, ``created_at``
-    and ``author`` are optional. A source may be a doc id string or an object with ``doc_id``
-    and optional ``title`` (default: the doc id) and ``url``.
+    ``question`` (one string) is accepted for ``questions``; ``id``, ``sources``,
+    ``created_at``, ``author`` and ``session_key`` are optional. A source may be a doc id string
+    or an object with ``doc_id`` and optional ``title`` (default: the doc id) and ``url``.
 
     Raises:
         IngestError: naming ``source`` and the field at fault.
@@ -166,6 +174,9 @@ def parse_answer(record: Any, *, source: str, author: str | None = None) -> Cura
     answer_id = record.get("id")
     if answer_id is not None and (not isinstance(answer_id, str) or not answer_id.strip()):
         raise IngestError('"id" must be a non-empty string', source=source)
+    session = record.get("session_key")
+    if session is not None and (not isinstance(session, str) or not session.strip()):
+        raise IngestError('"session_key" must be a non-empty string', source=source)
     created = record.get("created_at")
     try:
         created_at = datetime.fromisoformat(created) if isinstance(created, str) else None
@@ -178,6 +189,7 @@ def parse_answer(record: Any, *, source: str, author: str | None = None) -> Cura
         sources=tuple(sources),
         created_at=created_at or datetime.now(UTC),
         author=record.get("author") if isinstance(record.get("author"), str) else author,
+        session_key=session,
     )
 
 
@@ -266,6 +278,27 @@ class AnswerStore:
             for a in answers:
                 current[a.id] = a
             self._write(list(current.values()))
+
+    def edit(
+        self, change: Callable[[list[CuratedAnswer]], list[CuratedAnswer]]
+    ) -> list[CuratedAnswer]:
+        """Replace the stored answers by ``change(stored)``, atomically under the file's lock.
+
+        Nothing is written when ``change`` returns them unchanged.
+
+        Returns:
+            The answers stored before.
+
+        Raises:
+            IngestError: when the stored file is corrupt.
+            OSError: when the file cannot be written.
+        """
+        with self._locked():
+            current = self.load()
+            changed = change(list(current))
+            if changed != current:
+                self._write(changed)
+            return current
 
     def remove(self, answer_id: str) -> bool:
         """Delete the answer ``answer_id``; False when there is none.

@@ -18,7 +18,16 @@ notices a new ``CURRENT`` (one ``stat`` per second at most) and switches to it. 
 the current generation to a new one, applies its changes there, builds the HNSW index
 (``optimize``), flushes, and publishes it by replacing ``CURRENT`` (an atomic rename). Readers
 hold a shared lock on their generation's ``.readers`` file; the writer removes old generations
-that no reader holds. An ingest that changes nothing writes nothing.
+that no reader holds, and a reader that leaves an old generation removes it when it was the last.
+An ingest that changes nothing writes nothing.
+
+**Erasure.** A copied generation keeps the bytes of the payloads its writes overwrite or delete
+in its segment files (the engine marks them free), and its payload indexes keep the keys of
+deleted points. A write block opened with ``writing(compact=True)`` (data-subject erasure,
+:mod:`knowledge.subjects`) therefore starts the new generation empty, applies its writes there,
+and at its end copies in every point of the published generation that it neither deleted (by
+document) nor wrote again: nothing of what they replace is in the new files. Reads inside such
+a block see the published generation. The old generations go as above.
 """
 
 from __future__ import annotations
@@ -137,6 +146,19 @@ class EdgeIndex:
         self._searches: Coalescer[_Search, list[list[Hit]]] = Coalescer(
             self._search_batch, max_batch=SEARCH_BATCH, executor=_READS
         )
+        self._compact = False
+        self._dropped: set[str] = set()  # compact: documents deleted in this block
+        self._rewritten: set[str] = set()  # compact: point ids written in this block
+
+    @staticmethod
+    def root_of(settings: Settings) -> Path:
+        """The folder of ``settings.kb_collection``'s generations."""
+        return settings.data_dir / "kb-edge" / settings.kb_collection
+
+    @staticmethod
+    def published_in(settings: Settings) -> bool:
+        """Whether an ingest ever published a generation of ``settings.kb_collection``."""
+        return (EdgeIndex.root_of(settings) / _CURRENT).exists()
 
     @classmethod
     async def open(cls, settings: Settings, *, dimension: int) -> EdgeIndex:
@@ -146,7 +168,7 @@ class EdgeIndex:
             ConfigError: when the index holds dense vectors of another length.
             BackendUnavailable: when the folder cannot be read.
         """
-        root = settings.data_dir / "kb-edge" / settings.kb_collection
+        root = cls.root_of(settings)
         index = cls(root, settings.kb_collection, dimension)
         try:
             await asyncio.to_thread(root.mkdir, parents=True, exist_ok=True)
@@ -192,6 +214,7 @@ class EdgeIndex:
                     old, self._generation = self._generation, generation
                     if old is not None:
                         old.release()
+                        self._collect()  # the last reader of an old generation removes it
                     log.info("knowledge.index_loaded", extra={"generation": folder.name})
                     break
                 self._current_stat = stat
@@ -229,11 +252,13 @@ class EdgeIndex:
             raise BackendUnavailable(f"knowledge index read failed: {exc}") from exc
 
     @contextlib.asynccontextmanager
-    async def writing(self) -> AsyncIterator[None]:
+    async def writing(self, *, compact: bool = False) -> AsyncIterator[None]:
         """Make the writes inside the block one new generation, published at its end.
 
         Nothing is copied or published when the block writes nothing. On an error the new
-        generation is discarded and the published one stays.
+        generation is discarded and the published one stays. With ``compact`` the new
+        generation is built empty and every point is copied into it (slower: see the module
+        docstring's "Erasure").
 
         Raises:
             BackendUnavailable: when another process is ingesting into this index, or the
@@ -248,6 +273,8 @@ class EdgeIndex:
                     "another ingest is writing this knowledge index; try again when it ends"
                 ) from exc
             self._pending = None
+            self._compact = compact
+            self._dropped, self._rewritten = set(), set()
             try:
                 yield
                 if self._writer is not None:
@@ -270,23 +297,55 @@ class EdgeIndex:
         folder = self.root / f"gen-{number:06d}"
         shutil.rmtree(folder, ignore_errors=True)  # left by a writer that died
         self._pending = folder
-        if published is None:
-            self._writer = qe.EdgeShard.create(str(folder), self._config())
-            for field, schema in (
-                ("doc_id", qe.PayloadSchemaType.Keyword),
-                ("chunk_index", qe.PayloadSchemaType.Integer),
-                ("origin", qe.PayloadSchemaType.Keyword),
-            ):
-                self._writer.update(qe.UpdateOperation.create_field_index(field, schema))
-        else:
+        if published is not None and not self._compact:
             shutil.copytree(published, folder, ignore=shutil.ignore_patterns(_READERS))
             self._writer = qe.EdgeShard.load(str(folder))
-        return self._writer
+            return self._writer
+        writer = self._writer = qe.EdgeShard.create(str(folder), self._config())
+        for field, schema in (
+            ("doc_id", qe.PayloadSchemaType.Keyword),
+            ("chunk_index", qe.PayloadSchemaType.Integer),
+            ("origin", qe.PayloadSchemaType.Keyword),
+        ):
+            writer.update(qe.UpdateOperation.create_field_index(field, schema))
+        return writer
+
+    def _copy_kept(self) -> None:
+        """Compact: copy in every published point this block neither deleted nor wrote again.
+
+        The writer lock keeps the published generation in place meanwhile.
+        """
+        published = self._published()
+        if published is None or self._writer is None:
+            return
+        source = _load(published)
+        try:
+            offset: Any = None
+            while True:
+                records, offset = source.scroll(
+                    qe.ScrollRequest(
+                        offset=offset, limit=_UPSERT_BATCH, with_payload=True, with_vector=True
+                    )
+                )
+                points = [
+                    qe.Point(r.id, r.vector or {}, r.payload)
+                    for r in records
+                    if str(r.id) not in self._rewritten
+                    and str((r.payload or {}).get("doc_id")) not in self._dropped
+                ]
+                if points:
+                    self._writer.update(qe.UpdateOperation.upsert_points(points))
+                if offset is None:
+                    return
+        finally:
+            source.close()
 
     def _publish(self) -> None:
         assert self._writer is not None
         assert self._pending is not None
         started = time.perf_counter()
+        if self._compact:
+            self._copy_kept()
         self._writer.optimize()
         self._writer.flush()
         self._writer.close()
@@ -345,8 +404,13 @@ class EdgeIndex:
         await asyncio.get_running_loop().run_in_executor(_READS, release)
 
     # --- the index interface (see knowledge.index.QdrantIndex) ---------------------------
-    async def _scan(self, scope: qe.Filter, fields: list[str]) -> list[dict[str, Any]]:
-        """The payload ``fields`` of every point matching ``scope``."""
+    async def _scan(
+        self,
+        scope: qe.Filter | None,
+        fields: list[str] | bool,
+        keep: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The payload ``fields`` of every point matching ``scope`` (that ``keep`` keeps)."""
 
         def scan(shard: qe.EdgeShard) -> list[dict[str, Any]]:
             out: list[dict[str, Any]] = []
@@ -361,12 +425,13 @@ class EdgeIndex:
                         with_vector=False,
                     )
                 )
-                out.extend(dict(r.payload or {}) for r in records)
+                payloads = (dict(r.payload or {}) for r in records)
+                out.extend(p for p in payloads if keep is None or keep(p))
                 if offset is None:
                     return out
 
         shard = self._writer
-        if shard is not None:  # inside a write block: what it has written so far
+        if shard is not None and not self._compact:  # in a write block: what it wrote so far
             return await asyncio.to_thread(scan, shard)
         return await self._read(scan, [])
 
@@ -385,6 +450,10 @@ class EdgeIndex:
         )
         return {str(r["doc_id"]) for r in await self._scan(scope, ["doc_id"])}
 
+    async def find_chunks(self, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """The payloads of every stored chunk for which ``keep(payload)`` (a full scan)."""
+        return await self._scan(None, True, keep)
+
     async def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Delete every stored chunk of ``doc_ids`` (inside :meth:`writing`)."""
         if not doc_ids:
@@ -392,6 +461,8 @@ class EdgeIndex:
         selector = qe.Filter(
             must=[qe.FieldCondition(key="doc_id", match=qe.MatchAny(list(doc_ids)))]
         )
+        if self._compact:
+            self._dropped.update(doc_ids)
         await self._write(
             lambda shard: shard.update(qe.UpdateOperation.delete_points_by_filter(selector))
         )
@@ -409,6 +480,9 @@ class EdgeIndex:
             )
             for c in chunks
         ]
+
+        if self._compact:
+            self._rewritten.update(str(p.id) for p in points)
 
         def write(shard: qe.EdgeShard) -> None:
             for start in range(0, len(points), _UPSERT_BATCH):

@@ -119,8 +119,12 @@ class ChunkIndex(Protocol):
     which an implementation may use to apply them as one unit.
     """
 
-    def writing(self) -> AbstractAsyncContextManager[None]:
-        """Group the writes of one ingest."""
+    def writing(self, *, compact: bool = False) -> AbstractAsyncContextManager[None]:
+        """Group the writes of one ingest.
+
+        ``compact`` (erasure): leave no bytes of what they replace or delete in the index's
+        files.
+        """
 
     async def close(self) -> None:
         """Release the index."""
@@ -130,6 +134,9 @@ class ChunkIndex(Protocol):
 
     async def documents_from(self, origin: str) -> set[str]:
         """The ids of the stored documents read from ``origin``."""
+
+    async def find_chunks(self, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """The payloads of every stored chunk for which ``keep(payload)`` (a full scan)."""
 
     async def delete_documents(self, doc_ids: Sequence[str]) -> None:
         """Delete every stored chunk of ``doc_ids``."""
@@ -246,8 +253,14 @@ class QdrantIndex:
             raise BackendUnavailable(f"Qdrant collection setup failed: {exc}") from exc
 
     @asynccontextmanager
-    async def writing(self) -> AsyncIterator[None]:
-        """Group the writes of one ingest (nothing to do: qdrant-client applies each at once)."""
+    async def writing(self, *, compact: bool = False) -> AsyncIterator[None]:
+        """Group the writes of one ingest (nothing to do: qdrant-client applies each at once).
+
+        ``compact`` changes nothing here: a Qdrant server drops deleted and overwritten points
+        from its segments when its optimizer vacuums them (on its own schedule); local mode
+        deletes the rows of its SQLite file (overwritten at once where SQLite's
+        ``secure_delete`` is on, as in Debian's build).
+        """
         yield
 
     async def close(self) -> None:
@@ -277,13 +290,33 @@ class QdrantIndex:
     ) -> list[dict[str, Any]]:
         """The ``fields`` of each document's first chunk that meets ``conditions``.
 
-        Scrolls 1,024 points at a time.
-
         Raises:
             BackendUnavailable: when Qdrant fails.
         """
         first = models.FieldCondition(key="chunk_index", match=models.MatchValue(value=0))
-        scope = models.Filter(must=[first, *conditions])
+        return await self._scroll(models.Filter(must=[first, *conditions]), fields)
+
+    async def find_chunks(self, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """The payloads of every stored chunk for which ``keep(payload)`` (a full scan).
+
+        Raises:
+            BackendUnavailable: when Qdrant fails.
+        """
+        return await self._scroll(None, True, keep)
+
+    async def _scroll(
+        self,
+        scope: models.Filter | None,
+        fields: list[str] | bool,
+        keep: Callable[[dict[str, Any]], bool] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The payload ``fields`` of every point in ``scope`` that ``keep`` keeps.
+
+        Scrolls 1,024 points per call.
+
+        Raises:
+            BackendUnavailable: when Qdrant fails.
+        """
         out: list[dict[str, Any]] = []
         offset: Any = None
         try:
@@ -297,7 +330,8 @@ class QdrantIndex:
                     with_payload=fields,
                     with_vectors=False,
                 )
-                out.extend(p.payload or {} for p in points)
+                payloads = (p.payload or {} for p in points)
+                out.extend(p for p in payloads if keep is None or keep(p))
                 if offset is None:
                     return out
         except ApiException as exc:

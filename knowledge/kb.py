@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from bot.config import Settings
 from bot.retrieval import Passage
@@ -102,6 +103,18 @@ async def open_index(settings: Settings, *, dimension: int) -> ChunkIndex:
     return await QdrantIndex.open(settings, dimension=dimension)
 
 
+def index_stored(settings: Settings) -> bool:
+    """Whether ``settings`` name an index that may hold documents (without opening it).
+
+    A Qdrant server may; an embedded index only once an ingest wrote its folder.
+    """
+    if settings.qdrant_url is not None:
+        return True
+    if settings.kb_index == "edge":
+        return EdgeIndex.published_in(settings)
+    return settings.qdrant_path.exists()
+
+
 class KnowledgeBase:
     """Ingest, search and evaluate one knowledge base. Create with :meth:`open`."""
 
@@ -154,6 +167,67 @@ class KnowledgeBase:
             bot.errors.BackendUnavailable: when the index cannot be queried.
         """
         return await self.index.document_count()
+
+    async def find_chunks(self, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """The payloads of every stored chunk for which ``keep(payload)`` (a full scan).
+
+        Raises:
+            bot.errors.BackendUnavailable: when the index cannot be read.
+        """
+        return await self.index.find_chunks(keep)
+
+    async def rewrite_chunks(
+        self, payloads: Sequence[dict[str, Any]], *, remove: Sequence[str] = ()
+    ) -> None:
+        """Store chunks again from edited payloads, and delete documents, leaving no trace.
+
+        For erasure (:mod:`knowledge.subjects`): each payload (as :meth:`find_chunks` returns
+        it, its text fields edited) is embedded again, dense and sparse, and stored under its
+        doc id and chunk index with its content hash and origin unchanged (an unchanged source
+        is not ingested again); the documents ``remove`` are deleted. One compacting write
+        (:meth:`knowledge.index.ChunkIndex.writing`): nothing of the old text stays in the
+        index's files.
+
+        Raises:
+            bot.errors.BackendUnavailable: when the index or a remote embedder fails.
+        """
+        chunks = [
+            Chunk(
+                doc_id=str(p["doc_id"]),
+                index=int(p["chunk_index"]),
+                title=str(p.get("title") or ""),
+                heading=str(p.get("heading") or ""),
+                text=str(p.get("text") or ""),
+                url=p.get("url"),
+            )
+            for p in payloads
+        ]
+        texts = [c.embedding_text() for c in chunks]
+        dense = [
+            v
+            for i in range(0, len(texts), EMBED_BATCH)
+            for v in await self.embedder.embed(texts[i : i + EMBED_BATCH])
+        ]
+        terms = await asyncio.to_thread(_sparse_vectors, texts)
+        indexed = [
+            IndexedChunk(
+                chunk=c,
+                dense=vector.tolist(),
+                sparse=sparse_terms,
+                content_hash=str(p.get("content_hash") or ""),
+                metadata=dict(p.get("metadata") or {}),
+                origin=p.get("origin"),
+            )
+            for c, vector, sparse_terms, p in zip(chunks, dense, terms, payloads, strict=True)
+        ]
+        async with self._ingest_lock, self.index.writing(compact=True):
+            if remove:
+                await self.index.delete_documents(list(remove))
+            if indexed:
+                await self.index.upsert(indexed)
+        log.info(
+            "knowledge.rewritten", extra={"chunks": len(indexed), "documents_removed": len(remove)}
+        )
 
     async def evaluate(self, qa_path: Path) -> EvalReport:
         """Recall@1/3/5 and MRR@10 of retrieval on the questions in ``qa_path``.

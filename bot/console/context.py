@@ -20,6 +20,7 @@ from bot.events import EventBus
 from bot.handoff import Handoff
 from bot.payload import check_text_bytes
 from bot.store.base import AgentAccount, Store
+from bot.subjects import SubjectRequests
 from bot.tools import CrmBackend, TicketBackend
 
 
@@ -49,6 +50,13 @@ class ConsoleHub(Protocol):
     @property
     def crm(self) -> CrmBackend | None:
         """The CRM backend of the customer panel (None: no CRM configured)."""
+
+    def subject_requests(self) -> SubjectRequests:
+        """Data-subject export and erasure (the Audit & privacy page).
+
+        Raises:
+            bot.errors.BackendUnavailable: when the store is not the SQL store.
+        """
 
 
 HUB_KEY = web.AppKey("switchboard_console_hub", ConsoleHub)

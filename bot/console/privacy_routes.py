@@ -5,11 +5,11 @@
 - ``GET /console/api/audit.jsonl`` → the whole chained log as JSON Lines, oldest first (the
   lines of ``switchboard audit export``: :func:`bot.store.audit.export_line`).
 - ``POST /console/api/customers/export`` ``{"id"}`` → everything stored about one customer
-  (:func:`bot.store.subjects.export_document`); ``id`` is an e-mail address or
-  ``CHANNEL:USER_ID``.
+  (:meth:`bot.subjects.SubjectRequests.export`: database rows, messages waiting in lanes,
+  knowledge-base material); ``id`` is an e-mail address or ``CHANNEL:USER_ID``.
 - ``POST /console/api/customers/erase`` ``{"id", "confirm": true}`` → ``{"request_id",
-  "sessions", "deleted", "anonymized", "audit_erased"}``: deletes or anonymizes the customer
-  everywhere (:meth:`bot.store.subjects.SubjectsMixin.erase_subject`).
+  "sessions", "deleted", "anonymized", "audit_erased", "elsewhere"}``: deletes or anonymizes
+  the customer everywhere (:meth:`bot.subjects.SubjectRequests.erase`).
 
 Agents and viewers get 403. Export and erase are written to the audit log with the admin as
 actor; the customer's identifiers are never logged.
@@ -28,7 +28,7 @@ from bot.errors import BackendUnavailable, PayloadInvalid
 from bot.store.audit import export_line
 from bot.store.engine import json_dumps
 from bot.store.sql import SqlStore
-from bot.store.subjects import Subject, export_document
+from bot.store.subjects import Subject
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +99,10 @@ async def customer_export(request: web.Request) -> web.StreamResponse:
     """Everything stored about one customer (admins only)."""
     admin = await actor(request, Permission.MANAGE)
     subject = _subject(await json_body(request))
-    data = await _sql_store(request).export_subject(subject, actor=admin.name)
+    doc = await hub_of(request).subject_requests().export(subject, actor=admin.name)
     log.info("console.customer_exported", extra={"actor": admin.name})
     return web.Response(
-        text=json_dumps(export_document(subject, data)),
+        text=json_dumps(doc),
         content_type="application/json",
         headers={"Content-Disposition": 'attachment; filename="customer.json"'},
     )
@@ -115,7 +115,7 @@ async def customer_erase(request: web.Request) -> web.StreamResponse:
     subject = _subject(data)
     if data.get("confirm") is not True:
         raise PayloadInvalid('erasure cannot be undone: send "confirm": true', field="confirm")
-    report = await _sql_store(request).erase_subject(subject, actor=admin.name)
+    report = await hub_of(request).subject_requests().erase(subject, actor=admin.name)
     log.info("console.customer_erased", extra={"actor": admin.name, "request": report.request_id})
     return web.json_response(report.as_json())
 

@@ -19,7 +19,7 @@ from bot.assignment_sweeper import AssignmentSweeper
 from bot.channel import ChannelPlugin, IngestReceipt
 from bot.config import Settings
 from bot.envelope import InboundMessage, OutboundMessage, SessionKey
-from bot.errors import Draining
+from bot.errors import BackendUnavailable, Draining
 from bot.events import EventBus, HubEvent
 from bot.handoff import Handoff
 from bot.hub.deliver import Egress
@@ -34,6 +34,8 @@ from bot.observability import Metrics
 from bot.retrieval import NoKnowledge, Retriever
 from bot.router import Router
 from bot.store.base import Store, StoredMessage
+from bot.store.sql import SqlStore
+from bot.subjects import SubjectHolder, SubjectRequests
 from bot.tools import CrmBackend, TicketBackend
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ class Hub:
         lease_client: Any = None,
         delivery: DeliveryPolicy | None = None,
         crm: CrmBackend | None = None,
+        subject_holders: Sequence[SubjectHolder] = (),
     ) -> None:
         self.settings = settings
         self.store = store
@@ -73,6 +76,8 @@ class Hub:
         self.crm = crm
         """The CRM backend of the agent's tools and the console's customer panel, if any."""
         self.retriever = retriever
+        self.subject_holders = list(subject_holders)
+        """Parts outside the database and lanes in data-subject requests (the knowledge base)."""
         self.channels: dict[str, ChannelPlugin] = {c.name: c for c in channels}
         self.metrics = metrics or Metrics()
         self.consume = consume
@@ -134,6 +139,24 @@ class Hub:
             policy=self.delivery,
             outbox=self._outbox,
             times=self._times,
+        )
+
+    def subject_requests(self) -> SubjectRequests:
+        """Data-subject export and erasure with this process's lanes and registered holders.
+
+        The admin API and the console run requests through it (:mod:`bot.subjects`).
+
+        Raises:
+            bot.errors.BackendUnavailable: when the store is not the SQL store.
+        """
+        if not isinstance(self.store, SqlStore):
+            raise BackendUnavailable("data-subject requests need the SQL store")
+        return SubjectRequests(
+            self.store,
+            settings=self.settings,
+            lanes=self.lanes,
+            holders=self.subject_holders,
+            counters=getattr(self.lanes, "client", None),  # Redis lanes: the counters' server
         )
 
     # --- lifecycle ----------------------------------------------------------------------------

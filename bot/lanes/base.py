@@ -22,13 +22,18 @@ Semantics (the contract suite in ``tests/lanes/`` checks each one on every backe
 - ``drain`` stops starting turns, waits up to a bound for running turns, cancels the rest and
   returns every message not handled (queued or cancelled) so the hub can persist it or hand
   it to another worker.
+- Data-subject requests (:class:`LaneSelection`): ``queued`` lists the waiting messages of one
+  customer (and others' messages that name them); ``purge`` takes theirs out of every lane and
+  replaces their identifiers in the others, never touching a running turn's messages (it
+  reports them as ``in_flight``: purge again once that turn ended). A lane left with nothing
+  is removed as if it had never been; the lanes of other sessions go on as before.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Protocol
+from typing import Final, Literal, Protocol
 
 from bot.config import QueueMode
 from bot.envelope import InboundMessage, SessionKey
@@ -118,6 +123,88 @@ class LaneConfig:
             raise ValueError("debounce_ms and lane_idle_s must not be negative")
 
 
+Match = Literal["theirs", "mentions", "other"]
+"""How a queued message relates to a data subject (see :meth:`LaneSelection.match`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LaneSelection:
+    """The queued messages one data-subject request is about.
+
+    Attributes:
+        sessions: lanes that are wholly the subject's (their direct conversations): every
+            message in them is theirs.
+        owns: True for a message the subject sent in any other lane (a group chat).
+        scrub: another message with the subject's identifiers replaced (its routing fields
+            unchanged); equal to the message when it names them nowhere.
+    """
+
+    sessions: frozenset[SessionKey]
+    owns: Callable[[InboundMessage], bool]
+    scrub: Callable[[InboundMessage], InboundMessage]
+
+    def match(self, msg: InboundMessage) -> tuple[Match, InboundMessage]:
+        """``("theirs", msg)``, ``("mentions", scrubbed)`` or ``("other", msg)``."""
+        if msg.session_key in self.sessions or self.owns(msg):
+            return "theirs", msg
+        scrubbed = self.scrub(msg)
+        return ("mentions", scrubbed) if scrubbed != msg else ("other", msg)
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedEntry:
+    """A message waiting in a lane that a data-subject request is about.
+
+    Attributes:
+        message: the envelope as queued (received and stored, not answered yet).
+        match: ``"theirs"`` (they sent it) or ``"mentions"`` (another's, naming them).
+        in_turn: a turn holds it now (it is being answered).
+    """
+
+    message: InboundMessage
+    match: Match
+    in_turn: bool
+
+    def as_json(self) -> dict[str, object]:
+        """``{"session_key", "match", "in_turn", "envelope"}`` (the export's form)."""
+        return {
+            "session_key": self.message.session_key,
+            "match": self.match,
+            "in_turn": self.in_turn,
+            "envelope": self.message.model_dump(mode="json"),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class LanePurge:
+    """What one ``purge`` did (counts of messages and keys).
+
+    Attributes:
+        removed: the subject's messages taken out of lanes.
+        scrubbed: other messages whose identifiers of the subject were replaced.
+        lanes_dropped: lanes removed because nothing was left in them.
+        in_flight: selected messages a running turn holds, left alone: purge again once it
+            ended (its reply is stored after it; erase the database after that).
+        keys_deleted: other keys the backend kept under the subject's sessions (``final``).
+    """
+
+    removed: int = 0
+    scrubbed: int = 0
+    lanes_dropped: int = 0
+    in_flight: int = 0
+    keys_deleted: int = 0
+
+    def __add__(self, other: LanePurge) -> LanePurge:
+        """Both purges' counts summed (``in_flight`` is the latter's: it is a state)."""
+        return LanePurge(
+            self.removed + other.removed,
+            self.scrubbed + other.scrubbed,
+            self.lanes_dropped + other.lanes_dropped,
+            other.in_flight,
+            self.keys_deleted + other.keys_deleted,
+        )
+
+
 class LaneQueue(Protocol):
     """A per-session lane queue backend."""
 
@@ -164,6 +251,25 @@ class LaneQueue(Protocol):
 
     async def close(self) -> None:
         """Release resources; ``drain`` first for a graceful stop."""
+
+    async def queued(self, select: LaneSelection) -> list[QueuedEntry]:
+        """The waiting (or running) messages ``select`` is about, in every lane.
+
+        Raises:
+            bot.errors.BackendUnavailable: when the backend cannot be read.
+        """
+
+    async def purge(self, select: LaneSelection, *, final: bool = False) -> LanePurge:
+        """Take the subject's messages out of every lane and scrub the others naming them.
+
+        Messages a running turn holds are left alone and counted as ``in_flight``. With
+        ``final``, also delete what else the backend keeps under the subject's sessions
+        (Redis: enqueue marks): only once the database no longer holds their messages, or
+        recovery would enqueue them again.
+
+        Raises:
+            bot.errors.BackendUnavailable: when the backend cannot be reached.
+        """
 
 
 LaneFactory = Callable[[LaneConfig], LaneQueue]

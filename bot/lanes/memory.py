@@ -13,6 +13,12 @@ A lane moves through four states::
 
 ``READY`` sessions sit in one FIFO and take turn slots in the order they became ready; a
 session that just finished a turn goes to its back, so a busy session cannot starve others.
+
+``purge`` (data-subject erasure, in the process that holds the lanes) filters a lane's waiting
+messages, folded overflow and carried (interrupted) turn, never its running turn; a lane left
+empty leaves the ready FIFO and is forgotten at once (a running one goes idle when its turn
+ends). It keeps the invariants ``_take_turn`` relies on: a carried turn keeps at least one
+message, and overflow never waits without a waiting message behind it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Final
 
 from bot.config import QueueMode
@@ -29,8 +36,11 @@ from bot.lanes.base import (
     CANCEL_GRACE_S,
     LaneConfig,
     LaneLifecycle,
+    LanePurge,
+    LaneSelection,
     LaneStats,
     OverflowHandler,
+    QueuedEntry,
     Turn,
     TurnHandler,
 )
@@ -255,6 +265,64 @@ class MemoryLaneQueue:
             for task in self._notices:
                 task.cancel()
             await self._unwind(set(self._notices))
+
+    # --- data-subject requests ----------------------------------------------------------------
+
+    async def queued(self, select: LaneSelection) -> list[QueuedEntry]:
+        """The messages ``select`` is about, running turns' included (no I/O)."""
+        out: list[QueuedEntry] = []
+        for lane in self._lanes.values():
+            running = len(lane.running.all_messages) if lane.running is not None else 0
+            for i, msg in enumerate(lane.unhandled()):  # the running turn's first
+                match, _ = select.match(msg)
+                if match != "other":
+                    out.append(QueuedEntry(msg, match, i < running))
+        return out
+
+    async def purge(self, select: LaneSelection, *, final: bool = False) -> LanePurge:
+        """Filter every lane (see the module docstring); ``final`` changes nothing here."""
+        removed = scrubbed = dropped = in_flight = 0
+        for key, lane in list(self._lanes.items()):
+            if lane.running is not None:
+                in_flight += sum(select.match(m)[0] != "other" for m in lane.running.all_messages)
+            r, s = self._filter(lane, select)
+            removed, scrubbed = removed + r, scrubbed + s
+            self._queued -= r
+            if lane.pending() or lane.task is not None or not (r or key in select.sessions):
+                continue  # work left, or a turn runs (the lane goes idle when it ends)
+            if lane.state == _READY:
+                self._ready.remove(lane)
+            self._cancel_timer(lane)
+            del self._lanes[key]
+            dropped += 1
+        return LanePurge(removed, scrubbed, dropped, in_flight)
+
+    def _filter(self, lane: _Lane, select: LaneSelection) -> tuple[int, int]:
+        """Drop the subject's messages from ``lane`` (not its running turn), scrub the rest."""
+        removed = scrubbed = 0
+
+        def keep(msg: InboundMessage) -> InboundMessage | None:
+            nonlocal removed, scrubbed
+            match, new = select.match(msg)
+            removed += match == "theirs"
+            scrubbed += match == "mentions"
+            return None if match == "theirs" else new
+
+        waiting = [(keep(m), mode) for m, mode in lane.waiting]
+        lane.waiting = deque((m, mode) for m, mode in waiting if m is not None)
+        lane.overflow = [k for k in map(keep, lane.overflow) if k is not None]
+        carry = lane.carry
+        if carry is not None:
+            messages = [k for k in map(keep, carry.messages) if k is not None]
+            overflow = [k for k in map(keep, carry.overflow) if k is not None]
+            if messages:
+                lane.carry = replace(carry, messages=messages, overflow=overflow)
+            else:  # a turn needs a message: what is left of it is plain overflow now
+                lane.carry = None
+                lane.overflow = [*overflow, *lane.overflow]
+        if lane.carry is None and lane.overflow and not lane.waiting:
+            lane.waiting.append((lane.overflow.pop(), QueueMode.COLLECT))
+        return removed, scrubbed
 
     # --- scheduling ---------------------------------------------------------------------------
 

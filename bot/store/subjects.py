@@ -30,6 +30,10 @@ The scan (:func:`collect`) reads every text and JSON column, so it runs on a con
 own, off the event loop; erasure (:func:`erase`) then deletes and rewrites the rows found, by
 key, in one short transaction on the store's writer, and appends a ``privacy.erase`` audit entry
 holding only counts and the request id (never an identifier).
+
+This module is the database's part. :mod:`bot.subjects` runs whole requests: the same scan's
+sessions and identifiers also find the customer in the lanes and in what the composition root
+registers (the knowledge base), whose counts join the audit entry (``elsewhere``).
 """
 
 from __future__ import annotations
@@ -138,6 +142,8 @@ class ErasureReport:
         deleted: rows deleted, per table.
         anonymized: rows kept with identifiers replaced, per table.
         audit_erased: audit entries whose personal part was erased.
+        elsewhere: what :mod:`bot.subjects` did outside the database, per part (``lanes``,
+            ``knowledge_base``...): counts, and for the admin the items changed.
     """
 
     request_id: str
@@ -145,12 +151,14 @@ class ErasureReport:
     deleted: dict[str, int]
     anonymized: dict[str, int]
     audit_erased: int
+    elsewhere: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """The report as the command line, the admin API and the console answer it.
 
         Returns:
-            ``{"request_id", "sessions", "deleted", "anonymized", "audit_erased"}``.
+            ``{"request_id", "sessions", "deleted", "anonymized", "audit_erased",
+            "elsewhere"}``.
         """
         return asdict(self)
 
@@ -329,6 +337,7 @@ def erase(
     actor: str,
     now: datetime,
     key: bytes | None,
+    elsewhere: dict[str, dict[str, int]] | None = None,
 ) -> ErasureReport:
     """Erase what :func:`collect` found, in the caller's transaction (short: rows by key).
 
@@ -341,6 +350,8 @@ def erase(
         actor: who asked (``cli``, ``admin-api``): written in the audit entry.
         now: the transaction's time.
         key: the audit chain's HMAC key.
+        elsewhere: counts of what was erased outside the database, per part (written in the
+            audit entry; counts only, never an identifier).
 
     Returns:
         What was deleted and anonymized.
@@ -394,6 +405,8 @@ def erase(
         "anonymized": report.anonymized,
         "audit_erased": erased,
     }
+    if elsewhere:
+        detail["elsewhere"] = elsewhere
     append_rows(conn, [personal_row(actor, "privacy.erase", None, detail)], now, key)
     return report
 
@@ -426,35 +439,67 @@ class SubjectsMixin(AuditMixin):
 
         return await asyncio.to_thread(run)
 
-    async def export_subject(self, subject: Subject, *, actor: str) -> SubjectData:
+    async def collect_subject(self, subject: Subject) -> SubjectData:
+        """What the database holds about ``subject`` (:func:`collect`; read-only, no audit).
+
+        Raises:
+            bot.errors.BackendUnavailable: when the database cannot be read.
+        """
+        return await self._scan(lambda conn: collect(conn, subject))
+
+    async def export_subject(
+        self,
+        subject: Subject,
+        *,
+        actor: str,
+        data: SubjectData | None = None,
+        elsewhere: dict[str, dict[str, int]] | None = None,
+    ) -> SubjectData:
         """Everything stored about ``subject``, and an audit entry ``privacy.export``.
 
         Args:
             subject: whom.
             actor: who asked (``cli``, ``admin-api``).
+            data: a scan already made (:meth:`collect_subject`); default: scan now.
+            elsewhere: counts found outside the database, per part, for the audit entry.
 
         Raises:
             bot.errors.BackendUnavailable: when the database cannot be read or written.
         """
-        data = await self._scan(lambda conn: collect(conn, subject))
+        if data is None:
+            data = await self.collect_subject(subject)
         counts = {name: len(rows) for name, rows in data.tables.items()}
-        detail = {"sessions": len(data.sessions), "rows": counts}
+        detail: dict[str, Any] = {"sessions": len(data.sessions), "rows": counts}
+        if elsewhere:
+            detail["elsewhere"] = elsewhere
         await self.audit(actor, "privacy.export", None, detail)
         return data
 
-    async def erase_subject(self, subject: Subject, *, actor: str) -> ErasureReport:
+    async def erase_subject(
+        self,
+        subject: Subject,
+        *,
+        actor: str,
+        data: SubjectData | None = None,
+        elsewhere: dict[str, dict[str, int]] | None = None,
+    ) -> ErasureReport:
         """Erase ``subject`` from every table (see the module docstring).
 
-        The scan runs first on a connection of its own; then one short transaction on the
-        writer deletes and rewrites the rows it found by key, and appends the audit entry.
+        The scan runs first on a connection of its own (unless ``data`` is such a scan); then
+        one short transaction on the writer deletes and rewrites the rows it found by key,
+        and appends the audit entry (with the ``elsewhere`` counts).
 
         Raises:
             bot.errors.BackendUnavailable: when the database cannot be read or written.
         """
-        data = await self._scan(lambda conn: collect(conn, subject))
+        if data is None:
+            data = await self.collect_subject(subject)
+        scanned = data
 
         def run(conn: sa.Connection, now: datetime) -> ErasureReport:
-            return erase(conn, data, actor=actor, now=now, key=self._audit_key)
+            return erase(
+                conn, scanned, actor=actor, now=now, key=self._audit_key, elsewhere=elsewhere
+            )
 
         report: ErasureReport = await self._submit(
             SessionsCall(self._future(), run, touched=list(data.sessions))

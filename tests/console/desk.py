@@ -19,6 +19,7 @@ from bot.events import EventBus, HubEvent
 from bot.handoff import Handoff
 from bot.store.base import NewMessage, Role, StoredMessage
 from bot.store.sql import SqlStore
+from bot.subjects import SubjectRequests
 from bot.tools import CrmBackend
 from plugins.ticketing.local import LocalTicketBackend
 
@@ -40,6 +41,10 @@ class Desk:
 
     def __post_init__(self) -> None:
         self.handoff = Handoff(self.settings, self.store, self.events, self.tickets, self.deliver)
+
+    def subject_requests(self) -> SubjectRequests:
+        """Data-subject requests on the desk's store (it has no lanes, nothing registered)."""
+        return SubjectRequests(self.store, settings=self.settings, lanes=None)
 
     async def deliver(self, out: OutboundMessage) -> StoredMessage:
         """What the hub's deliver does, minus the channel: store, publish, record the send."""

@@ -68,6 +68,7 @@ async def test_processes_share_the_index_in_place_and_see_new_versions(
         reader.stdin.write(b"\n")
         line = (await asyncio.wait_for(reader.stdout.readline(), 60)).decode().split()
         assert line == [str(second), "6"]  # switched to the new version without a restart
+        assert not first.exists()  # the last process to leave the old version removed it
         reader.stdin.write(b"\n")
         assert await asyncio.wait_for(reader.wait(), 60) == 0
         reader = None

@@ -51,8 +51,16 @@ class LaneKeys:
 
     def session(self, session: str) -> list[str]:
         """The keys of one session: ``[list, hash]`` (one hash slot)."""
-        tag = "{" + self._tag(session) + "}"
+        tag = self.tag(session)
         return [f"{tag}:q", f"{tag}:h"]
+
+    def tag(self, session: str) -> str:
+        """The hash tag of a session's keys, braces included: ``{P:<session>}``.
+
+        Other keys of the session's (enqueue marks) start with it too, so they live on the
+        same node as its lane.
+        """
+        return "{" + self._tag(session) + "}"
 
     def _tag(self, session: str) -> str:
         """The hash tag of a session's keys; a digest when the key itself holds braces."""

@@ -22,14 +22,18 @@ from bot.lanes.base import (
     CANCEL_GRACE_S,
     LaneConfig,
     LaneLifecycle,
+    LanePurge,
+    LaneSelection,
     LaneStats,
     OverflowHandler,
+    QueuedEntry,
     TurnHandler,
 )
 from bot.lanes.redis.batcher import LaneScripts
 from bot.lanes.redis.client import UNAVAILABLE, Client, connect
 from bot.lanes.redis.global_loop import GlobalLoop
 from bot.lanes.redis.keys import LaneKeys, stored_name
+from bot.lanes.redis.purge import LanePurger
 from bot.lanes.redis.scripts import MODE_LETTER
 from bot.lanes.redis.sweeper import Sweeper
 from bot.lanes.redis.turns import TouchedSessions, TurnRunner
@@ -147,6 +151,7 @@ class RedisLaneQueue:
         self._hb_task: asyncio.Task[None] | None = None
         self._sub_task: asyncio.Task[None] | None = None
         self._sweep_task: asyncio.Task[None] | None = None
+        self._purger = LanePurger(self._redis, self._lua, self._keys)
 
     # --- keys ---------------------------------------------------------------------------------
 
@@ -322,6 +327,17 @@ class RedisLaneQueue:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=CANCEL_GRACE_S)
         await self._redis.aclose()
+
+    async def queued(self, select: LaneSelection) -> list[QueuedEntry]:
+        """The queued messages ``select`` is about (:meth:`LanePurger.queued`, same contract)."""
+        return await self._purger.queued(select)
+
+    async def purge(self, select: LaneSelection, *, final: bool = False) -> LanePurge:
+        """Purge every lane for ``select`` (:meth:`LanePurger.purge`, same contract).
+
+        It works whether or not this queue was started or drained (not once closed).
+        """
+        return await self._purger.purge(select, final=final)
 
     async def sweep(self, cursors: dict[str, int] | None = None) -> tuple[dict[str, int], int]:
         """One sweeper round: :meth:`bot.lanes.redis.sweeper.Sweeper.sweep` (same contract)."""

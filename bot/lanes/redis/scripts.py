@@ -383,6 +383,103 @@ return out
 """Re-add to the ready zset those of the given sessions that no global structure holds (ready,
 delayed, slots, held). Returns the sessions re-added; wakes the workers when there are any."""
 
+S_PURGE: Final = (
+    _NOW
+    + """
+-- ARGV: mode ('a': every entry is the subject's; 's': selected), then for 's' pairs
+--       entry, replacement ('' removes the entry; another string replaces it in place)
+local q, h = KEYS[1], KEYS[2]
+local f = redis.call('HMGET', h, 'st', 'run', 'rov', 'exp', 'car', 'fold')
+local st = f[1] or 'I'
+local live = st == 'A' and (tonumber(f[4]) or 0) > now
+local held = 0
+if st == 'A' or f[5] == '1' then held = tonumber(f[2]) or 0 end
+local rov0, fold0 = tonumber(f[3]) or 0, tonumber(f[6]) or 0
+local all = ARGV[1] == 'a'
+local pick = {}
+if not all then
+  for i = 2, #ARGV - 1, 2 do pick[ARGV[i]] = ARGV[i + 1] end
+end
+local keep = {}
+local removed, edited, inflight = 0, 0, 0
+local run, rov, fold = held, rov0, fold0
+for i, e in ipairs(redis.call('LRANGE', q, 0, -1)) do
+  local idx = i - 1
+  local new = e
+  if all then new = '' elseif pick[e] ~= nil then new = pick[e] end
+  if new ~= e and live and idx < held then
+    inflight = inflight + 1
+    new = e
+  end
+  if new == '' then
+    removed = removed + 1
+    if idx < held then
+      run = run - 1
+      if idx < rov0 then rov = rov - 1 end
+    elseif idx - held < fold0 then
+      fold = fold - 1
+    end
+  else
+    if new ~= e then edited = edited + 1 end
+    keep[#keep + 1] = new
+  end
+end
+if #keep == 0 then
+  local counted = 0
+  if st ~= 'I' then counted = -1 end
+  local gone = 0
+  if redis.call('DEL', q, h) > 0 then gone = 1 end
+  return {removed, edited, inflight, gone, counted}
+end
+if removed == 0 and edited == 0 then return {0, 0, inflight, 0, 0} end
+redis.call('DEL', q)
+for s = 1, #keep, 1000 do
+  redis.call('RPUSH', q, unpack(keep, s, math.min(s + 999, #keep)))
+end
+if run ~= held then
+  if run > 0 then
+    redis.call('HSET', h, 'run', run, 'rov', rov)
+  elseif st == 'A' then
+    redis.call('HSET', h, 'st', 'R', 'run', 0, 'rov', 0, 'car', '0', 'int', '0', 'own', '',
+      'exp', 0)
+  else
+    redis.call('HSET', h, 'run', 0, 'rov', 0, 'car', '0')
+  end
+end
+local waiting = #keep - run
+if fold > waiting - 1 then fold = math.max(waiting - 1, 0) end
+if fold ~= fold0 then
+  redis.call('HSET', h, 'fold', fold)
+  if fold == 0 then redis.call('HSET', h, 'ep', '0', 'ntc', '0') end
+end
+return {removed, edited, inflight, 0, 0}
+"""
+)
+"""Take a data subject's entries out of one session's list and rewrite entries naming them
+(:mod:`bot.lanes.redis.purge`), keeping the lane's state consistent. Entries of a turn whose
+lease is alive stay (counted as in flight: its ``S_ACK`` trims exactly ``run`` entries). Removed
+entries of a carried or dead (lease expired) turn shrink ``run``/``rov``; a dead turn left with
+none becomes ready (its expired slot is reaped to the ready zset as usual); removed folded
+entries shrink ``fold``, which never reaches the last waiting entry (``S_BEGIN`` needs a head
+after the fold). An emptied lane loses both keys, as if it had never been. Returns
+``{removed, rewritten, in_flight, dropped (keys deleted: 1, else 0), lanes_delta}``."""
+
+G_FORGET: Final = """
+-- ARGV: queued_delta, lanes_delta, sessions...
+local ready, delayed, stats, held = KEYS[1], KEYS[2], KEYS[4], KEYS[5]
+if ARGV[1] ~= '0' then redis.call('HINCRBY', stats, 'queued', ARGV[1]) end
+if ARGV[2] ~= '0' then redis.call('HINCRBY', stats, 'lanes', ARGV[2]) end
+for i = 3, #ARGV do
+  redis.call('ZREM', ready, ARGV[i])
+  redis.call('ZREM', delayed, ARGV[i])
+  redis.call('SREM', held, ARGV[i])
+end
+return 0
+"""
+"""Apply a purge's counter deltas and take the sessions whose lanes it removed out of the
+ready and delayed zsets and the held set (a slot still held is released by its turn, or reaped
+when its lease expires; its claim then finds an empty lane)."""
+
 SOURCES: Final = {
     "S_ENQUEUE": S_ENQUEUE,
     "S_BEGIN": S_BEGIN,
@@ -394,5 +491,7 @@ SOURCES: Final = {
     "G_HEARTBEAT": G_HEARTBEAT,
     "S_STUCK": S_STUCK,
     "G_SWEEP": G_SWEEP,
+    "S_PURGE": S_PURGE,
+    "G_FORGET": G_FORGET,
 }
 """Every lane script by name."""
