@@ -9,6 +9,7 @@ naming the dotted field, and text over the configured size is
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -64,3 +65,24 @@ def check_text_bytes(text: str, limit_bytes: int, *, field: str = "text") -> Non
             limit_bytes=limit_bytes,
             field=field,
         )
+
+
+OWN_BODY_LIMIT = "switchboard_own_body_limit"
+"""The attribute :func:`bounds_own_body` sets on a handler."""
+
+HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
+
+
+def bounds_own_body(handler: HandlerT) -> HandlerT:
+    """Mark an HTTP handler that reads and bounds its request body itself (file uploads).
+
+    The server's body cap (``max_body_bytes``, :func:`bot.server.body_limit_middleware`) lets
+    requests routed to a marked handler through, whatever their ``Content-Length``: the handler
+    must stream the body and stop at its own limit. Works on functions and on methods (decorate
+    the method in the class body).
+
+    Returns:
+        ``handler`` itself.
+    """
+    setattr(handler, OWN_BODY_LIMIT, True)
+    return handler

@@ -51,6 +51,7 @@ from bot.errors import (
     SwitchboardError,
     Unauthorized,
 )
+from bot.payload import OWN_BODY_LIMIT
 from bot.web_security import cookie_flags_middleware, install_security_headers
 
 if TYPE_CHECKING:
@@ -155,13 +156,17 @@ def body_limit_middleware(max_body_bytes: int) -> Any:
     """Reject a declared body over ``max_body_bytes`` before reading it (413).
 
     Chunked bodies are bounded by the application's ``client_max_size`` as they are read.
+    ``/api/v1/admin/`` and handlers marked with :func:`bot.payload.bounds_own_body` (uploads,
+    also in the console's sub-application) bound their bodies themselves.
     """
 
     @web.middleware
     async def body_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         length = request.content_length
-        if request.path.startswith(ADMIN_API_PREFIX):
-            return await handler(request)  # uploads: the admin handlers bound them
+        if request.path.startswith(ADMIN_API_PREFIX) or getattr(
+            request.match_info.handler, OWN_BODY_LIMIT, False
+        ):
+            return await handler(request)  # uploads: their handlers bound them
         if length is not None and length > max_body_bytes:
             raise PayloadTooLarge(
                 f"request body is {length} bytes; the limit is {max_body_bytes}",

@@ -1,26 +1,35 @@
-"""Admin REST API of the knowledge base: ingest with progress, curated answers.
+"""HTTP routes of the knowledge base's admin operations, and the admin REST API that serves them.
 
-Every route needs ``Authorization: Bearer KEY`` (RFC 6750) with a key of
+:class:`KnowledgeRoutes` is the one implementation of the routes; each door gives it its own
+authentication: the admin REST API here (:func:`setup_admin`, under :data:`PREFIX`) and the
+console's Knowledge page (:mod:`knowledge.console`, under ``/console/api/knowledge``). Both act
+on the hub's one :class:`knowledge.admin.KnowledgeAdmin`, which audits every change.
+
+REST API: every route needs ``Authorization: Bearer KEY`` (RFC 6750) with a key of
 ``settings.admin_api_keys`` (compared in constant time, all keys every time); without any admin
 key configured the routes answer 403, whatever the address. These keys are separate from the
 REST channel's ``api_keys``: an integration that posts customer messages cannot change what the
-bot answers.
+bot answers. Its audit-log actor is ``admin-api``.
 
-- ``POST /api/v1/admin/knowledge/ingest``: start an ingest; answers 202 ``{"job": JOB}`` with a
-  ``Location`` of the job. The body is either ``multipart/form-data`` with one or more files
-  (parts named ``file``: Markdown, HTML, text, PDF, DOCX, JSONL; at most
-  :data:`MAX_UPLOAD_BYTES` in all), or JSON ``{"sitemaps": [URL...], "urls": [URL...]}``. An
-  uploaded file's doc id is its file name without extension, so uploading it again updates it.
-- ``GET /api/v1/admin/knowledge/ingest/{job_id}``: ``{"job": JOB}``; 404 for an unknown id.
-  ``JOB`` is ``{"id", "state": "running" | "done" | "failed", "phase": "fetching" | "embedding",
-  "done", "total" (pages while fetching, chunks while embedding), "current", "report" (when
-  done: documents_added, documents_updated, documents_unchanged, documents_empty,
-  documents_removed, chunks_written, seconds), "failed_pages": [{"url", "reason"}], "error"
-  (when failed), "started_at", "finished_at"}``. Jobs live in the process that runs them (the last
-  :data:`KEPT_JOBS`); ingests run one at a time.
-- ``GET /api/v1/admin/knowledge/answers``: ``{"answers": [ANSWER...]}``;
-  ``POST .../answers`` with an answer object (see :mod:`knowledge.answers`) → 201
-  ``{"answer": ANSWER}``; ``DELETE .../answers/{answer_id}`` → 204, or 404.
+Routes, relative to the prefix:
+
+- ``POST /ingest``: start an ingest; answers 202 ``{"job": JOB}`` with a ``Location`` of the
+  job. The body is either ``multipart/form-data`` with one or more files (parts named ``file``:
+  Markdown, HTML, text, PDF, DOCX, JSONL; at most :data:`MAX_UPLOAD_BYTES` in all), or JSON
+  ``{"sitemaps": [URL...], "urls": [URL...]}``. An uploaded file's doc id is its file name
+  without extension, so uploading it again updates it.
+- ``GET /ingest/{job_id}``: ``{"job": JOB}``; 404 for an unknown id. ``JOB`` is ``{"id",
+  "state": "running" | "done" | "failed", "phase": "fetching" | "embedding", "done", "total"
+  (pages while fetching, chunks while embedding), "current", "report" (when done:
+  documents_added, documents_updated, documents_unchanged, documents_empty, documents_removed,
+  chunks_written, seconds), "failed_pages": [{"url", "reason"}], "error" (when failed),
+  "started_at", "finished_at"}``. Jobs live in the process that runs them (the last
+  :data:`knowledge.admin.KEPT_JOBS`); ingests run one at a time.
+- ``GET /stats``: ``{"documents", "chunks", "answers", "collection", "writable"}``.
+- ``GET /answers``: ``{"answers": [ANSWER...]}``; ``POST /answers`` with an answer object (see
+  :mod:`knowledge.answers`; ``"conversation": SESSION_KEY`` names the conversation it was taken
+  from, for the audit log) → 201 ``{"answer": ANSWER}``; ``DELETE /answers/{answer_id}`` → 204,
+  or 404.
 
 Errors are ``{"error": message}`` with 400, 401, 403, 404, 413, 415 or 503 (no knowledge base in
 this process, or only a read-only snapshot of a local index locked by another process).
@@ -29,104 +38,73 @@ Crawling fetches the URLs an admin gives from this server: only admins can reach
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
 import re
-import secrets
 import shutil
-import tempfile
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import BodyPartReader, web
 
 from bot.auth import require_admin_key
-from bot.errors import (
-    BackendUnavailable,
-    NotFound,
-    PayloadInvalid,
-    PayloadTooLarge,
-    SwitchboardError,
-)
-from knowledge.answers import AnswerStore, parse_answer
+from bot.envelope import SessionKey
+from bot.errors import PayloadInvalid, PayloadTooLarge
+from bot.payload import bounds_own_body
+from knowledge.admin import AdminHub, Caller, KnowledgeAdmin
+from knowledge.answers import parse_answer
 from knowledge.ingest import SUPPORTED_SUFFIXES, IngestError
-from knowledge.kb import KnowledgeBase
-from knowledge.sync import Sources, ingest_sources
-
-if TYPE_CHECKING:
-    from bot.hub import Hub
-
-log = logging.getLogger(__name__)
+from knowledge.sync import Sources
 
 PREFIX = "/api/v1/admin/knowledge"
 #: Largest upload (all files of one request together), in bytes.
 MAX_UPLOAD_BYTES = 64 * 1024 * 1024
-#: Finished jobs kept for status requests.
-KEPT_JOBS = 50
 #: Web sources one request may name.
 MAX_WEB_SOURCES = 100
+#: Who the REST API's callers are in the audit log and as answers' author.
+API_CALLER = Caller(actor="admin-api", author="api")
+
+Authorize = Callable[[web.Request], Awaitable[Caller]]
+"""Checks a request's credentials and names its caller; raises ``bot.errors`` types."""
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-@dataclass(slots=True)
-class IngestJob:
-    """One ingest started through the API (see the module docstring for the JSON form)."""
-
-    id: str
-    state: str = "running"
-    phase: str = "fetching"
-    done: int = 0
-    total: int = 0
-    current: str = ""
-    report: dict[str, Any] | None = None
-    failed_pages: list[dict[str, str]] = field(default_factory=list)
-    error: str | None = None
-    started_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
-    finished_at: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        """The job as the API returns it."""
-        return asdict(self)
-
-
-class AdminKnowledge:
-    """The admin routes of one hub process. Mount with :func:`setup_admin`.
+class KnowledgeRoutes:
+    """The knowledge admin routes behind one door (see the module docstring).
 
     Args:
-        hub: the hub; its ``retriever`` must be a :class:`KnowledgeBase` for ingest routes.
+        admin: the hub's admin operations.
+        authorize: the door's check; every handler calls it first.
+        location: the routes' prefix as clients see it (``Location`` of a job).
+        max_body_bytes: the largest JSON body.
     """
 
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-        self.jobs: dict[str, IngestJob] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._keys = [k.get_secret_value().encode() for k in hub.settings.admin_api_keys]
+    def __init__(
+        self, admin: KnowledgeAdmin, authorize: Authorize, *, location: str, max_body_bytes: int
+    ) -> None:
+        self.admin = admin
+        self._authorize = authorize
+        self._location = location
+        self._max_body_bytes = max_body_bytes
 
-    # --- helpers --------------------------------------------------------------------------
+    def table(self, prefix: str) -> list[web.RouteDef]:
+        """The routes under ``prefix`` (as the application they are added to sees it)."""
+        return [
+            web.post(f"{prefix}/ingest", self.start_ingest),
+            web.get(f"{prefix}/ingest/{{job_id}}", self.ingest_status),
+            web.get(f"{prefix}/stats", self.stats),
+            web.get(f"{prefix}/answers", self.list_answers),
+            web.post(f"{prefix}/answers", self.add_answer),
+            web.delete(f"{prefix}/answers/{{answer_id}}", self.remove_answer),
+        ]
 
-    def _authorize(self, request: web.Request) -> None:
-        require_admin_key(request, self._keys)
-
-    def _kb(self) -> KnowledgeBase:
-        kb = self.hub.retriever
-        if not isinstance(kb, KnowledgeBase):
-            raise BackendUnavailable("this process has no knowledge base")
-        if kb.settings.qdrant_url is None and kb.settings.data_dir != self.hub.settings.data_dir:
-            raise BackendUnavailable(
-                "this process reads a snapshot of a local index another process holds: ingest "
-                "through that process, or use a Qdrant server (qdrant_url)"
-            )
-        return kb
+    # --- bodies ---------------------------------------------------------------------------
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
         if request.content_type != "application/json":
-            raise web.HTTPUnsupportedMediaType(text="send application/json")
-        limit = self.hub.settings.max_body_bytes
+            raise PayloadInvalid("send application/json", field="content-type", status=415)
+        limit = self._max_body_bytes
         raw = await request.content.read(limit + 1)
         if len(raw) > limit:
             raise PayloadTooLarge(f"the body is over {limit} bytes", limit_bytes=limit)
@@ -138,10 +116,10 @@ class AdminKnowledge:
             raise PayloadInvalid("the body must be a JSON object")
         return data
 
-    async def _uploads(self, request: web.Request, folder: Path) -> list[Path]:
-        """Stream the ``file`` parts of a multipart body into ``folder``."""
+    async def _uploads(self, request: web.Request, folder: Path) -> list[str]:
+        """Stream the ``file`` parts of a multipart body into ``folder``; their names."""
         reader = await request.multipart()
-        saved: list[Path] = []
+        saved: list[str] = []
         size = 0
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader) or part.name != "file":
@@ -153,8 +131,7 @@ class AdminKnowledge:
                     f"{', '.join(sorted(SUPPORTED_SUFFIXES))})",
                     field="file",
                 )
-            target = folder / name
-            with target.open("wb") as out:
+            with (folder / name).open("wb") as out:
                 while chunk := await part.read_chunk(256 * 1024):
                     size += len(chunk)
                     if size > MAX_UPLOAD_BYTES:
@@ -163,22 +140,28 @@ class AdminKnowledge:
                             limit_bytes=MAX_UPLOAD_BYTES,
                         )
                     out.write(chunk)
-            saved.append(target)
+            saved.append(name)
         if not saved:
             raise PayloadInvalid("send at least one part named file", field="file")
         return saved
 
-    # --- ingest ---------------------------------------------------------------------------
+    # --- handlers -------------------------------------------------------------------------
 
+    @bounds_own_body
     async def start_ingest(self, request: web.Request) -> web.Response:
-        """``POST .../ingest``: files (multipart) or web sources (JSON) → 202 and the job."""
-        self._authorize(request)
-        kb = self._kb()
+        """Start an ingest of uploaded files or web pages: 202 and the job.
+
+        Multipart parts named ``file`` (Markdown, HTML, text, PDF, DOCX, JSONL; 64 MiB in all),
+        or JSON ``{"sitemaps": [URL...], "urls": [URL...]}``. Answers ``{"job": JOB}`` with
+        the job's ``Location``; follow it with ``GET .../ingest/{job_id}``.
+        """
+        caller = await self._authorize(request)
         folder: Path | None = None
+        files: list[str] = []
         if request.content_type == "multipart/form-data":
-            folder = Path(tempfile.mkdtemp(prefix="upload-", dir=_uploads_root(kb)))
+            folder = self.admin.upload_folder()
             try:
-                await self._uploads(request, folder)
+                files = await self._uploads(request, folder)
             except BaseException:
                 shutil.rmtree(folder, ignore_errors=True)
                 raise
@@ -189,103 +172,63 @@ class AdminKnowledge:
             if not sitemaps and not urls:
                 raise PayloadInvalid("name sitemaps or urls (or upload files)", field="sitemaps")
             sources = Sources(sitemaps=tuple(sitemaps), urls=tuple(urls))
-        job = IngestJob(
-            id=f"ing-{secrets.token_hex(8)}", phase="fetching" if sources.web else "embedding"
-        )
-        self.jobs[job.id] = job
-        self._forget_old_jobs()
-        task = asyncio.create_task(self._run(job, kb, sources, folder))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        log.info("knowledge.api_ingest_started", extra={"job": job.id})
+        job = await self.admin.start_ingest(sources, caller, folder=folder, files=files)
         return web.json_response(
             {"job": job.to_json()},
             status=202,
-            headers={"Location": f"{PREFIX}/ingest/{job.id}"},
+            headers={"Location": f"{self._location}/ingest/{job.id}"},
         )
 
-    async def _run(
-        self, job: IngestJob, kb: KnowledgeBase, sources: Sources, folder: Path | None
-    ) -> None:
-        def progress(phase: str) -> Callable[[int, int, str], None]:
-            def update(done: int, total: int, name: str) -> None:
-                job.phase, job.done, job.total, job.current = phase, done, total, name
-
-            return update
-
-        try:
-            result = await ingest_sources(
-                kb, sources, progress=progress("embedding"), fetching=progress("fetching")
-            )
-        except SwitchboardError as exc:
-            job.state, job.error = "failed", str(exc)
-            log.warning("knowledge.api_ingest_failed", extra={"job": job.id, "error": str(exc)})
-        except Exception as exc:  # the job's boundary: report, never crash the server
-            job.state, job.error = "failed", f"internal error: {type(exc).__name__}"
-            log.exception("knowledge.api_ingest_crashed", extra={"job": job.id})
-        else:
-            job.state = "done"
-            job.report = asdict(result.report)
-            job.failed_pages = [{"url": u, "reason": r} for u, r in result.failed_pages]
-        finally:
-            job.finished_at = datetime.now(UTC).isoformat()
-            if folder is not None:
-                shutil.rmtree(folder, ignore_errors=True)
-
-    def _forget_old_jobs(self) -> None:
-        finished = [j for j in self.jobs.values() if j.state != "running"]
-        for old in finished[: max(0, len(finished) - KEPT_JOBS)]:
-            del self.jobs[old.id]
-
     async def ingest_status(self, request: web.Request) -> web.Response:
-        """``GET .../ingest/{job_id}``: the job."""
-        self._authorize(request)
-        job = self.jobs.get(request.match_info["job_id"])
-        if job is None:
-            raise NotFound("no such ingest job in this process")
-        return web.json_response({"job": job.to_json()})
+        """An ingest job's progress and, once done, its report.
 
-    # --- curated answers ------------------------------------------------------------------
+        ``{"job": {"id", "state", "phase", "done", "total", "current", "report",
+        "failed_pages", "error", "started_at", "finished_at"}}``; 404 for an unknown job.
+        """
+        await self._authorize(request)
+        return web.json_response({"job": self.admin.job(request.match_info["job_id"]).to_json()})
 
-    def _store(self) -> AnswerStore:
-        return AnswerStore.for_settings(self.hub.settings)
+    async def stats(self, request: web.Request) -> web.Response:
+        """The knowledge base's documents, chunks and curated answers.
+
+        ``{"documents", "chunks", "answers", "collection", "writable"}``; 503 when this process
+        has no knowledge base.
+        """
+        await self._authorize(request)
+        return web.json_response(await self.admin.stats())
 
     async def list_answers(self, request: web.Request) -> web.Response:
-        """``GET .../answers``: every stored answer."""
-        self._authorize(request)
-        answers = await asyncio.to_thread(self._store().load)
+        """Every curated answer: ``{"answers": [{"id", "questions", "answer", "sources"...}]}``."""
+        await self._authorize(request)
+        answers = await self.admin.answers()
         return web.json_response({"answers": [a.to_json() for a in answers]})
 
     async def add_answer(self, request: web.Request) -> web.Response:
-        """``POST .../answers``: save one answer (an ``id`` of a stored one replaces it)."""
-        self._authorize(request)
+        """Save a curated answer (an ``id`` of a stored one replaces it): 201 and the answer.
+
+        ``{"questions": [TEXT...], "answer": TEXT, "sources"?: [{"doc_id", "title"?, "url"?}],
+        "conversation"?: SESSION_KEY}``; ``conversation`` names the conversation it was taken
+        from (kept as the answer's ``session_key`` and in the audit log: erasing that customer
+        deletes the answer).
+        """
+        caller = await self._authorize(request)
         data = await self._json(request)
+        conversation = data.pop("conversation", None)
+        if conversation is not None and (not isinstance(conversation, str) or not conversation):
+            raise PayloadInvalid("conversation must be a session key", field="conversation")
         try:
-            answer = parse_answer(data, source="body", author="api")
+            answer = parse_answer(data, source="body", author=caller.author)
         except IngestError as exc:
             raise PayloadInvalid(str(exc).removeprefix("body: ")) from exc
-        await asyncio.to_thread(self._store().upsert, [answer])
-        log.info("knowledge.curated_answer_saved", extra={"answer_id": answer.id})
-        return web.json_response({"answer": answer.to_json()}, status=201)
+        key = SessionKey(conversation) if conversation else None
+        saved = await self.admin.save_answer(answer, caller, conversation=key)
+        return web.json_response({"answer": saved.to_json()}, status=201)
 
     async def remove_answer(self, request: web.Request) -> web.Response:
-        """``DELETE .../answers/{answer_id}``."""
-        self._authorize(request)
-        if not await asyncio.to_thread(self._store().remove, request.match_info["answer_id"]):
-            raise NotFound("no such curated answer")
+        """Delete a curated answer: 204, or 404 when there is none."""
+        caller = await self._authorize(request)
+        await self.admin.remove_answer(request.match_info["answer_id"], caller)
         return web.Response(status=204)
-
-    async def close(self, app: web.Application) -> None:
-        """Cancel running ingests (server shutdown)."""
-        for task in tuple(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-
-
-def _uploads_root(kb: KnowledgeBase) -> Path:
-    root = kb.settings.data_dir / "uploads"
-    root.mkdir(parents=True, exist_ok=True)
-    return root
 
 
 def _urls(data: dict[str, Any], name: str) -> list[str]:
@@ -299,21 +242,22 @@ def _urls(data: dict[str, Any], name: str) -> list[str]:
     return value
 
 
-def setup_admin(app: web.Application, hub: Hub) -> AdminKnowledge:
-    """Add the admin knowledge routes to the server's application (before it starts).
+def setup_admin(app: web.Application, hub: AdminHub) -> KnowledgeRoutes:
+    """Add the admin REST API's knowledge routes to the server's application (before it starts).
 
     The server's API-key middleware and body cap leave ``/api/v1/admin/`` to these handlers,
     which check admin keys and body sizes themselves.
     """
-    admin = AdminKnowledge(hub)
-    app.add_routes(
-        [
-            web.post(f"{PREFIX}/ingest", admin.start_ingest),
-            web.get(f"{PREFIX}/ingest/{{job_id}}", admin.ingest_status),
-            web.get(f"{PREFIX}/answers", admin.list_answers),
-            web.post(f"{PREFIX}/answers", admin.add_answer),
-            web.delete(f"{PREFIX}/answers/{{answer_id}}", admin.remove_answer),
-        ]
+    keys = [k.get_secret_value().encode() for k in hub.settings.admin_api_keys]
+
+    async def authorize(request: web.Request) -> Caller:
+        require_admin_key(request, keys)
+        return API_CALLER
+
+    admin = KnowledgeAdmin.of(hub)
+    routes = KnowledgeRoutes(
+        admin, authorize, location=PREFIX, max_body_bytes=hub.settings.max_body_bytes
     )
+    app.add_routes(routes.table(PREFIX))
     app.on_shutdown.append(admin.close)
-    return admin
+    return routes

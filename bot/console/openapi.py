@@ -48,7 +48,8 @@ def console_openapi(app: web.Application) -> dict[str, Any]:
     """The OpenAPI document of ``app`` (the console sub-application).
 
     Args:
-        app: the application :func:`bot.console.routes.console_app` built.
+        app: the application :func:`bot.console.routes.console_app` built, mounted at
+            :data:`PREFIX` or not.
 
     Returns:
         An OpenAPI 3.1 document (a JSON-serializable dict) with one path per ``/api/...``
@@ -58,7 +59,10 @@ def console_openapi(app: web.Application) -> dict[str, Any]:
     for route in app.router.routes():
         info = route.resource.get_info() if route.resource is not None else {}
         raw = info.get("formatter") or info.get("path")
-        if route.method not in _METHODS or not isinstance(raw, str) or not raw.startswith("/api/"):
+        if not isinstance(raw, str):
+            continue
+        raw = raw.removeprefix(PREFIX)  # mounted, the application's paths carry its prefix
+        if route.method not in _METHODS or not raw.startswith("/api/"):
             continue
         path = _PARAM.sub(r"{\1}", raw)
         summary, description = _doc(route.handler)

@@ -30,6 +30,11 @@ middlewares, which touch nothing else of the server):
   ``presence``). An open stream is the agent's console session for presence.
 - Teams, presence, capacity, transfer: :mod:`bot.console.assignment`; SLA policies:
   :mod:`bot.console.sla`.
+- Plugin packages add their own calls through the ``switchboard.console`` entry point group: a
+  ``setup(app, hub)`` callable that adds routes (and signal handlers) to the console
+  application before it is mounted, e.g. the knowledge base's ``/console/api/knowledge/...``
+  (``knowledge.console``). Their handlers check the session, CSRF and role as these do
+  (:func:`bot.console.context.actor`); their docstrings feed the OpenAPI document.
 
 ``{key}`` is the session key, percent-encoded (``encodeURIComponent``). Every POST except login
 needs the ``X-Switchboard-CSRF`` header; every POST needs a JSON body. Errors are
@@ -48,6 +53,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from importlib import resources
+from importlib.metadata import entry_points
 from typing import Any
 
 import aiohttp_session
@@ -79,6 +85,9 @@ HEARTBEAT_S = 15.0
 """Seconds between SSE heartbeat comments (keeps proxies from closing the stream)."""
 
 MAX_TEXT_BYTES_DEFAULT = 32 * 1024
+
+EXTENSIONS = "switchboard.console"
+"""Entry point group of plugin packages' console routes: ``setup(app, hub)`` callables."""
 
 
 LIMITER_KEY = web.AppKey("switchboard_console_limiter", auth.LoginLimiter)
@@ -407,6 +416,9 @@ def console_app(hub: ConsoleHub) -> web.Application:
             *customer.ROUTES,
         ]
     )
+    for extension in entry_points(group=EXTENSIONS):
+        # Before the console is mounted: aiohttp freezes a mounted application's routes.
+        extension.load()(app, hub)
     return app
 
 

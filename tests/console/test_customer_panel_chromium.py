@@ -3,8 +3,6 @@ the customer's HubSpot record (fake HubSpot) and open ticket, under the console'
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,10 +13,9 @@ from bot.compose import build_hub
 from bot.config import Settings
 from bot.envelope import InboundMessage, Participant, session_key
 from bot.hub import Hub
-from bot.server import run_server
 from plugins.crm.hubspot import HubSpotCrm
 from tests.console.screens import shot
-from tests.console.test_e2e_chromium import CHROMIUM, CHROMIUM_ARGS, ScriptedAgent
+from tests.console.test_e2e_chromium import CHROMIUM, CHROMIUM_ARGS, ScriptedAgent, serving
 from tests.csp_watch import csp_violations, watch_csp
 from tests.fakes.hubspot_api import FakeHubSpot
 from tests.plugins.crm.contract import crm_settings
@@ -47,19 +44,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Hub, FakeHubSpot, str]]:
         settings = Settings(data_dir=tmp_path / "data", demo_site=False, crm_plan_field="plan")
         hub = await build_hub(settings, agent=ScriptedAgent(), load_knowledge=False, crm=crm)
         await add_agent(hub.store, "alice", "correct horse battery", "Alice")
-        stop = asyncio.Event()
-        port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        server = asyncio.create_task(
-            run_server(hub, "127.0.0.1", 0, stop=stop, on_listening=port.set_result)
-        )
-        try:
-            async with asyncio.timeout(20):
-                bound = await asyncio.shield(port)
-            yield hub, hubspot, f"http://127.0.0.1:{bound}"
-        finally:
-            stop.set()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(server, 20)
+        async with serving(hub) as base:
+            yield hub, hubspot, base
 
 
 async def test_agent_sees_the_customers_crm_record(served: tuple[Hub, FakeHubSpot, str]) -> None:

@@ -10,8 +10,6 @@ the pages are saved to ``docs/images/`` for docs/console.md.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,11 +24,10 @@ from bot.config import Settings
 from bot.desk import csat
 from bot.envelope import Citation
 from bot.hub import Hub
-from bot.server import run_server
 from bot.store.base import AgentRole, SessionMode
 from channels.webchat.translate import visitor_session_key
 from tests.console.screens import shot
-from tests.console.test_e2e_chromium import CHROMIUM, CHROMIUM_ARGS
+from tests.console.test_e2e_chromium import CHROMIUM, CHROMIUM_ARGS, serving
 from tests.csp_watch import csp_violations, watch_csp
 from tests.fakes.retriever import FixedRetriever, passage
 
@@ -66,19 +63,8 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Hub, str]]:
         body="Hi {customer.name}, {agent.name} here. I'm looking at your Slack setup now.",
         actor="root",
     )
-    stop = asyncio.Event()
-    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    server = asyncio.create_task(
-        run_server(hub, "127.0.0.1", 0, stop=stop, on_listening=port.set_result)
-    )
-    try:
-        async with asyncio.timeout(20):
-            bound = await asyncio.shield(port)
-        yield hub, f"http://127.0.0.1:{bound}"
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(server, 20)
+    async with serving(hub) as base:
+        yield hub, base
 
 
 async def assert_inert(page: Any, scope: Any) -> None:

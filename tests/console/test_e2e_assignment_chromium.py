@@ -7,8 +7,6 @@ sees the teams page read-only while an admin edits it.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -20,10 +18,15 @@ from bot.auth import add_agent
 from bot.compose import build_hub
 from bot.config import Settings
 from bot.hub import Hub
-from bot.server import run_server
 from bot.store.base import AgentRole, SessionMode
 from tests.console.screens import shot
-from tests.console.test_e2e_chromium import CHROMIUM, CHROMIUM_ARGS, Customer, ScriptedAgent
+from tests.console.test_e2e_chromium import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    Customer,
+    ScriptedAgent,
+    serving,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
 
@@ -40,19 +43,8 @@ async def fast_hub(tmp_path: Path) -> AsyncIterator[tuple[Hub, str]]:
     await add_agent(hub.store, "alice", PASSWORD, "Alice")
     await add_agent(hub.store, "bob", PASSWORD, "Bob")
     await add_agent(hub.store, "root", PASSWORD, "Root", role=AgentRole.ADMIN)
-    stop = asyncio.Event()
-    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-    server = asyncio.create_task(
-        run_server(hub, "127.0.0.1", 0, stop=stop, on_listening=port.set_result)
-    )
-    try:
-        async with asyncio.timeout(20):
-            bound = await asyncio.shield(port)
-        yield hub, f"http://127.0.0.1:{bound}"
-    finally:
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(server, 20)
+    async with serving(hub) as base:
+        yield hub, base
 
 
 async def _login(browser: Any, base: str, name: str, errors: list[str]) -> Any:

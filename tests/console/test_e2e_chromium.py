@@ -14,6 +14,7 @@ import contextlib
 import os
 import re
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -101,12 +102,10 @@ class Customer:
                         return message
 
 
-@pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[Hub, ScriptedAgent, str]]:
-    settings = Settings(data_dir=tmp_path / "data", debounce_ms=20, demo_site=False)
-    agent = ScriptedAgent()
-    hub = await build_hub(settings, agent=agent, load_knowledge=False)
-    await add_agent(hub.store, "alice", "correct horse battery", "Alice")
+@asynccontextmanager
+async def serving(hub: Hub) -> AsyncIterator[str]:
+    """Serve ``hub`` with :func:`bot.server.run_server` on a free loopback port; yields the base
+    URL (``http://127.0.0.1:PORT``). On exit the server stops and the hub drains."""
     stop = asyncio.Event()
     port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     server = asyncio.create_task(
@@ -115,11 +114,21 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Hub, ScriptedAgent, str]
     try:
         async with asyncio.timeout(20):
             bound = await asyncio.shield(port)
-        yield hub, agent, f"http://127.0.0.1:{bound}"
+        yield f"http://127.0.0.1:{bound}"
     finally:
         stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(server, 20)
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[Hub, ScriptedAgent, str]]:
+    settings = Settings(data_dir=tmp_path / "data", debounce_ms=20, demo_site=False)
+    agent = ScriptedAgent()
+    hub = await build_hub(settings, agent=agent, load_knowledge=False)
+    await add_agent(hub.store, "alice", "correct horse battery", "Alice")
+    async with serving(hub) as base:
+        yield hub, agent, base
 
 
 async def test_handoff_round_trip_in_chromium(

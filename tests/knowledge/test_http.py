@@ -16,14 +16,14 @@ from aiohttp.test_utils import TestClient
 from bot.compose import build_hub
 from bot.hub import Hub
 from bot.server import make_app
+from bot.store.sql import SqlStore
 from channels.memory.pytest_plugin import ScriptedAgent, make_settings
-from channels.rest.plugin import RestChannel
-from knowledge import KnowledgeBase
 from knowledge.answers import CuratedAnswers
 from tests.channels.support import serve
 from tests.fakes.help_site import HelpSite
 from tests.knowledge.documents import make_pdf
 from tests.knowledge.embedders import CountingEmbedder
+from tests.knowledge.hubs import started_kb_hub
 
 Client = TestClient[web.Request, web.Application]
 ADMIN = {"Authorization": "Bearer admin-key-123"}
@@ -35,17 +35,8 @@ async def kb_hub(tmp_path: Path, embedder: CountingEmbedder) -> AsyncIterator[Hu
     settings = make_settings(
         tmp_path / "data", api_keys=["channel-key-456"], admin_api_keys=["admin-key-123"]
     )
-    settings.data_dir.mkdir(parents=True)
-    kb = await KnowledgeBase.open(settings, embedder=embedder)
-    hub = await build_hub(
-        settings, agent=ScriptedAgent(), retriever=kb, channels=[RestChannel(settings)]
-    )
-    await hub.start()
-    try:
+    async with started_kb_hub(settings, embedder, agent=ScriptedAgent()) as hub:
         yield hub
-    finally:
-        await hub.stop(timeout_s=2.0)
-        await kb.close()
 
 
 @pytest_asyncio.fixture
@@ -181,6 +172,14 @@ async def test_curated_answers_through_the_api(
     assert gone.status == 204
     assert (await client.delete(f"{PREFIX}/answers/{saved['id']}", headers=ADMIN)).status == 404
     assert await curated.match("how can I reset my password?") is None
+    # Audited with the admin API's actor (knowledge.admin), as the console's changes are.
+    store = kb_hub.store
+    assert isinstance(store, SqlStore)
+    actions = [(r.actor, r.action, r.detail) for r in reversed(await store.audit_records())]
+    assert [a for a in actions if a[1].startswith("knowledge.")] == [
+        ("admin-api", "knowledge.answer_save", {"answer_id": saved["id"], "questions": 1}),
+        ("admin-api", "knowledge.answer_delete", {"answer_id": saved["id"]}),
+    ]
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded"])
