@@ -48,6 +48,7 @@ from typing import Any
 from aiohttp import BodyPartReader, web
 
 from bot.auth import require_admin_key
+from bot.desk.markdown import render_markdown
 from bot.envelope import SessionKey
 from bot.errors import PayloadInvalid, PayloadTooLarge
 from bot.payload import bounds_own_body
@@ -198,10 +199,16 @@ class KnowledgeRoutes:
         return web.json_response(await self.admin.stats())
 
     async def list_answers(self, request: web.Request) -> web.Response:
-        """Every curated answer: ``{"answers": [{"id", "questions", "answer", "sources"...}]}``."""
+        """Every curated answer: ``{"answers": [{"id", "questions", "answer", "html"...}]}``.
+
+        ``html`` is the answer's Markdown rendered and sanitized
+        (:func:`bot.desk.markdown.render_markdown`), as the console shows it.
+        """
         await self._authorize(request)
         answers = await self.admin.answers()
-        return web.json_response({"answers": [a.to_json() for a in answers]})
+        return web.json_response(
+            {"answers": [{**a.to_json(), "html": render_markdown(a.answer)} for a in answers]}
+        )
 
     async def add_answer(self, request: web.Request) -> web.Response:
         """Save a curated answer (an ``id`` of a stored one replaces it): 201 and the answer.

@@ -169,7 +169,13 @@ async def test_admin_ingests_and_saves_a_reply_as_a_curated_answer(
             await admin.get_by_test_id("knowledge-open").click()
             row = admin.get_by_test_id("answer-row")
             await expect(row).to_have_count(1)
-            await expect(row.get_by_test_id("answer-text")).to_have_text(BOT_REPLY)
+            # Shown as the customer reads it: Markdown rendered (sanitized), not its source.
+            await expect(row.get_by_test_id("answer-text")).to_have_text(
+                BOT_REPLY.replace("**", "")
+            )
+            await expect(row.get_by_test_id("answer-text").locator("strong")).to_have_text(
+                "five working days"
+            )
             await expect(row.get_by_role("link", name="Returns and refunds")).to_have_attribute(
                 "href", CITATION.url
             )

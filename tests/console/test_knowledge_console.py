@@ -218,6 +218,7 @@ async def test_a_saved_answer_is_served_to_a_paraphrase_and_audited(
     assert saved["session_key"] == key  # kept with the answer, for erasure
     listed = (await (await client.get(f"{API}/answers")).json())["answers"]
     assert [a["id"] for a in listed] == [saved["id"]]
+    assert "<strong>Forgot password</strong>" in listed[0]["html"]  # rendered, sanitized
     [entry] = await _audit(hub, "knowledge.answer_save")
     assert (entry.actor, entry.session_key) == ("root", key)
     assert entry.detail == {"answer_id": saved["id"], "questions": 1}

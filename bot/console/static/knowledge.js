@@ -180,6 +180,16 @@
     return bar;
   }
 
+  // The answer as the customer reads it: the server's sanitized rendering of its Markdown
+  // (allow-listed tags, http(s)/mailto links), as console.js shows the bot's messages.
+  function answerBody(a) {
+    const { el } = C();
+    const body = el("div", { class: "answer-text markdown", "data-testid": "answer-text" });
+    if (typeof a.html === "string") body.innerHTML = a.html;
+    else body.textContent = a.answer;
+    return body;
+  }
+
   function answerItem(a) {
     const { el } = C();
     const del = el("button", { type: "button", class: "ghost", "data-testid": "answer-delete", text: "Delete" });
@@ -194,7 +204,7 @@
     const questions = el("ul", { class: "answer-questions" }, ...a.questions.map((q) => el("li", { text: q })));
     const by = [a.author, a.created_at && new Date(a.created_at).toLocaleString()].filter(Boolean).join(" · ");
     return el("li", { class: "answer", "data-testid": "answer-row", "data-id": a.id },
-      questions, el("div", { class: "answer-text", "data-testid": "answer-text", text: a.answer }),
+      questions, answerBody(a),
       el("div", { class: "answer-bar" }, sourceLinks(a.sources), el("span", { class: "muted", text: by }), del));
   }
 
