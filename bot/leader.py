@@ -35,6 +35,7 @@ from redis.exceptions import LockError, RedisError
 
 from bot.channel import ChannelPlugin, PullReceiver
 from bot.errors import SwitchboardError
+from bot.redis_pubsub import raise_if_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ class LeaderLease:
                     "leader.acquire_failed", extra={"lease": self.name, "error": repr(exc)}
                 )
                 acquired = False
+            raise_if_cancelled()
             if not acquired:
                 await asyncio.sleep(retry_s)
                 continue
@@ -135,10 +137,12 @@ class LeaderLease:
         pause = self.lease_s / 3
         while True:
             await asyncio.sleep(pause)
+            raise_if_cancelled()
             deadline = renewed_at + self.lease_s * 2 / 3
             try:
                 async with asyncio.timeout_at(deadline):
                     await self._lock.reacquire()
+                raise_if_cancelled()
             except LockError as exc:  # LockNotOwnedError: expired, maybe taken over
                 log.warning("leader.lost", extra={"lease": self.name, "error": repr(exc)})
                 return

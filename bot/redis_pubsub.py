@@ -33,6 +33,25 @@ CLOSE_TIMEOUT_S = 2.0
 
 _UNAVAILABLE = (RedisConnectionError, RedisTimeoutError, RedisClusterException, OSError)
 
+
+def raise_if_cancelled() -> None:
+    """Raise ``CancelledError`` when the current task has a cancellation pending.
+
+    A loop around redis-py calls calls this after each of them: redis-py 8.2's
+    cancellation-safe teardowns (pooled connections, pub/sub) can consume a task's
+    ``CancelledError`` and return normally, which left a stopped subscriber or leader lease
+    looping forever (a test's event loop never closed). ``Task.cancelling()`` still counts the
+    request (asyncio's own timeouts take theirs back with ``uncancel``), so the loop ends at
+    its next turn.
+
+    Raises:
+        asyncio.CancelledError: when a cancellation was requested and not taken back.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 MessageHandler = Callable[[str], None]
 """Receives one message's payload (decoded text). Must not block; its errors are logged."""
 
@@ -109,6 +128,7 @@ class Subscription:
                     extra={"retry_in_s": delay, "error": repr(exc)},
                 )
                 await asyncio.sleep(delay)
+                raise_if_cancelled()
             finally:
                 if pubsub is not None:
                     try:  # bounded: a cluster node's connection can hang on close
@@ -119,6 +139,7 @@ class Subscription:
     async def _read(self, pubsub: PubSub) -> None:
         while True:
             message = await pubsub.get_message(timeout=self._idle_s)
+            raise_if_cancelled()
             if message is None:
                 continue
             kind = message.get("type")

@@ -4,9 +4,11 @@ shared pub/sub subscription (``bot.redis_pubsub``) surviving a Redis restart."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from unittest.mock import MagicMock
 
 import pytest
 
@@ -100,3 +102,48 @@ async def test_subscription_reports_its_state_and_keeps_delivering(redis: RedisS
 def test_subscription_needs_a_channel_or_pattern() -> None:
     with pytest.raises(ValueError, match="at least one"):
         Subscription(object(), print)
+
+
+class SwallowingPubSub:
+    """A pub/sub whose read consumes a cancellation and returns nothing (as redis-py 8.2 can)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+        self.reading = asyncio.Event()
+
+    async def subscribe(self, *channels: str) -> None:
+        return None
+
+    async def get_message(self, **options: float) -> dict[str, object] | None:
+        self.reads += 1
+        if self.reads == 1:
+            return {"type": "subscribe", "channel": "c", "data": 1}
+        if self.reading.is_set():  # one swallowed cancellation: a regression fails, never hangs
+            await asyncio.sleep(options["timeout"])
+            return None
+        self.reading.set()
+        with contextlib.suppress(asyncio.CancelledError):  # swallowed: the task keeps running
+            await asyncio.sleep(options["timeout"])
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_subscription_stops_even_when_a_read_swallows_the_cancellation() -> None:
+    pubsub = SwallowingPubSub()
+    client = MagicMock()
+    client.pubsub.return_value = pubsub
+    states: list[bool] = []
+    subscription = Subscription(
+        client, lambda _: None, channels=["c"], on_state=states.append, idle_s=0.5
+    )
+    task = asyncio.create_task(subscription.run())
+    await asyncio.wait_for(pubsub.reading.wait(), 5)  # subscribed, now inside a read
+    assert states == [True]
+
+    task.cancel()
+
+    done, _ = await asyncio.wait({task}, timeout=5)  # read on forever before
+    assert done == {task}
+    assert task.cancelled()

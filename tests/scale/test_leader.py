@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, ClassVar
+from unittest.mock import MagicMock
 
 import pytest
 import pytest_asyncio
@@ -184,3 +186,42 @@ async def test_with_redis_each_receiver_has_its_lease(client: Any) -> None:
     await receivers.stop()
     assert one.calls == two.calls == ["start", "stop"]
     assert await client.exists(f"{KEY_PREFIX}fake:bot1", f"{KEY_PREFIX}fake:bot2") == 0
+
+
+class SwallowingLock:
+    """A lock whose renewal consumes a cancellation and returns (as redis-py 8.2 can)."""
+
+    def __init__(self) -> None:
+        self.local = type("Local", (), {"token": None})()
+        self.renewals = 0
+
+    async def acquire(self) -> bool:
+        self.local.token = b"t"
+        return True
+
+    async def reacquire(self) -> bool:
+        self.renewals += 1
+        if self.renewals > 1:  # one swallowed cancellation: a regression fails, never hangs
+            await asyncio.sleep(3600)
+        with contextlib.suppress(asyncio.CancelledError):  # swallowed: the task keeps running
+            await asyncio.sleep(3600)
+        return True
+
+    async def release(self) -> None:
+        self.local.token = None
+
+
+async def test_a_lease_stops_even_when_a_redis_call_swallows_the_cancellation() -> None:
+    log: list[tuple[str, str, float]] = []
+    a = Receiver("a", log)
+    # lease 3 s: a renewal every second, each given a second before it counts as lost.
+    la = LeaderLease(MagicMock(), "t", on_acquired=a.start, on_lost=a.stop, lease_s=3.0)
+    fake = SwallowingLock()
+    la._lock = fake  # type: ignore[assignment]
+    la.start()
+    await wait_until(lambda: fake.renewals > 0, 5)  # the task is inside reacquire() now
+
+    await asyncio.wait_for(la.stop(), 5)  # looped forever before
+
+    assert not a.running
+    assert not la.is_leader
