@@ -97,6 +97,22 @@ def check_choice(value: str, allowed: Sequence[str], name: str) -> str:
     return value
 
 
+def ticket_subject(subject: str) -> str:
+    """``subject`` on one line, at most :data:`SUBJECT_MAX_CHARS` characters.
+
+    Runs of whitespace become one space; a longer subject is cut and ends with an ellipsis.
+
+    Raises:
+        bot.errors.PayloadInvalid: when nothing but whitespace is left.
+    """
+    subject = " ".join(subject.split())
+    if not subject:
+        raise PayloadInvalid("a ticket needs a subject", field="subject")
+    if len(subject) > SUBJECT_MAX_CHARS:
+        subject = subject[: SUBJECT_MAX_CHARS - 1] + "…"
+    return subject
+
+
 class LocalTicketBackend:
     """:class:`bot.tools.TicketBackend` on the hub's SQL database.
 
@@ -181,11 +197,7 @@ class LocalTicketBackend:
         Raises:
             bot.errors.PayloadInvalid: for an empty subject or an unknown priority.
         """
-        subject = " ".join(subject.split())
-        if not subject:
-            raise PayloadInvalid("a ticket needs a subject", field="subject")
-        if len(subject) > SUBJECT_MAX_CHARS:
-            subject = subject[: SUBJECT_MAX_CHARS - 1] + "…"
+        subject = ticket_subject(subject)
         check_choice(priority, PRIORITIES, "priority")
         now = utcnow()
         values = {

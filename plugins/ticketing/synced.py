@@ -54,7 +54,7 @@ from plugins.ticketing.links import (
     ticket_links,
     ticket_sync_events,
 )
-from plugins.ticketing.local import PRIORITIES, STATUSES, SUBJECT_MAX_CHARS, check_choice
+from plugins.ticketing.local import PRIORITIES, STATUSES, check_choice, ticket_subject
 from plugins.ticketing.remote import RemoteTicket, RemoteTickets
 
 log = logging.getLogger(__name__)
@@ -161,14 +161,7 @@ class SyncedTicketBackend:
             bot.errors.PayloadInvalid: for an empty subject or an unknown priority.
             bot.errors.BackendUnavailable: when the hub's own database fails.
         """
-        subject = " ".join(subject.split())
-        if not subject:
-            raise PayloadInvalid("a ticket needs a subject", field="subject")
-        subject = (
-            subject
-            if len(subject) <= SUBJECT_MAX_CHARS
-            else subject[: SUBJECT_MAX_CHARS - 1] + "…"
-        )
+        subject = ticket_subject(subject)
         check_choice(priority, PRIORITIES, "priority")
         now = utcnow()
         values: dict[str, Any] = {
