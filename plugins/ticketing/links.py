@@ -82,7 +82,10 @@ def parse_ref(ticket_id: str) -> int | None:
 
 
 def claim_due(now: datetime, lease_until: datetime, owner: str, num: int) -> sa.Update:
-    """Compare-and-set of one pending row's lease: wins only when nobody holds it."""
+    """Compare-and-set of one pending row's lease: wins only when nobody holds it.
+
+    Winning counts a creation attempt (``attempts + 1``), before the product is called.
+    """
     c = ticket_links.c
     return (
         ticket_links.update()
@@ -91,5 +94,10 @@ def claim_due(now: datetime, lease_until: datetime, owner: str, num: int) -> sa.
             c.state == PENDING,
             sa.or_(c.lease_until.is_(None), c.lease_until < now),
         )
-        .values(lease_until=lease_until, lease_owner=owner, updated_at=now)
+        .values(
+            lease_until=lease_until,
+            lease_owner=owner,
+            attempts=c.attempts + 1,
+            updated_at=now,
+        )
     )

@@ -175,7 +175,7 @@ class SyncedTicketBackend:
             "description": description,
             "priority": priority,
             "status": "open",
-            "attempts": 0,
+            "attempts": 1,  # this call's attempt, counted before the product is called
             "next_attempt_at": now,
             "lease_until": now + timedelta(seconds=self._settings.ticket_sync_lease_s),
             "lease_owner": self._owner,
@@ -327,7 +327,7 @@ class SyncedTicketBackend:
             if won.rowcount != 1:
                 continue
             try:
-                if await self._try_create(row) is not None:
+                if await self._try_create({**row, "attempts": row["attempts"] + 1}) is not None:
                     created += 1
             except PayloadInvalid:
                 continue  # refused by the product as invalid: kept as failed, not retried
@@ -336,16 +336,17 @@ class SyncedTicketBackend:
     # --- helpers ------------------------------------------------------------------------------
 
     async def _try_create(self, row: dict[str, Any]) -> RemoteTicket | None:
-        """Create the row's ticket (we hold its lease); None when deferred."""
+        """Create the row's ticket (we hold its lease); None when deferred.
+
+        ``row["attempts"]`` counts this try.
+        """
         ref = format_ref(row["num"])
         requester = Participant.model_validate(row["requester"])
-        # Counted before the product is called: a process that dies after the product created
-        # the ticket but before the row says so leaves attempts > 0, and whoever takes the row
-        # next looks the ticket up by its reference first instead of creating a second one.
-        attempts = row["attempts"] + 1
-        await self._update(row["num"], attempts=attempts)
         try:
-            remote = await self.remote.find(ref) if attempts > 1 else None
+            # ``attempts`` counts this one (stored with the insert or the lease claim, before the
+            # product is called): after an earlier attempt, which may have created the ticket
+            # and died before the row said so, look it up by its reference first.
+            remote = await self.remote.find(ref) if row["attempts"] > 1 else None
             if remote is None:
                 remote = await self.remote.create(
                     subject=row["subject"],
