@@ -42,7 +42,12 @@ from bot.errors import (
     Unauthorized,
 )
 from bot.tools import BackendCheck
-from plugins.ticketing.remote import RemoteTicket, call_remote, retry_after_seconds
+from plugins.ticketing.remote import (
+    RemoteTicket,
+    call_remote,
+    error_for_status,
+    retry_after_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -271,15 +276,7 @@ def _converting(fn: Callable[[], T]) -> Callable[[], T]:
                 headers = exc.response.headers if exc.response is not None else {}
                 wait = retry_after_seconds(headers.get("Retry-After"))
                 raise RateLimited("Jira answered 429", retry_after=wait) from exc
-            if status == 401:
-                raise Unauthorized("Jira rejected the credentials (401)") from exc
-            if status == 403:
-                raise Forbidden("Jira refused the API user (403)") from exc
-            if status == 404:
-                raise NotFound("Jira: not found (404)") from exc
-            if status in (400, 422):
-                raise PayloadInvalid(f"Jira refused the request ({status})") from exc
-            raise BackendUnavailable(f"Jira answered {status or 'an error'}") from exc
+            raise error_for_status("Jira", status) from exc
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise BackendUnavailable(f"Jira unreachable: {type(exc).__name__}") from exc
 

@@ -21,7 +21,16 @@ from typing import Final, Protocol, TypeVar
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from bot.envelope import Participant
-from bot.errors import RateLimited, parse_retry_after
+from bot.errors import (
+    BackendUnavailable,
+    Forbidden,
+    NotFound,
+    PayloadInvalid,
+    RateLimited,
+    SwitchboardError,
+    Unauthorized,
+    parse_retry_after,
+)
 from bot.tools import BackendCheck
 
 T = TypeVar("T")
@@ -105,6 +114,24 @@ def retry_after_seconds(value: str | None, *, now: float | None = None) -> float
         Seconds to wait, at least 0; :data:`DEFAULT_RETRY_AFTER_S` when it says nothing usable.
     """
     return parse_retry_after(value, default=DEFAULT_RETRY_AFTER_S, now=now)
+
+
+def error_for_status(product: str, status: int) -> SwitchboardError:
+    """The :mod:`bot.errors` type of a product's HTTP error ``status`` (0: none known).
+
+    401 → :class:`Unauthorized`, 403 → :class:`Forbidden`, 404 → :class:`NotFound`,
+    400 and 422 → :class:`PayloadInvalid` (carrying the status), anything else →
+    :class:`BackendUnavailable`. A 429 is the caller's (it carries ``Retry-After``).
+    """
+    if status == 401:
+        return Unauthorized(f"{product} rejected the credentials (401)")
+    if status == 403:
+        return Forbidden(f"{product} refused the API user (403)")
+    if status == 404:
+        return NotFound(f"{product}: not found (404)")
+    if status in (400, 422):
+        return PayloadInvalid(f"{product} refused the request ({status})", status=status)
+    return BackendUnavailable(f"{product} answered {status or 'an error'}")
 
 
 def _wait_retry_after(state: RetryCallState) -> float:

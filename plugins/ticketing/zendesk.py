@@ -41,7 +41,12 @@ from bot.errors import (
     Unauthorized,
 )
 from bot.tools import BackendCheck
-from plugins.ticketing.remote import RemoteTicket, call_remote, retry_after_seconds
+from plugins.ticketing.remote import (
+    RemoteTicket,
+    call_remote,
+    error_for_status,
+    retry_after_seconds,
+)
 
 log = logging.getLogger(__name__)
 
@@ -281,27 +286,15 @@ def _converting(fn: Callable[[], T]) -> Callable[[], T]:
         except RecordNotFoundException as exc:
             raise NotFound("Zendesk: no such record") from exc
         except APIException as exc:
-            raise _from_status(getattr(exc.response, "status_code", 0)) from exc
+            raise error_for_status("Zendesk", getattr(exc.response, "status_code", 0)) from exc
         except requests.HTTPError as exc:
-            raise _from_status(getattr(exc.response, "status_code", 0)) from exc
+            raise error_for_status("Zendesk", getattr(exc.response, "status_code", 0)) from exc
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise BackendUnavailable(f"Zendesk unreachable: {type(exc).__name__}") from exc
         except ZenpyException as exc:
             raise BackendUnavailable(f"Zendesk client error: {exc}") from exc
 
     return run
-
-
-def _from_status(status: int) -> SwitchboardError:
-    if status == 401:
-        return Unauthorized("Zendesk rejected the credentials (401)")
-    if status == 403:
-        return Forbidden("Zendesk refused the API user (403)")
-    if status == 404:
-        return NotFound("Zendesk: not found (404)")
-    if status in (400, 422):
-        return PayloadInvalid(f"Zendesk refused the request ({status})", status=status)
-    return BackendUnavailable(f"Zendesk answered {status}")
 
 
 def _explain(exc: SwitchboardError) -> str:
