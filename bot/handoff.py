@@ -60,11 +60,13 @@ REQUEST_ACTION = TALK_TO_HUMAN.id
 """The action id of the "Talk to a person" button (``handoff.request``)."""
 
 TRANSCRIPT_MAX_MESSAGES = 200
-#: Conversation ``meta`` key of the event ids :meth:`Handoff.copy_to_ticket` copied.
-COPIED_META_KEY = "ticket_copied"
-#: How many copied event ids are kept (a re-run turn holds far fewer messages).
-COPIED_KEPT = 50
 """Messages copied into an escalation ticket's description (the most recent ones)."""
+
+COPIED_META_KEY = "ticket_copied"
+"""Conversation ``meta`` key of the event ids :meth:`Handoff.copy_to_ticket` copied."""
+
+COPIED_KEPT = 50
+"""How many copied event ids are kept (a re-run turn holds far fewer messages)."""
 
 _ACTIVE_MODES = (SessionMode.QUEUED, SessionMode.HUMAN)
 

@@ -157,20 +157,20 @@ class Survey:
                     rest.append(msg)
                 else:
                     rating = value
-        if survey is not None and rating is not None:
-            # Stored before the survey closes: a turn re-run after a crash between the two
-            # finds the survey open again and stores nothing twice (record_rating is
-            # idempotent per survey).
-            await self.desk.record_rating(
-                Rating(
-                    session_key=conv.session_key,
-                    channel=conv.channel,
-                    agent=survey.get("agent"),
-                    rating=rating,
-                    asked_at=datetime.fromisoformat(survey["asked_at"]),
-                    rated_at=now,
+            if rating is not None:
+                # Stored before the survey closes: a turn re-run after a crash between the
+                # two finds the survey open again and stores nothing twice (record_rating is
+                # idempotent per survey).
+                await self.desk.record_rating(
+                    Rating(
+                        session_key=conv.session_key,
+                        channel=conv.channel,
+                        agent=survey.get("agent"),
+                        rating=rating,
+                        asked_at=datetime.fromisoformat(survey["asked_at"]),
+                        rated_at=now,
+                    )
                 )
-            )
         if META_KEY in conv.meta and conv.meta[META_KEY] is not None:
             # Answered or not, a survey is asked once: the next message closes it.
             await self.store.set_meta(conv.session_key, META_KEY, None)
