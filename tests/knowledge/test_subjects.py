@@ -20,7 +20,6 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.compose import build_hub
 from bot.envelope import InboundMessage, Participant, session_key
 from bot.hub import Hub
 from bot.server import make_app
@@ -30,6 +29,7 @@ from knowledge import KnowledgeBase
 from knowledge.answers import CuratedAnswers
 from tests.channels.support import serve
 from tests.knowledge.embedders import CountingEmbedder
+from tests.knowledge.hubs import started_kb_hub
 
 Client = TestClient[web.Request, web.Application]
 ADMIN = {"Authorization": "Bearer admin-key-123"}
@@ -60,15 +60,8 @@ HOURS = "# Opening hours\n\nThe shop opens at nine and closes at six.\n"
 @pytest_asyncio.fixture
 async def kb_hub(tmp_path: Path, embedder: CountingEmbedder) -> AsyncIterator[Hub]:
     settings = make_settings(tmp_path / "data", admin_api_keys=["admin-key-123"])
-    settings.data_dir.mkdir(parents=True)
-    kb = await KnowledgeBase.open(settings, embedder=embedder)
-    hub = await build_hub(settings, agent=ScriptedAgent(), retriever=kb, channels=[])
-    await hub.start()
-    try:
+    async with started_kb_hub(settings, embedder, agent=ScriptedAgent()) as hub:
         yield hub
-    finally:
-        await hub.stop(timeout_s=2.0)
-        await kb.close()
 
 
 async def _upload(client: Client, files: dict[str, str]) -> None:

@@ -11,13 +11,15 @@ The tests themselves never name a backend.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
 
 from bot.lanes.base import LaneConfig, LaneFactory, LaneQueue
 from bot.lanes.memory import MemoryLaneQueue
+from bot.lanes.redis import RedisLaneQueue
 from tests.fakes.redis_server import RedisClusterProcs, RedisServer
 
 BACKENDS = [
@@ -65,8 +67,6 @@ def build_queue(backend: str, config: LaneConfig, url: str = "", prefix: str = "
     if backend == "memory":
         return MemoryLaneQueue(config)
     if backend in ("redis", "redis-cluster"):
-        from bot.lanes.redis import RedisLaneQueue
-
         return RedisLaneQueue(config, url, prefix=prefix)
     raise ValueError(f"unknown lane backend {backend!r}")
 
@@ -88,3 +88,26 @@ async def lane_factory(request: pytest.FixtureRequest) -> AsyncIterator[LaneFact
     for queue in made:
         await queue.close()
     flush(servers)
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A fresh key prefix, so a test's lanes never meet another's on the shared server."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def make(
+    redis_server: RedisServer, prefix: str
+) -> AsyncIterator[Callable[..., RedisLaneQueue]]:
+    """Builds Redis lane queues sharing ``prefix`` on the session's redis-server; closes them."""
+    made: list[RedisLaneQueue] = []
+
+    def build(config: LaneConfig | None = None, **kw: Any) -> RedisLaneQueue:
+        queue = RedisLaneQueue(config or LaneConfig(), redis_server.url, prefix=prefix, **kw)
+        made.append(queue)
+        return queue
+
+    yield build
+    for queue in made:
+        await queue.close()

@@ -5,11 +5,8 @@ and a separate process (``LanePurger.connect``, as ``switchboard customer erase`
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
-
-import pytest
 
 from bot.lanes.base import LaneConfig
 from bot.lanes.redis import RedisLaneQueue, connect
@@ -17,27 +14,6 @@ from bot.lanes.redis.purge import LanePurger
 from tests.fakes.redis_server import RedisServer
 from tests.lanes.harness import Recorder, ids, key
 from tests.lanes.test_purge import ADDRESS, ALICE, COLLECT, said
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"t{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture
-async def make(
-    redis_server: RedisServer, prefix: str
-) -> AsyncIterator[Callable[..., RedisLaneQueue]]:
-    made: list[RedisLaneQueue] = []
-
-    def build(config: LaneConfig | None = None, **kw: Any) -> RedisLaneQueue:
-        queue = RedisLaneQueue(config or LaneConfig(), redis_server.url, prefix=prefix, **kw)
-        made.append(queue)
-        return queue
-
-    yield build
-    for queue in made:
-        await queue.close()
 
 
 async def dump(server: RedisServer, prefix: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,29 +16,13 @@ from bot.config import QueueMode
 from bot.envelope import InboundMessage, Participant, session_key
 from bot.lanes.base import LaneConfig
 from bot.lanes.redis import RedisLaneQueue
-from tests.fakes.redis_server import RedisClusterProcs, RedisServer
+from tests.fakes.redis_server import RedisClusterProcs
 from tests.lanes.conftest import flush
 from tests.lanes.harness import ACCOUNT, CHANNEL, Recorder, eventually, ids, key, msg
 
 FOLLOWUP = QueueMode.FOLLOWUP
 
 StepFn = Callable[..., Any]
-
-
-@pytest.fixture
-async def make(redis_server: RedisServer) -> AsyncIterator[Callable[..., RedisLaneQueue]]:
-    """Builds queues sharing one fresh prefix on the session's redis-server."""
-    prefix = f"t{uuid.uuid4().hex[:10]}"
-    made: list[RedisLaneQueue] = []
-
-    def build(config: LaneConfig | None = None, **kw: Any) -> RedisLaneQueue:
-        queue = RedisLaneQueue(config or LaneConfig(), redis_server.url, prefix=prefix, **kw)
-        made.append(queue)
-        return queue
-
-    yield build
-    for queue in made:
-        await queue.close()
 
 
 def ops_of(args: list[Any]) -> list[tuple[str, str]]:
