@@ -14,6 +14,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bot.config import QueueMode
 from bot.envelope import InboundMessage, Participant, session_key
+from bot.errors import BackendUnavailable
 from bot.lanes.base import LaneConfig
 from bot.lanes.redis import RedisLaneQueue
 from tests.fakes.redis_server import RedisClusterProcs
@@ -235,3 +236,52 @@ async def test_cluster_takes_hundreds_of_concurrent_producers_from_a_cold_start(
         await worker.close()
         await ingress.close()
         flush(redis_cluster.nodes)
+
+
+def lose_enqueue_replies(queue: RedisLaneQueue, *, runs: int, then_raise: bool) -> None:
+    """Make ``queue``'s ``S_ENQUEUE`` run ``runs`` times per call (the earlier replies lost, as
+    when redis-py retries a command whose reply a dropped connection swallowed), then either
+    answer with the last reply or raise a connection error (the last reply lost too)."""
+    real = queue._lua.batched
+
+    async def batched(name: str, keys: Any, args: Any) -> Any:
+        if name != "S_ENQUEUE":
+            return await real(name, keys, args)
+        for _ in range(runs - 1):
+            await real(name, keys, args)
+        res = await real(name, keys, args)
+        if then_raise:
+            raise RedisConnectionError("Connection closed by server.")
+        return res
+
+    queue._lua.batched = batched  # type: ignore[method-assign]
+
+
+@pytest.mark.parametrize(
+    ("runs", "then_raise"),
+    [
+        pytest.param(1, True, id="reply-lost"),
+        pytest.param(2, False, id="retried-after-reply-lost"),
+    ],
+)
+async def test_an_enqueue_whose_reply_was_lost_is_scheduled_without_the_sweeper(
+    make: Callable[..., RedisLaneQueue], runs: int, then_raise: bool
+) -> None:
+    """Redis ran ``S_ENQUEUE`` (the lane holds the message, its session is ready) but the
+    reply never came: the caller saw an error, or redis-py's retry ran the script again. The
+    session must still reach the ready zset at once, not after a sweeper's pass over the
+    whole keyspace (minutes on a large one)."""
+    rec = Recorder()
+    ingress = make(worker_id="ingress")
+    lose_enqueue_replies(ingress, runs=runs, then_raise=then_raise)
+    worker = make(worker_id="worker", sweep_s=3600.0)
+    await worker.start(rec.handle, rec.on_overflow)
+    if then_raise:
+        with pytest.raises(BackendUnavailable):
+            await ingress.enqueue(msg("x", 1), FOLLOWUP)
+    else:
+        await ingress.enqueue(msg("x", 1), FOLLOWUP)
+
+    await rec.wait_for(lambda: len(rec.finished) == runs, within_s=5)
+    assert [ids(t.messages) for t in rec.finished] == [["x-1"]] * runs
+    assert worker.swept == 0

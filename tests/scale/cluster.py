@@ -131,6 +131,15 @@ class Deployment:
                         )
                     await asyncio.sleep(0.1)
 
+    def log_lines(self, needle: str, limit: int = 60) -> str:
+        """The lines of every process log that contain ``needle`` (a failure's evidence)."""
+        out: list[str] = []
+        for proc in self.procs:
+            if proc.log.exists():
+                lines = proc.log.read_text(errors="replace").splitlines()
+                out += [f"{proc.name}: {line[:400]}" for line in lines if needle in line]
+        return "\n".join(out[-limit:])
+
     def stop_all(self) -> None:
         """Stop every process still running (SIGTERM, then SIGKILL)."""
         for proc in self.procs:
@@ -225,6 +234,23 @@ class RestDriver:
                 return out
             out += page
             after = page[-1]["seq"]
+
+    async def missing(self) -> dict[int, list[str]]:
+        """The event ids without a bot reply, by conversation (empty when all are answered)."""
+        out: dict[int, list[str]] = {}
+        async with aiohttp.ClientSession() as http:
+            for c in range(self.conversations):
+                replied = {
+                    m["reply_to"] for m in await self.transcript(http, c) if m["role"] == "bot"
+                }
+                lost = [
+                    self.event_id(c, i)
+                    for i in range(self.per_conversation)
+                    if self.event_id(c, i) not in replied
+                ]
+                if lost:
+                    out[c] = lost
+        return out
 
     async def check(self) -> None:
         """Every customer message has exactly one bot reply, in the order they were sent."""

@@ -30,6 +30,19 @@ async def _start(dep: Deployment) -> tuple[RestDriver, list[Proc]]:
     return RestDriver(ingress.port, CONVERSATIONS, PER_CONVERSATION), workers
 
 
+async def _all_answered(dep: Deployment, driver: RestDriver) -> None:
+    """Wait for every bot reply; on failure, say which messages and what the logs say of them."""
+    if await dep.wait_replies(TOTAL, timeout_s=40) == TOTAL:
+        return
+    missing = await driver.missing()
+    evidence = []
+    for c, ids in list(missing.items())[:3]:
+        needle = f"conv{c}" + '"'  # the session key's end, in the JSON logs
+        evidence.append(f"conv{c} {ids}:\n{dep.log_lines(needle)}")
+    evidence_text = "\n".join(evidence)
+    raise AssertionError(f"unanswered after 40 s: {missing}\n{evidence_text}")
+
+
 async def test_worker_sigkill_loses_duplicates_and_reorders_nothing(
     deployment: Deployment,
 ) -> None:
@@ -40,7 +53,7 @@ async def test_worker_sigkill_loses_duplicates_and_reorders_nothing(
     assert not sending.done(), "the crash must happen while messages still arrive"
     workers[0].kill()
     await sending
-    assert await deployment.wait_replies(TOTAL, timeout_s=40) == TOTAL
+    await _all_answered(deployment, driver)
     await asyncio.sleep(0.5)  # a duplicate answer would land now
     await driver.check()
 
@@ -55,6 +68,6 @@ async def test_redis_restart_loses_nothing_accepted(deployment: Deployment) -> N
     deployment.redis.restart()
     await sending
     assert driver.retries > 0, "the outage must have been seen by the client"
-    assert await deployment.wait_replies(TOTAL, timeout_s=40) == TOTAL
+    await _all_answered(deployment, driver)
     await asyncio.sleep(0.5)
     await driver.check()

@@ -93,7 +93,9 @@ class GlobalLoop:
 
         Args:
             op: ``p`` push, ``r`` release and push, ``d`` release and delay, ``n`` release
-                only, ``""`` nothing.
+                only, ``q`` push only if no global structure holds the session (an
+                ``S_ENQUEUE`` whose reply was lost may have left it ready but unscheduled),
+                ``""`` nothing.
             session: the session key.
             delay_ms: the delay of ``d``, milliseconds.
             queued: change of the global count of queued messages.

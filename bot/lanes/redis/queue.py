@@ -228,8 +228,12 @@ class RedisLaneQueue:
                 "lane.redis_unavailable",
                 extra={"session_key": session, "event_id": msg.event_id, "error": repr(exc)},
             )
+            # The script may have run and made the session ready, its reply lost: the global
+            # loop makes sure the session is scheduled once Redis answers again.
+            self._post("q", session)
             raise BackendUnavailable(f"redis lanes unavailable: {exc}") from exc
-        self._post("p" if action == 1 else "", session, queued=1, lanes=int(new_lane))
+        op = {1: "p", 3: "q"}.get(int(action), "")
+        self._post(op, session, queued=1, lanes=int(new_lane))
         if action == 1 and self._global.free_slots > 0:
             pending = 0  # a slot is free: its turn starts at once and takes everything
         elif action == 2:

@@ -76,6 +76,8 @@ if st == 'I' then
   redis.call('HSET', h, 'st', 'R')
   redis.call('PERSIST', h)
   action = 1
+elseif st == 'R' then
+  action = 3
 elseif ARGV[2] == 'i' then
   if st == 'D' then
     redis.call('HSET', h, 'st', 'R')
@@ -92,7 +94,10 @@ return {action, pending, newep, newlane, f[5] or '', f[6] or ''}
 """
 )
 """Append one entry. Returns ``{action, pending, new_episode, new_lane, owner, token}``;
-action 0 nothing, 1 push the session to the ready zset, 2 cancel the running turn."""
+action 0 nothing, 1 push the session to the ready zset, 2 cancel the running turn, 3 the
+session was already ready: make sure a global structure holds it (``G_STEP`` op ``q``). An
+earlier ``S_ENQUEUE`` may have made it ready and lost its reply (a dropped connection; redis-py
+then retries, or the caller fails and the platform retries), so its push never happened."""
 
 S_BEGIN: Final = (
     _NOW
@@ -240,7 +245,8 @@ G_STEP: Final = (
 --       ('1'/'0'), then
 --       operations in order, three arguments each: op, session, delay_ms; op 'p' push a
 --       session that became ready (publish on channel), 'r' release its slot and push it,
---       'd' release and delay it by delay_ms, 'n' release only.
+--       'd' release and delay it by delay_ms, 'n' release only, 'q' push a session that was
+--       already ready only if no global structure holds it (its push may have been lost).
 -- A session that becomes ready while its slot is still held (its turn is ending in another
 -- process; or a claim pops it while it runs) waits in the held set and is pushed when that
 -- slot is released, whatever the release says: the release's view of the session may
@@ -249,7 +255,14 @@ local ready, delayed, slots, stats, held = KEYS[1], KEYS[2], KEYS[3], KEYS[4], K
 local published = false
 for i = 8, #ARGV, 3 do
   local op, s = ARGV[i], ARGV[i + 1]
-  if op ~= 'p' then
+  if op == 'q' then
+    if redis.call('ZSCORE', ready, s) or redis.call('ZSCORE', delayed, s)
+        or redis.call('ZSCORE', slots, s) or redis.call('SISMEMBER', held, s) == 1 then
+      op = ''
+    else
+      op = 'p'
+    end
+  elseif op ~= 'p' then
     redis.call('ZREM', slots, s)
     if redis.call('SREM', held, s) == 1 then op = 'r' end
   end
@@ -322,8 +335,8 @@ for _, x in ipairs(out) do res[#res + 1] = x end
 return res
 """
 )
-"""Apply a batch of pushes (sessions that became ready) and releases (slots of ended turns,
-with their sessions' next step) in order and the counter deltas (a push meeting a held slot
+"""Apply a batch of pushes (sessions that became ready, or were and may have lost their push)
+and releases (slots of ended turns, with their sessions' next step) in order and the counter deltas (a push meeting a held slot
 waits in the held set for that slot's release), reap expired leases, move due
 quiet windows to ready, then claim up to ``max_claims`` ready sessions under the global cap.
 Returns ``{version, queued, lanes, ready, next_ms, free_slots, session, token, ...}``; next_ms
