@@ -338,10 +338,10 @@ return res
 """Apply a batch of pushes (sessions that became ready, or were and may have lost their push)
 and releases (slots of ended turns, with their sessions' next step) in order and the counter
 deltas (a push meeting a held slot waits in the held set for that slot's release), reap expired
-leases, move due quiet windows to ready, then claim up to ``max_claims`` ready sessions under the global cap.
-Returns ``{version, queued, lanes, ready, next_ms, free_slots, session, token, ...}``; next_ms
-is when a quiet window ends or a lease may expire (-1: nothing pending); free_slots counts slots
-free before claiming."""
+leases, move due quiet windows to ready, then claim up to ``max_claims`` ready sessions under
+the global cap. Returns ``{version, queued, lanes, ready, next_ms, free_slots, session, token,
+...}``; next_ms is when a quiet window ends or a lease may expire (-1: nothing pending);
+free_slots counts slots free before claiming."""
 
 G_HEARTBEAT: Final = (
     _NOW
