@@ -230,7 +230,8 @@ class Settings(BaseSettings):
 
     # --- privacy (issue 13) -----------------------------------------------------------------
     # Entity types (Presidio names, see bot.privacy.redact.ENTITY_TYPES) replaced by reversible
-    # tokens before text reaches the LLM; PERSON and LOCATION need `pii_spacy_model`.
+    # tokens before text reaches the LLM; PERSON and LOCATION come from context cues (see
+    # bot.privacy.cues), and anywhere in a sentence with `pii_spacy_model`.
     pii_entities: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: [
             "EMAIL_ADDRESS",

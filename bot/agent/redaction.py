@@ -84,10 +84,10 @@ def _cached_redactor(
         phone_regions=phone_regions,
         spacy_model=spacy_model,
     )
-    if redactor.unavailable:
+    if redactor.cue_only:
         log.warning(
-            "privacy.entities_unavailable",
-            extra={"entities": list(redactor.unavailable), "reason": "no pii_spacy_model"},
+            "privacy.entities_cue_only",
+            extra={"entities": list(redactor.cue_only), "reason": "no pii_spacy_model"},
         )
     return redactor
 

@@ -127,9 +127,10 @@ def _redact(args: argparse.Namespace, settings: Settings) -> int:
         phone_regions=settings.pii_phone_regions,
         spacy_model=settings.pii_spacy_model,
     )
-    if redactor.unavailable:
+    if redactor.cue_only:
         print(
-            f"switchboard: {', '.join(redactor.unavailable)} not detected: no NER model "
+            f"switchboard: {', '.join(redactor.cue_only)} found only from context cues "
+            "(self-introductions, sign-offs, street addresses): no NER model "
             "(set pii_spacy_model to an installed spaCy pipeline)",
             file=sys.stderr,
         )

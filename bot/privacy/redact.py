@@ -4,11 +4,13 @@ Detection runs Presidio's pattern recognizers: e-mail addresses (validated again
 Suffix List snapshot shipped with ``tldextract``, never fetched), phone numbers
 (``phonenumbers``), card numbers (Luhn check), IBANs (ISO 13616 check digits), IPv4/IPv6
 addresses, URLs, crypto wallets, MAC addresses, US SSNs and bank numbers, UK NINOs and
-postcodes, and dates. Names (``PERSON``) and places (``LOCATION``) need a named-entity model:
-no spaCy model is published on PyPI by its authors and Switchboard never downloads one, so they
-are recognized only when ``pii_spacy_model`` names a pipeline already installed (a package name
-or a folder). Without it Presidio runs on a blank English tokenizer, which gives the context
-words ("phone", "card"...) that raise pattern scores, and no entities.
+postcodes, and dates. Names (``PERSON``) and places (``LOCATION``) are found from context cues
+(:mod:`bot.privacy.cues`: self-introductions, sign-offs, "Name:" fields, street addresses);
+anywhere else they need a named-entity model: no spaCy model is published on PyPI by its
+authors and Switchboard never downloads one, so the NER recognizer runs only when
+``pii_spacy_model`` names a pipeline already installed (a package name or a folder). Without
+it Presidio runs on a blank English tokenizer, which gives the context words ("phone",
+"card"...) that raise pattern scores, and no entities.
 
 :class:`Redactor` turns detections into reversible tokens kept in a per-turn
 :class:`~bot.privacy.vault.Vault`::
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bot.errors import ConfigError
+from bot.privacy.cues import cue_recognizers
 from bot.privacy.vault import Vault
 
 if TYPE_CHECKING:
@@ -57,7 +60,7 @@ ENTITY_TYPES: dict[str, str] = {
 """Every entity type Switchboard knows (Presidio's names) and the label of its tokens."""
 
 NER_ENTITY_TYPES = frozenset({"PERSON", "LOCATION"})
-"""Entity types that only a named-entity model finds."""
+"""Entity types a named-entity model finds anywhere; without one, only from context cues."""
 
 _LANGUAGE = "en"
 # Presidio logs the words around each match at DEBUG ("Context list is: ..."): message text.
@@ -137,9 +140,9 @@ class Redactor:
     Building one sets Presidio's loggers to WARNING: at DEBUG they print message text.
 
     Args:
-        entities: entity types redacted when a call names none; defaults to every type this
-            redactor can detect. Types in :data:`NER_ENTITY_TYPES` are dropped (see
-            :attr:`unavailable`) when no ``spacy_model`` is given.
+        entities: entity types redacted when a call names none; defaults to every type.
+            Without a ``spacy_model``, types in :data:`NER_ENTITY_TYPES` are found from
+            context cues only (listed in :attr:`cue_only`).
         score_threshold: minimum Presidio score (0 to 1) of a detection.
         phone_regions: ISO 3166 alpha-2 regions whose national phone formats are matched.
         spacy_model: an installed spaCy pipeline (package name or folder) providing NER.
@@ -161,11 +164,10 @@ class Redactor:
         self.score_threshold = score_threshold
         self.phone_regions = tuple(r.upper() for r in phone_regions)
         self.spacy_model = spacy_model
-        self.supported = frozenset(
-            ENTITY_TYPES if spacy_model else set(ENTITY_TYPES) - NER_ENTITY_TYPES
-        )
-        self.entities = tuple(e for e in requested if e in self.supported)
-        self.unavailable = tuple(e for e in requested if e not in self.supported)
+        self.supported = frozenset(ENTITY_TYPES)
+        self.entities = tuple(requested)
+        self.cue_only = () if spacy_model else tuple(e for e in requested if e in NER_ENTITY_TYPES)
+        """Requested types found only from context cues (no NER model)."""
         self._analyzer = self._build_analyzer()
 
     @classmethod
@@ -234,6 +236,7 @@ class Redactor:
             UkNinoRecognizer(),
             UkPostcodeRecognizer(),
             DateRecognizer(),
+            *cue_recognizers(),
         ]
         if self.spacy_model:
             recognizers.append(SpacyRecognizer(supported_entities=sorted(NER_ENTITY_TYPES)))

@@ -97,10 +97,12 @@ def test_unknown_entity_types_are_config_errors(tmp_path: Path) -> None:
         Redactor.from_settings(settings)
 
 
-def test_names_need_an_installed_model_and_none_is_downloaded() -> None:
+def test_without_a_model_names_come_from_cues_and_none_is_downloaded() -> None:
     redactor = Redactor(["EMAIL_ADDRESS", "PERSON", "LOCATION"])
-    assert redactor.entities == ("EMAIL_ADDRESS",)
-    assert redactor.unavailable == ("PERSON", "LOCATION")
+    assert redactor.entities == ("EMAIL_ADDRESS", "PERSON", "LOCATION")
+    assert redactor.cue_only == ("PERSON", "LOCATION")
+    redacted, _ = redactor.redact("Ana Lopez wrote from Valencia.")  # no cue: needs NER
+    assert redacted == "Ana Lopez wrote from Valencia."
     with pytest.raises(ConfigError, match="never downloads"):
         Redactor(["PERSON"], spacy_model="en_core_web_lg")
 
@@ -118,7 +120,7 @@ def test_a_local_spacy_pipeline_gives_person_and_location(tmp_path: Path) -> Non
     )
     nlp.to_disk(tmp_path / "pipeline")
     redactor = Redactor(["PERSON", "LOCATION"], spacy_model=str(tmp_path / "pipeline"))
-    assert redactor.unavailable == ()
+    assert redactor.cue_only == ()
     text = "This is Ana Lopez from Valencia, my parcel is late."
     redacted, vault = redactor.redact(text)
     assert redacted == "This is <PERSON_1> from <LOCATION_1>, my parcel is late."
