@@ -285,3 +285,31 @@ async def test_an_enqueue_whose_reply_was_lost_is_scheduled_without_the_sweeper(
     await rec.wait_for(lambda: len(rec.finished) == runs, within_s=5)
     assert [ids(t.messages) for t in rec.finished] == [["x-1"]] * runs
     assert worker.swept == 0
+
+
+async def test_the_sweeper_finds_a_lost_session_among_many_other_keys(
+    make: Callable[..., RedisLaneQueue], prefix: str
+) -> None:
+    """Enqueue marks (one per message for a day) outnumber the session hashes many times: a
+    sweeper round keeps scanning until it has a batch of hashes, so a lost session is found
+    within a few rounds, not after one round per ``batch`` keys of the whole keyspace."""
+    ingress = make()
+    await ingress.enqueue(msg("x", 1), FOLLOWUP)
+    client = ingress.client
+    ready = ingress.global_keys[0]
+    async with asyncio.timeout(5):
+        while await client.zcard(ready) < 1:  # noqa: ASYNC110 - the global step has no event
+            await asyncio.sleep(0.01)
+    await client.delete(ready)  # lost between the two scripts
+    filler = [f"{prefix}:filler:{i}" for i in range(40_000)]
+    await client.mset(dict.fromkeys(filler, "1"))
+    try:
+        rec = Recorder()
+        worker = make(sweep_s=0.1, sweep_age_s=0.0, sweep_batch=50, poll_s=0.2)
+        await worker.start(rec.handle, rec.on_overflow)
+        # One SCAN step of 50 keys per round would need 800 rounds (80 s) for a pass.
+        await rec.wait_for(lambda: len(rec.finished) == 1, within_s=5)
+        assert worker.swept == 1
+    finally:
+        for start in range(0, len(filler), 5000):
+            await client.delete(*filler[start : start + 5000])

@@ -23,6 +23,10 @@ from bot.lanes.redis.keys import LaneKeys
 logger = logging.getLogger("bot.lanes.redis")
 
 
+MAX_SCAN_STEPS = 50
+"""Most ``SCAN`` steps (``COUNT batch`` each, per node) one sweeper round makes."""
+
+
 class Sweeper:
     """Finds and re-adds lost sessions (see the module docstring).
 
@@ -87,10 +91,11 @@ class Sweeper:
     async def sweep(self, cursors: dict[str, int] | None = None) -> tuple[dict[str, int], int]:
         """One round: re-add lost sessions to the ready zset.
 
-        ``SCAN`` (one call per node, ``COUNT batch``) continues from ``cursors`` over the
-        session hashes; ``S_STUCK`` (one script per session, atomic on its slot) picks those
-        with messages that have been ready or in a quiet window for ``age_s`` or whose lease
-        expired that long ago; ``G_SWEEP`` re-adds those that no global structure (ready,
+        ``SCAN`` (``COUNT batch`` per node and step) continues from ``cursors`` over the
+        session hashes, step after step until ``batch`` hashes were found, the keyspace was
+        scanned through or :data:`MAX_SCAN_STEPS` steps were made; ``S_STUCK`` (one script
+        per session, atomic on its slot) picks those with messages that have been ready or in
+        a quiet window for ``age_s`` or whose lease expired that long ago; ``G_SWEEP`` re-adds those that no global structure (ready,
         delayed, slots, held) holds. A session re-added by mistake costs one empty claim,
         never a duplicate turn (``S_BEGIN`` decides from the session's own state).
 
@@ -105,6 +110,15 @@ class Sweeper:
             redis.exceptions.RedisError, OSError: when Redis cannot be reached.
         """
         hashes, nxt = await self._scan(cursors or {})
+        steps = 1
+        # Most keys are not session hashes (lists, enqueue marks: one per message for a day),
+        # so one SCAN step of COUNT batch finds few: keep stepping until a batch of hashes is
+        # found, the keyspace was scanned through, or MAX_SCAN_STEPS steps were made. A full
+        # pass then takes a few rounds, not one round per ``batch`` keys.
+        while nxt and len(hashes) < self._batch and steps < MAX_SCAN_STEPS:
+            more, nxt = await self._scan(nxt)
+            hashes += more
+            steps += 1
         if not hashes:
             return nxt, 0
         results = await asyncio.gather(
