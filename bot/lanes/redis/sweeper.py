@@ -95,9 +95,10 @@ class Sweeper:
         session hashes, step after step until ``batch`` hashes were found, the keyspace was
         scanned through or :data:`MAX_SCAN_STEPS` steps were made; ``S_STUCK`` (one script
         per session, atomic on its slot) picks those with messages that have been ready or in
-        a quiet window for ``age_s`` or whose lease expired that long ago; ``G_SWEEP`` re-adds those that no global structure (ready,
-        delayed, slots, held) holds. A session re-added by mistake costs one empty claim,
-        never a duplicate turn (``S_BEGIN`` decides from the session's own state).
+        a quiet window for ``age_s`` or whose lease expired that long ago; ``G_SWEEP``
+        re-adds those that no global structure (ready, delayed, slots, held) holds. A session
+        re-added by mistake costs one empty claim, never a duplicate turn (``S_BEGIN``
+        decides from the session's own state).
 
         Args:
             cursors: the ``SCAN`` cursor per node name of the previous round (``{}``: start).
