@@ -3,20 +3,72 @@
 Every channel that takes JSON it defines itself (REST, web chat, memory) answers a bad body the
 same way: malformed JSON or a schema violation is :class:`~bot.errors.PayloadInvalid` (HTTP 400)
 naming the dotted field, and text over the configured size is
-:class:`~bot.errors.PayloadTooLarge` (HTTP 413).
+:class:`~bot.errors.PayloadTooLarge` (HTTP 413). Platform payloads (Slack, Telegram, Discord,
+Bot Framework) are translated by plain functions marked :func:`rejects_malformed`: a value of
+an unexpected type or shape deep inside one is a 400, not a 500 that the platform would retry
+(Telegram redelivers a failed update before any later one).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import traceback
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from bot.errors import PayloadInvalid, PayloadTooLarge
+from bot.errors import PayloadInvalid, PayloadTooLarge, SwitchboardError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+SHAPE_ERRORS = (TypeError, AttributeError, ValueError, LookupError)
+"""What reading a payload of an unexpected shape raises in translation code (a number where a
+string was expected, a list where an object was: ``TypeError``, ``AttributeError``; pydantic's
+``ValidationError`` is a ``ValueError``; a missing key or index: ``LookupError``)."""
+
+
+def rejects_malformed(platform: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Mark a function that translates a verified ``platform`` payload.
+
+    The errors of :data:`SHAPE_ERRORS` it raises become :class:`~bot.errors.PayloadInvalid`
+    (HTTP 400), logged as ``payload.malformed`` with the error's type and the line that raised
+    it (never the payload: it holds message text). Switchboard's own errors pass unchanged.
+
+    Args:
+        platform: the platform's name in the error message and the log (``"slack"``...).
+    """
+
+    def decorate(translate: Callable[P, R]) -> Callable[P, R]:
+        @functools.wraps(translate)
+        def guarded(*args: P.args, **kwargs: P.kwargs) -> R:
+            try:
+                return translate(*args, **kwargs)
+            except SwitchboardError:
+                raise
+            except SHAPE_ERRORS as exc:
+                frame = traceback.extract_tb(exc.__traceback__)[-1]
+                log.warning(
+                    "payload.malformed",
+                    extra={
+                        "platform": platform,
+                        "error": type(exc).__name__,
+                        "at": f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}",
+                    },
+                )
+                raise PayloadInvalid(
+                    f"malformed {platform} payload: a field has an unexpected type or shape"
+                ) from exc
+
+        return guarded
+
+    return decorate
 
 
 def decode_json(data: bytes) -> Any:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.errors import PayloadInvalid
+from bot.payload import rejects_malformed
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -132,6 +133,7 @@ class DiscordInteraction(_Model):
         return None
 
 
+@rejects_malformed("discord")
 def parse_message(data: Mapping[str, Any]) -> DiscordMessage:
     """Validate a message object.
 
@@ -141,6 +143,7 @@ def parse_message(data: Mapping[str, Any]) -> DiscordMessage:
     return _validate(DiscordMessage, data, "d")
 
 
+@rejects_malformed("discord")
 def parse_interaction(data: Mapping[str, Any]) -> DiscordInteraction:
     """Validate an interaction object.
 
@@ -150,6 +153,7 @@ def parse_interaction(data: Mapping[str, Any]) -> DiscordInteraction:
     return _validate(DiscordInteraction, data, "d")
 
 
+@rejects_malformed("discord")
 def parse_channel(data: Mapping[str, Any]) -> PartialChannel:
     """Validate a channel object (``GET /channels/{id}``).
 

@@ -38,6 +38,7 @@ from typing import Any
 from bot.channel import Ignored, Parsed, ParseResult
 from bot.envelope import Attachment, InboundMessage, Participant, SessionKey, session_key
 from bot.errors import PayloadInvalid
+from bot.payload import rejects_malformed
 from channels.discord.models import (
     DiscordInteraction,
     DiscordMessage,
@@ -216,6 +217,7 @@ def plain_text(msg: DiscordMessage, bot_id: str | None) -> str:
     return re.sub(r"[ \t]{2,}", " ", text).strip()
 
 
+@rejects_malformed("discord")
 def message_to_result(
     data: Mapping[str, Any],
     *,
@@ -333,6 +335,7 @@ def interaction_session(
     return None
 
 
+@rejects_malformed("discord")
 def interaction_to_result(
     data: Mapping[str, Any], *, bot_id: str | None, thread_id: str | None = None
 ) -> ParseResult:
@@ -397,6 +400,7 @@ def interaction_to_result(
     )
 
 
+@rejects_malformed("discord")
 def parse_recorded(data: bytes, *, bot_id: str | None) -> ParseResult:
     """What ``switchboard parse discord FILE`` runs: frame or bare object → envelope.
 

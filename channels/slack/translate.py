@@ -36,6 +36,7 @@ from bot.envelope import (
     utcnow,
 )
 from bot.errors import PayloadInvalid
+from bot.payload import rejects_malformed
 
 CHANNEL = "slack"
 DESK_ACTION_PREFIX = "switchboard.desk."
@@ -365,6 +366,7 @@ def _parse_block_actions(payload: dict[str, Any]) -> ParseResult:
     )
 
 
+@rejects_malformed("slack")
 def parse_payload(
     payload: dict[str, Any], settings: Settings, *, bot_user_id: str | None = None
 ) -> ParseResult:

@@ -40,7 +40,7 @@ from bot.envelope import (
     session_key,
 )
 from bot.errors import PayloadInvalid, PayloadTooLarge
-from bot.payload import decode_json
+from bot.payload import decode_json, rejects_malformed
 
 CHANNEL = "teams"
 NO_TENANT = "default"
@@ -292,6 +292,7 @@ def bot_was_added(activity: dict[str, Any]) -> bool:
     return any(isinstance(m, dict) and m.get("id") == bot_id for m in added)
 
 
+@rejects_malformed("teams")
 def to_result(
     activity: dict[str, Any],
     *,

@@ -16,6 +16,7 @@ from typing import Any, Final
 from telegram import Update
 
 from bot.errors import PayloadInvalid
+from bot.payload import rejects_malformed
 
 _UNSUPPORTED_CONTENT = (
     "sticker",
@@ -85,6 +86,7 @@ def check_message(msg: Any, where: str) -> None:
         )
 
 
+@rejects_malformed("telegram")
 def decode_update(doc: Any) -> Update:
     """Validate a decoded JSON ``Update`` and build PTB's object from it.
 

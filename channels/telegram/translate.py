@@ -36,6 +36,7 @@ from telegram.constants import ChatType
 from bot.channel import Ignored, Parsed
 from bot.envelope import Attachment, InboundMessage, Participant, SessionKey, session_key
 from bot.errors import PayloadInvalid
+from bot.payload import rejects_malformed
 from channels.telegram.decode import (
     UNSUPPORTED_KEY,
     check_message,
@@ -381,6 +382,7 @@ def parse_callback(
     )
 
 
+@rejects_malformed("telegram")
 def parse_update(update: Update, ctx: ParseContext, raw: dict[str, Any]) -> UpdateResult:
     """One Update to an envelope (``event_id`` = ``update_id``), an Ignored, or a Migration.
 
@@ -402,6 +404,7 @@ def parse_update(update: Update, ctx: ParseContext, raw: dict[str, Any]) -> Upda
     return Ignored(f"update type {kinds[0] if kinds else 'empty'!r} is not handled")
 
 
+@rejects_malformed("telegram")
 def parse_recorded(doc: Any, ctx: ParseContext) -> UpdateResult:
     """Parse a recorded payload: an ``Update``, or a bare ``Message`` (wrapped for inspection).
 
