@@ -29,6 +29,7 @@ from bot.channel import Ignored, Parsed, ParseResult
 from bot.config import Settings
 from bot.envelope import Attachment, InboundMessage, Participant, SessionKey, session_key
 from bot.errors import PayloadInvalid, PayloadTooLarge
+from bot.payload import rejects_malformed
 from channels.email.body import (
     HEADER_ERRORS,
     attachment_bytes,
@@ -179,6 +180,7 @@ def _sent_at(msg: EmailMessage) -> datetime | None:
 
 
 # --- inbound ------------------------------------------------------------------------------------
+@rejects_malformed("email")
 def parse_email(
     data: bytes,
     *,

@@ -116,3 +116,38 @@ def test_shape_errors_become_payload_invalid_and_switchboard_errors_pass() -> No
     assert isinstance(info.value.__cause__, TypeError)
     with pytest.raises(PayloadInvalid, match="no id"):
         translate("refused")
+
+
+def email_mutants(data: bytes, rng: random.Random) -> Iterator[bytes]:
+    """Truncated copies, copies with a few bytes flipped, and mangled headers of a message."""
+    for part in (2, 3, 5, 10):
+        yield data[: len(data) // part]
+    for _ in range(6):
+        flipped = bytearray(data)
+        for _ in range(5):
+            flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+        yield bytes(flipped)
+    yield data.replace(b"charset=", b"charset=x-unknown-", 1)
+    yield data.replace(b"From:", b"From: =?utf-8?b?!!!?= <>\nX-Old-From:", 1)
+
+
+def test_no_damaged_email_crashes_the_parser(tmp_path: Path) -> None:
+    """A message the IMAP reader or the SMTP listener cannot parse is rejected and logged; an
+    exception from the standard library's parser would stop the IMAP session on the same
+    message at every reconnect (or make the sending server retry it for days)."""
+    cls = channel_class("email")
+    settings = Settings(data_dir=tmp_path)
+    rng = random.Random(0)
+    crashes: dict[tuple[str, str], str] = {}
+    mutants = 0
+    for path in sorted((PAYLOADS.parent / "emails").rglob("*.eml")):
+        for data in email_mutants(path.read_bytes(), rng):
+            mutants += 1
+            try:
+                cls.parse_payload(data, filename=path.name, settings=settings)
+            except SwitchboardError:
+                pass
+            except Exception as exc:  # the bug this test is for
+                crashes.setdefault((type(exc).__name__, str(exc)[:80]), path.name)
+    assert mutants > 1000
+    assert crashes == {}
