@@ -29,7 +29,7 @@ from typing import Any
 
 from bot.errors import PayloadInvalid
 from bot.privacy.injection import InjectionDetector
-from bot.privacy.redact import PiiSpan, Redactor
+from bot.privacy.redact import IDENTITY_RECOGNIZERS, PiiSpan, Redactor
 
 TEST_FILE_ENTITY = {
     "test_email_recognizer.py": "EMAIL_ADDRESS",
@@ -46,7 +46,25 @@ TEST_FILE_ENTITY = {
     "test_uk_postcode_recognizer.py": "UK_POSTCODE",
     "test_date_recognizer.py": "DATE_TIME",
 }
-"""Presidio test file name to the entity type its cases are about."""
+"""Presidio test file name to the entity type its cases are about (with :func:`entity_of`)."""
+
+
+def entity_of(test_file: str) -> str | None:
+    """The entity type a Presidio test file is about, e.g. ``test_es_nif_recognizer.py``.
+
+    Listed in :data:`TEST_FILE_ENTITY`, else the type of the identity-number recognizer whose
+    module the test is named after (``es_nif_recognizer.py``); None when neither.
+    """
+    if test_file in TEST_FILE_ENTITY:
+        return TEST_FILE_ENTITY[test_file]
+    from presidio_analyzer import predefined_recognizers
+
+    for entity, class_name in IDENTITY_RECOGNIZERS.items():
+        module = getattr(predefined_recognizers, class_name).__module__.rsplit(".", 1)[-1]
+        if test_file == f"test_{module}.py":
+            return entity
+    return None
+
 
 _CONFIG_PARAMS = frozenset({"leniency"})
 
@@ -182,7 +200,7 @@ def bench_pii(
     wanted = sorted(redactor.supported) if entities is None else list(entities)
     for record in records:
         params = record.get("params", {})
-        entity = TEST_FILE_ENTITY.get(Path(str(record.get("source_file", ""))).name)
+        entity = entity_of(Path(str(record.get("source_file", ""))).name)
         text = params.get("text", params.get("iban"))
         reason = None
         if entity is None:

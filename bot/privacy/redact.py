@@ -57,6 +57,40 @@ ENTITY_TYPES: dict[str, str] = {
     "PERSON": "PERSON",
     "LOCATION": "LOCATION",
 }
+
+IDENTITY_RECOGNIZERS: dict[str, str] = {
+    "US_DRIVER_LICENSE": "UsLicenseRecognizer",
+    "US_ITIN": "UsItinRecognizer",
+    "US_PASSPORT": "UsPassportRecognizer",
+    "MEDICAL_LICENSE": "MedicalLicenseRecognizer",
+    "ABA_ROUTING_NUMBER": "AbaRoutingRecognizer",
+    "UK_NHS": "NhsRecognizer",
+    "UK_PASSPORT": "UkPassportRecognizer",
+    "UK_DRIVING_LICENCE": "UkDrivingLicenceRecognizer",
+    "CA_SIN": "CaSinRecognizer",
+    "ES_NIF": "EsNifRecognizer",
+    "ES_NIE": "EsNieRecognizer",
+    "IT_FISCAL_CODE": "ItFiscalCodeRecognizer",
+    "PL_PESEL": "PlPeselRecognizer",
+    "FI_PERSONAL_IDENTITY_CODE": "FiPersonalIdentityCodeRecognizer",
+    "SE_PERSONNUMMER": "SePersonnummerRecognizer",
+    "DE_TAX_ID": "DeTaxIdRecognizer",
+    "AU_TFN": "AuTfnRecognizer",
+    "AU_MEDICARE": "AuMedicareRecognizer",
+    "SG_NRIC_FIN": "SgFinRecognizer",
+    "IN_AADHAAR": "InAadhaarRecognizer",
+    "IN_PAN": "InPanRecognizer",
+    "KR_RRN": "KrRrnRecognizer",
+    "TR_NATIONAL_ID": "TrNationalIdRecognizer",
+    "TH_TNIN": "ThTninRecognizer",
+    "ZA_ID_NUMBER": "ZaIdNumberRecognizer",
+    "NG_NIN": "NgNinRecognizer",
+}
+"""Personal identity numbers (driving licences, passports, tax and national ids) and the
+Presidio recognizer class of each; most validate a check digit. Run on English-analyzed text
+whatever the country (a message's language is not known)."""
+
+ENTITY_TYPES.update({entity: entity for entity in IDENTITY_RECOGNIZERS})
 """Every entity type Switchboard knows (Presidio's names) and the label of its tokens."""
 
 NER_ENTITY_TYPES = frozenset({"PERSON", "LOCATION"})
@@ -110,9 +144,10 @@ def check_entity_types(names: Iterable[str]) -> list[str]:
 def _resolve_overlaps(found: Sequence[PiiSpan]) -> list[PiiSpan]:
     """Non-overlapping spans covering every detected character.
 
-    Overlapping detections form one span over their union, typed by the most confident of
-    them (the longer on a tie), so no part of a value is left in clear because another
-    recognizer claimed a piece of it.
+    Overlapping detections form one span over their union, so no part of a value is left in
+    clear because another recognizer claimed a piece of it. The span is typed by the longest
+    of them (the most confident on a tie): a value that contains a shorter one is what was
+    written (an IPv6 address whose digit groups pass an identity number's check digit).
     """
     ordered = sorted(found, key=lambda s: (s.start, -s.end))
     out: list[PiiSpan] = []
@@ -124,7 +159,7 @@ def _resolve_overlaps(found: Sequence[PiiSpan]) -> list[PiiSpan]:
             group_end = max(group_end, span.end)
             continue
         if group:
-            best = max(group, key=lambda s: (s.score, s.end - s.start))
+            best = max(group, key=lambda s: (s.end - s.start, s.score))
             out.append(PiiSpan(best.type, group[0].start, group_end, best.score))
         if span is not None:
             group, group_end = [span], span.end
@@ -238,6 +273,11 @@ class Redactor:
             DateRecognizer(),
             *cue_recognizers(),
         ]
+        from presidio_analyzer import predefined_recognizers
+
+        for class_name in IDENTITY_RECOGNIZERS.values():
+            cls = getattr(predefined_recognizers, class_name)
+            recognizers.append(cls(supported_language=_LANGUAGE))
         if self.spacy_model:
             recognizers.append(SpacyRecognizer(supported_entities=sorted(NER_ENTITY_TYPES)))
         return recognizers

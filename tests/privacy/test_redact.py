@@ -172,3 +172,31 @@ def test_tokenize_reuses_one_analysis_across_vaults(redactor: Redactor) -> None:
     two = Redactor.tokenize(plain, redactor.analyze(plain, ["EMAIL_ADDRESS"]), second)
     assert two == "real: <EMAIL_2>"
     assert second.restore(two) == plain
+
+
+@pytest.mark.parametrize(
+    ("entity", "text", "value"),
+    [
+        ("ES_NIF", "Mi NIF es 55555555K, gracias", "55555555K"),
+        ("PL_PESEL", "PESEL: 44051401359", "44051401359"),
+        ("UK_NHS", "NHS number 401 023 2137", "401 023 2137"),
+    ],
+)
+def test_identity_numbers_with_a_valid_check_digit_are_redacted(
+    entity: str, text: str, value: str
+) -> None:
+    redactor = Redactor([entity])
+    redacted, vault = redactor.redact(text)
+    assert value not in redacted
+    assert f"<{entity}_1>" in redacted
+    assert vault.restore(redacted) == text
+    wrong_check = value[:-1] + ("0" if value[-1] != "0" else "1")
+    assert redactor.analyze(text.replace(value, wrong_check)) == []
+
+
+def test_a_value_containing_another_is_typed_as_the_longer_one() -> None:
+    """The digit groups of this IPv6 address pass the Aadhaar check digit: the address is
+    still one ``<IP_ADDRESS_1>``, not an Aadhaar number with its ends in clear."""
+    redactor = Redactor(["IP_ADDRESS", "IN_AADHAAR"])
+    text = "my ip: 684D:1111:222:3333:4444:5555:6:77"
+    assert redactor.redact(text)[0] == "my ip: <IP_ADDRESS_1>"
