@@ -239,6 +239,8 @@ class Settings(BaseSettings):
             "CREDIT_CARD",
             "IBAN_CODE",
             "IP_ADDRESS",
+            "US_SSN",
+            "UK_NINO",
             "PERSON",
             "LOCATION",
         ]
