@@ -4,13 +4,14 @@ Mounted at ``/console`` as an aiohttp sub-application (it has its own session an
 middlewares, which touch nothing else of the server):
 
 - ``GET /console/``: the single-page console (HTML); ``GET /console/static/{file}``: its JS, CSS.
-- ``POST /console/api/login`` ``{"name", "password"}`` → ``{"agent", "permissions", "csrf"}``;
+- ``POST /console/api/login`` ``{"name", "password"}`` → ``{"agent", "permissions", "csrf",
+  "extensions"}`` (the ``switchboard.console`` extensions loaded, e.g. ``["knowledge"]``);
   401 when wrong, 429 (``Retry-After``) after too many failures.
-- ``POST /console/api/logout`` → 204. ``GET /console/api/me`` → ``{"agent", "permissions",
-  "csrf", "capacity"}``; 401 when logged out. ``agent`` is ``{"name", "display_name", "role",
+- ``POST /console/api/logout`` → 204. ``GET /console/api/me`` → ``{"agent", "permissions", "csrf",
+  "capacity", "extensions"}``; 401 when logged out. ``agent`` is ``{"name", "display_name", "role",
   "active"}``; ``permissions`` lists ``read``, ``act``, ``manage`` as the role grants
-  (:data:`bot.auth.ROLE_PERMISSIONS`). Every call below checks them on the server: reading
-  needs ``read``; claim, reply, note and resolve need ``act`` (403 for a viewer).
+  (:data:`bot.auth.ROLE_PERMISSIONS`). Every call below checks them on the server: reading needs
+  ``read``; claim, reply, note and resolve need ``act`` (403 for a viewer).
 - ``/console/api/agents``: account administration (``manage``, admins): :mod:`bot.console.admin`.
 - canned replies, search, copilot, analytics: :mod:`bot.console.desk_routes`.
 - the audit log and customer export/erase (admins): :mod:`bot.console.privacy_routes`.
@@ -91,6 +92,8 @@ EXTENSIONS = "switchboard.console"
 
 
 LIMITER_KEY = web.AppKey("switchboard_console_limiter", auth.LoginLimiter)
+EXTENSIONS_KEY: web.AppKey[list[str]] = web.AppKey("switchboard_console_extensions")
+"""Names of the ``switchboard.console`` extensions loaded (the page shows only their parts)."""
 STREAMS_KEY: web.AppKey[set[asyncio.Task[Any]]] = web.AppKey("switchboard_console_streams")
 
 _STATUS = {
@@ -191,6 +194,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             "agent": agent_json(account),
             "permissions": sorted(p.value for p in auth.permissions(account)),
             "csrf": token,
+            "extensions": request.app[EXTENSIONS_KEY],
         }
     )
 
@@ -215,6 +219,7 @@ async def me(request: web.Request) -> web.StreamResponse:
             "permissions": sorted(p.value for p in auth.permissions(account)),
             "csrf": session.get("csrf"),
             "capacity": hub_of(request).settings.agent_capacity,
+            "extensions": request.app[EXTENSIONS_KEY],
         }
     )
 
@@ -416,9 +421,12 @@ def console_app(hub: ConsoleHub) -> web.Application:
             *customer.ROUTES,
         ]
     )
+    loaded: list[str] = []
     for extension in entry_points(group=EXTENSIONS):
         # Before the console is mounted: aiohttp freezes a mounted application's routes.
         extension.load()(app, hub)
+        loaded.append(extension.name)
+    app[EXTENSIONS_KEY] = sorted(loaded)
     return app
 
 

@@ -127,6 +127,8 @@ class TestPageAndLogin:
         assert me.status == 200
         assert (await me.json())["csrf"] == body["csrf"]
         assert (await me.json())["permissions"] == ["act", "read"]
+        # The page shows the Knowledge view only when its console extension is loaded.
+        assert (await me.json())["extensions"] == body["extensions"] == ["knowledge"]
 
         assert (await post(client, "/console/api/logout", None)).status == 403
         assert (await post(client, "/console/api/logout", "forged")).status == 403

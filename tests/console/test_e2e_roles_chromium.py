@@ -116,6 +116,7 @@ async def test_admin_adds_a_viewer_who_cannot_act(
             admin.once("dialog", lambda dialog: dialog.accept())
             await admin.get_by_test_id("subject-erase").click()
             await expect(admin.get_by_test_id("toast").last).to_contain_text("Erased: 1")
+            await expect(admin.locator(".queue-item")).to_have_count(0)  # gone from the list
             await expect(log.locator('[data-action="privacy.erase"]')).to_have_count(1)
             await shot(admin, "console-audit.png")
             assert await hub.handoff.queue() == []

@@ -70,6 +70,7 @@
     try {
       const report = await C().api("POST", "/customers/erase", { id, confirm: true });
       C().toast(`Erased: ${report.sessions} conversation(s); request ${report.request_id}.`);
+      await C().refreshQueue();  // their conversations leave the queue list now
     } catch (err) {
       if (err.status !== 401) C().toast(err.message, "error");
     }

@@ -138,7 +138,10 @@
     $("agent-name").textContent = me.agent.display_name;
     $("agent-role").textContent = me.agent.role;
     $("agents-open").hidden = !can("manage");
-    emit("app", { agent: me.agent, permissions: state.permissions, csrf: state.csrf });
+    emit("app", {
+      agent: me.agent, permissions: state.permissions, csrf: state.csrf,
+      extensions: me.extensions || [],
+    });
     openEvents();
     await refreshQueue();
     const fromHash = decodeURIComponent(location.hash.replace(/^#\/c\//, ""));
@@ -561,6 +564,7 @@
     agent: () => state.agent,
     selected: () => state.selected,
     select: (key) => select(key),
+    refreshQueue: () => refreshQueue(),
   };
   document.addEventListener("DOMContentLoaded", init);
 })();

@@ -329,7 +329,9 @@
 
   document.addEventListener("switchboard:app", (event) => {
     build();
-    state.manage = (event.detail.permissions || []).includes("manage");
+    // Managers only, and only when the knowledge package's console extension is loaded.
+    state.manage = (event.detail.permissions || []).includes("manage")
+      && (event.detail.extensions || []).includes("knowledge");
     state.csrf = event.detail.csrf;
     $("knowledge-open").hidden = !state.manage;
     conversationButton().hidden = !state.manage;
