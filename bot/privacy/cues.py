@@ -5,7 +5,8 @@ Support messages name people in a few set ways: a self-introduction ("my name is
 regards, Ana Lopez") and a form-like field ("Name: Ana Lopez"). Street addresses have a shape:
 a house number, capitalized words and a street type ("12 Baker Street", "1600 Pennsylvania Ave
 NW, Suite 4"), or a German style street word and number ("Hauptstraße 5"), or a post-office
-box. These recognizers are Presidio pattern recognizers (``regex`` module: the cue sits in a
+box, or whatever follows "my address is" or an "Address:" field when it holds a number. These
+recognizers are Presidio pattern recognizers (``regex`` module: the cue sits in a
 look-behind, so only the name or the address is the span) for ``PERSON`` and ``LOCATION``. A
 spaCy NER model (``pii_spacy_model``) finds names and places anywhere; these find them where
 the wording says what they are, with or without a model.
@@ -59,6 +60,14 @@ _SIGN_OFF = (
 )
 
 _DASHES = r"(?:[\-\u2013\u2014]+[ \t]*)?"  # "-- Ana", "— Ana"
+
+# "my shipping address is ...", "Address: ..." (a form field): what follows, to the end of the
+# sentence or line, when it holds a digit (a house number or a postcode).
+_ADDRESS_CUE = (
+    r"(?i:\bmy\s+(?:new\s+|current\s+|home\s+|shipping\s+|billing\s+|delivery\s+|postal\s+"
+    r"|mailing\s+|street\s+)?address\s+is\s*:?|^[ \t]*(?:(?:shipping|billing|delivery|postal"
+    r"|mailing|home|street)[ \t]+)?address[ \t]*:)"
+)
 
 _STREET_TYPES = (
     "Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|"
@@ -132,6 +141,12 @@ def cue_recognizers() -> list[EntityRecognizer]:
                 0.7,
             ),
             Pattern("po box", r"\b(?i:p\.?\s?o\.?\s?box|post\s+office\s+box)[ \t]+\d{1,7}\b", 0.6),
+            Pattern(
+                "address after its cue",
+                rf"(?<={_ADDRESS_CUE}[ \t]*)(?=[^\n.;!?]*\d)[^\s.,;:!?][^\n;!?]{{3,118}}?"
+                r"(?=[ \t]*(?:\.[ \t]|\.?\r?$|[;!?\n]))",
+                0.85,
+            ),
         ],
     )
     return [person, location]

@@ -35,11 +35,20 @@ def cues() -> Redactor:
         ("Please ship it to 221B Baker Street, London.", ["221B Baker Street"]),
         (
             "My address is 1600 Pennsylvania Ave NW, Suite 400, DC",
-            ["1600 Pennsylvania Ave NW, Suite 400"],
+            ["1600 Pennsylvania Ave NW, Suite 400, DC"],
         ),
         ("I live at 42 5th Avenue Apt 3B", ["42 5th Avenue Apt 3B"]),
         ("Lieferadresse: Hauptstraße 5, 10115 Berlin", ["Hauptstraße 5"]),
         ("Send it to PO Box 1234 please", ["PO Box 1234"]),
+        (
+            "My shipping address is Flat 3, 12 rue de la Paix, 75002 Paris. Please hurry!",
+            ["Flat 3, 12 rue de la Paix, 75002 Paris"],
+        ),
+        (
+            "my address is 4-2-8 Shibakoen, Minato-ku, Tokyo 105-0011",
+            ["4-2-8 Shibakoen, Minato-ku, Tokyo 105-0011"],
+        ),
+        ("Address: Calle Mayor 5, 28013 Madrid\nPhone: none", ["Calle Mayor 5, 28013 Madrid"]),
     ],
 )
 def test_names_and_addresses_in_their_usual_wording_are_found(
@@ -64,6 +73,9 @@ def test_names_and_addresses_in_their_usual_wording_are_found(
         "Press the Power key for 3 seconds and tap Restart.",
         "The 3 Way Switch is broken",
         "my name is ana lopez",  # lower case: missed (precision over recall)
+        "My address is the same as before.",
+        "my IP address is 10.0.0.1",
+        "Wi-Fi address: 3 steps to find it",
     ],
 )
 def test_ordinary_support_text_is_left_alone(cues: Redactor, text: str) -> None:
