@@ -43,10 +43,16 @@
 
   function notify(message, kind) {
     const box = $("sla-alerts");
-    const item = el("p", { class: `alert ${kind || ""}`, "data-testid": "assign-alert", text: message });
-    box.append(item);
+    // The same message shown again (one change seen twice) renews the alert, never a second one.
+    let item = [...box.children].find((node) => node.textContent === message);
+    if (item) clearTimeout(Number(item.dataset.timer));
+    else {
+      item = el("p", { class: `alert ${kind || ""}`, "data-testid": "assign-alert", text: message });
+      box.append(item);
+    }
     box.hidden = false;
-    setTimeout(() => { item.remove(); box.hidden = !box.children.length; }, 8000);
+    const shown = item;
+    shown.dataset.timer = String(setTimeout(() => { shown.remove(); box.hidden = !box.children.length; }, 8000));
   }
 
   function formatLeft(seconds) {
@@ -266,11 +272,16 @@
     $("presence-list").replaceChildren(...presence.agents.map((a) => {
       const capacity = el("input", { type: "number", min: "0", max: "100", value: a.capacity, class: "capacity",
                                      "data-testid": "agent-capacity", disabled: !manage });
+      let saved = Number(a.capacity);
       capacity.addEventListener("change", async () => {
+        const wanted = Number(capacity.value);
+        if (wanted === saved) return;  // a second change event for the same edit
         try {
-          await api("POST", `/presence/${encodeURIComponent(a.name)}`, { capacity: Number(capacity.value) });
-          notify(`${a.name} takes ${capacity.value} conversations at once.`);
+          saved = wanted;
+          await api("POST", `/presence/${encodeURIComponent(a.name)}`, { capacity: wanted });
+          notify(`${a.name} takes ${wanted} conversations at once.`);
         } catch (err) {
+          saved = Number(a.capacity);
           notify(err.message, "error");
         }
       });
