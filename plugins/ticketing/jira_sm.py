@@ -13,10 +13,14 @@ The SDK is synchronous: calls run in a thread. Its own retry loop is off (``max_
 a 429 becomes :class:`~bot.errors.RateLimited` with ``Retry-After`` and tenacity waits out short
 limits (:func:`~plugins.ticketing.remote.call_remote`).
 
-A customer request cannot carry a hidden reference at creation, so :meth:`JiraTickets.find`
-cannot recognize a request created before a crash: the hub's lease keeps two processes from
-creating the same deferred request; only a crash between Jira's answer and the hub's write can
-leave a second request (see ``docs/integrations/jira.md``).
+A customer request cannot carry a hidden reference at creation, so the hub's reference is the
+description's last line (``Switchboard reference: SB-…``) and :meth:`JiraTickets.find` looks it
+up with JQL (``GET /rest/api/2/search/jql``, Jira's enhanced search,
+https://developer.atlassian.com/cloud/jira/platform/rest/v2/api-group-issue-search/), then
+checks the line in each hit. A request whose answer was lost (a timeout, a 5xx after Jira
+created it) or whose process died before writing the answer down is found when the creation is
+retried, not raised twice. The enhanced search is eventually consistent: a request created
+seconds before the retry may not be indexed yet; the deferred retry comes later than that.
 """
 
 from __future__ import annotations
@@ -62,6 +66,9 @@ TO_HUB_PRIORITY: Final = {
 }
 """Jira's default priority names (lower-cased) → hub priorities."""
 
+REFERENCE_LINE: Final = "Switchboard reference: {ref}"
+"""The last line of every request's description: the hub's reference (:meth:`JiraTickets.find`)."""
+
 TARGET_CATEGORY: Final = {
     "open": ("new", "indeterminate"),
     "pending": ("indeterminate", "new"),
@@ -106,6 +113,7 @@ class JiraTickets:
         self._site = settings.jira_url.rstrip("/")
         self._desk = str(settings.jira_service_desk_id)
         self._request_type = str(settings.jira_request_type_id)
+        self._project: str | None = None
         self._client = JIRA(
             server=self._site,
             basic_auth=(settings.jira_email, settings.jira_api_token.get_secret_value()),
@@ -114,6 +122,9 @@ class JiraTickets:
             timeout=settings.ticket_timeout_s,
             options={"check_update": False},
         )
+        # Jira Service Management Cloud, without the server-info round trip at start: the SDK
+        # refuses its Cloud-only calls (the enhanced search of find) unless it knows.
+        self._client.deploymentType = "Cloud"
 
     async def _call(self, fn: Callable[[], T]) -> T:
         return await call_remote(
@@ -135,7 +146,10 @@ class JiraTickets:
             "requestTypeId": int(self._request_type)
             if self._request_type.isdigit()
             else self._request_type,
-            "requestFieldValues": {"summary": subject, "description": description},
+            "requestFieldValues": {
+                "summary": subject,
+                "description": f"{description}\n\n{REFERENCE_LINE.format(ref=ref)}",
+            },
         }
         if requester.email:
             fields["raiseOnBehalfOf"] = requester.email
@@ -162,8 +176,44 @@ class JiraTickets:
         )
 
     async def find(self, ref: str) -> RemoteTicket | None:
-        """Always None: a customer request keeps no hidden reference (see the module)."""
+        """The request raised for hub reference ``ref``, or None (see the module).
+
+        JQL: the reference as a phrase in the text of the service desk's project's issues; a
+        hit counts only when its description holds the exact reference line.
+
+        Raises:
+            bot.errors.BackendUnavailable, bot.errors.RateLimited: as every call.
+        """
+        project = await self._project_key()
+        quoted = ref.replace("\\", "").replace('"', "")
+        jql = f'project = "{project}" AND text ~ "\\"{quoted}\\"" ORDER BY created DESC'
+
+        def run() -> list[str]:
+            found = self._client.enhanced_search_issues(
+                jql, maxResults=10, fields=[], json_result=True
+            )
+            assert isinstance(found, dict)
+            return [str(i.get("key") or i.get("id")) for i in found.get("issues", [])]
+
+        line = REFERENCE_LINE.format(ref=ref)
+        for key in await self._call(run):
+            ticket = await self.get(key)
+            if ticket is not None and line in ticket.description.splitlines():
+                return ticket
         return None
+
+    async def _project_key(self) -> str:
+        """The key of the service desk's project (``GET /rest/servicedeskapi/servicedesk/{id}``).
+
+        Raises:
+            bot.errors.PayloadInvalid: when the service desk names no project.
+        """
+        if self._project is None:
+            desk = await self._call(lambda: self._client.service_desk(self._desk))
+            self._project = str(getattr(desk, "projectKey", "") or "")
+            if not self._project:
+                raise PayloadInvalid(f"service desk {self._desk} names no project")
+        return self._project
 
     async def get(self, remote_id: str) -> RemoteTicket | None:
         """The issue with its comments (``GET /rest/api/2/issue/{key}``); None when unknown."""

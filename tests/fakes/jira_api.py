@@ -1,7 +1,9 @@
 """A fake Jira Cloud platform v2 and Jira Service Management API.
 
 ``GET /rest/api/2/myself``, ``GET /rest/servicedeskapi/servicedesk/{id}``, ``POST
-/rest/servicedeskapi/request``, ``GET /rest/api/2/issue/{key}``, ``POST
+/rest/servicedeskapi/request``, ``GET /rest/api/2/search/jql`` (enhanced search; the JQL it
+understands is ``project = "KEY" AND text ~ "\\"phrase\\""``: issues whose summary or
+description holds the phrase, newest first), ``GET /rest/api/2/issue/{key}``, ``POST
 /rest/api/2/issue/{key}/comment``, ``GET|POST /rest/api/2/issue/{key}/transitions``; Basic auth
 ``{email}:{token}``. It also writes the webhook bodies Jira sends when an agent acts
 (:meth:`FakeJira.agent_reply`, :meth:`FakeJira.resolve`).
@@ -12,6 +14,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +48,8 @@ class FakeJira(FakeTicketSystem):
 
     Attributes:
         issues: issue JSON by key (``SUP-1``...); the service desk is ``desk_id``.
+        lose_next_create: raise the next request but answer 504 (the answer is lost on the way,
+            as when a proxy times out): the client cannot know it was created.
     """
 
     def __init__(
@@ -53,6 +58,7 @@ class FakeJira(FakeTicketSystem):
         super().__init__(email=email, token=token)
         self.desk_id = desk_id
         self.issues: dict[str, dict[str, Any]] = {}
+        self.lose_next_create = False
         self._ids = itertools.count(1)
         self._comment_ids = itertools.count(5001)
 
@@ -65,6 +71,7 @@ class FakeJira(FakeTicketSystem):
             web.get("/rest/api/2/myself", self._myself),
             web.get("/rest/servicedeskapi/servicedesk/{id}", self._desk),
             web.post("/rest/servicedeskapi/request", self._create),
+            web.get("/rest/api/2/search/jql", self._search),
             web.get("/rest/api/2/issue/{key}", self._issue),
             web.post("/rest/api/2/issue/{key}/comment", self._comment),
             web.get("/rest/api/2/issue/{key}/transitions", self._transitions),
@@ -114,6 +121,9 @@ class FakeJira(FakeTicketSystem):
                 "comment": {"comments": [], "total": 0},
             },
         }
+        if self.lose_next_create:
+            self.lose_next_create = False
+            return web.json_response({"errorMessages": ["Gateway Timeout"]}, status=504)
         return web.json_response(
             {
                 "issueId": str(10000 + num),
@@ -125,6 +135,25 @@ class FakeJira(FakeTicketSystem):
             },
             status=201,
         )
+
+    async def _search(self, request: web.Request) -> web.Response:
+        jql = request.query.get("jql", "")
+        project = re.search(r'project\s*=\s*"?([A-Z][A-Z0-9]*)"?', jql)
+        phrase = re.search(r'text\s*~\s*"\\"(.*?)\\""', jql)
+        if project is None or phrase is None:
+            return web.json_response(
+                {"errorMessages": [f"The fake understands no such JQL: {jql}"]}, status=400
+            )
+        hits = [
+            {"id": issue["id"], "key": key}
+            for key, issue in self.issues.items()
+            if key.startswith(f"{project.group(1)}-")
+            and any(
+                phrase.group(1) in str(issue["fields"].get(name) or "")
+                for name in ("summary", "description")
+            )
+        ]
+        return web.json_response({"issues": hits[::-1], "isLast": True})
 
     async def _issue(self, request: web.Request) -> web.Response:
         issue = self.issues.get(request.match_info["key"])

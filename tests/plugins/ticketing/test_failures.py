@@ -158,6 +158,33 @@ async def test_a_lost_answer_does_not_create_a_second_ticket(tmp_path: Path) -> 
             await engine.dispose()
 
 
+async def test_a_lost_jira_answer_does_not_raise_a_second_request(tmp_path: Path) -> None:
+    """A customer request carries no hidden id: the retry finds it by the reference line of its
+    description through JQL (the enhanced search), and raises nothing new."""
+    async with FakeJira() as jira:
+        settings = jira_settings(jira, tmp_path)
+        engine = _engine(tmp_path)
+        tickets = SyncedTicketBackend(JiraTickets(settings), engine, settings)
+        try:
+            jira.lose_next_create = True  # Jira raises it, the answer is lost
+            pending = await open_ticket(tickets)
+            assert pending.queued
+            assert await _sync_due_now(tickets) == 1
+            assert len(jira.calls("POST", "/rest/servicedeskapi/request")) == 1
+            [search] = jira.calls("GET", "/rest/api/2/search/jql")
+            assert f'\\"{pending.id}\\"' in search.query["jql"]
+            assert len(jira.issues) == 1
+            ticket = await tickets.get(pending.id)
+            assert ticket is not None
+            assert ticket.id == "SUP-1"
+            assert ticket.description.endswith(f"Switchboard reference: {pending.id}")
+            # Another reference is not taken for this one.
+            assert await JiraTickets(settings).find("SB-999") is None
+        finally:
+            await tickets.close()
+            await engine.dispose()
+
+
 async def test_a_process_dying_after_the_product_created_the_ticket_does_not_cause_a_second(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
