@@ -2,10 +2,11 @@
 customer rates the help, and the rating shows on the analytics page.
 
 On the way: the bot's Markdown renders in the widget and in the console with nothing that runs
-(``<img onerror>`` and a ``javascript:`` link stay inert), the copilot summarizes the
-conversation and suggests the best knowledge passage, a canned reply is inserted with its
-placeholders filled, the conversation is found by search. With ``SWITCHBOARD_SCREENSHOTS=1``
-the pages are saved to ``docs/images/`` for docs/console.md.
+(``<img onerror>`` and a ``javascript:`` link stay inert), what a hostile customer types
+(``<img onerror>``, ``<a href="javascript:...">``, ``<script>``) shows as plain text in both,
+the copilot summarizes the conversation and suggests the best knowledge passage, a canned reply
+is inserted with its placeholders filled, the conversation is found by search. With
+``SWITCHBOARD_SCREENSHOTS=1`` the pages are saved to ``docs/images/`` for docs/console.md.
 """
 
 from __future__ import annotations
@@ -39,6 +40,21 @@ ATTACK = (
     "[guide](https://docs.example.com/slack)"
 )
 PASSAGE = "Invite the bot to the channel with /invite @Switchboard, then mention it in a thread."
+TYPED = (
+    '<img src=x onerror="window.__xss=3"> <a href="javascript:window.__xss=4">see</a> '
+    "[here](javascript:window.__xss=5) <script>window.__xss=6</script>"
+)
+"""What a hostile customer types: shown as text, never as markup, in the widget and console."""
+
+
+async def assert_shown_as_text(page: Any, message: Any) -> None:
+    """The customer's hostile text is on screen character for character and nothing of it runs."""
+    await message.wait_for()
+    assert TYPED in await message.inner_text()
+    assert await message.locator("img, a, script").count() == 0
+    await message.click()
+    await page.wait_for_timeout(100)
+    assert await page.evaluate("window.__xss === undefined")
 
 
 class MarkdownAgent:
@@ -111,6 +127,10 @@ async def test_web_chat_to_csat_on_the_analytics_page(served: tuple[Hub, str]) -
             key = visitor_session_key(visitor)
             await widget.get_by_role("button", name="Talk to a person").first.click()
             await expect(widget.locator(".sbw-status")).to_have_text("waiting for a person…")
+            await widget.get_by_label("Message").fill(TYPED)
+            await widget.get_by_label("Message").press("Enter")
+            typed = widget.locator(".sbw-customer", has_text="onerror").last
+            await assert_shown_as_text(widget, typed)
 
             # 2. The agent opens it: Markdown inert in the console too, the copilot on top.
             await console.goto(f"{base}/console")
@@ -124,6 +144,11 @@ async def test_web_chat_to_csat_on_the_analytics_page(served: tuple[Hub, str]) -
             bot_msg = console.locator('[data-testid="msg"][data-role="bot"]')
             await expect(bot_msg).to_have_count(1)
             await assert_inert(console, bot_msg)
+            typed_msg = console.locator(
+                '[data-testid="msg"][data-role="customer"]', has_text="onerror"
+            )
+            await expect(typed_msg).to_have_count(1)
+            await assert_shown_as_text(console, typed_msg)
             copilot = console.get_by_test_id("copilot")
             await expect(copilot.get_by_test_id("copilot-wants")).to_have_text(
                 "How do I connect Slack?"
