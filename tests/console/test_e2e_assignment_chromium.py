@@ -198,6 +198,12 @@ async def test_an_agent_sees_teams_read_only_an_admin_edits_them(
             await expect(agent.get_by_test_id("sla-form")).to_be_hidden()
             await expect(agent.get_by_test_id("agent-capacity").first).to_be_disabled()
             await expect(agent.get_by_test_id("remove")).to_have_count(0)
+            # An agent answers customers: the admin's pages are not offered to her at all.
+            await expect(agent.get_by_test_id("search-open")).to_be_visible()
+            for admin_only in ("agents-open", "audit-open", "canned-open", "knowledge-open"):
+                await expect(agent.get_by_test_id(admin_only)).to_be_hidden()
+            for admin_only in ("agents-open", "audit-open", "canned-open", "knowledge-open"):
+                await expect(admin.get_by_test_id(admin_only)).to_be_visible()
             assert errors == []
         finally:
             await browser.close()
