@@ -207,3 +207,43 @@ async def test_an_open_console_keeps_its_agent_online_a_closed_one_does_not(
             assert presence["agents"][0]["presence"] == "offline"
         finally:
             await client.close()
+
+
+async def test_a_business_hours_policy_counts_only_open_hours_and_the_most_specific_wins(
+    tmp_path: Path,
+) -> None:
+    """The desk is open one hour a week (09:00-10:00 UTC, two days from now): a 1-minute
+    first reply is due at 09:01 that day, a 2-hour resolution a week later at 10:00. A policy
+    for any team and priority loses to it: the more specific policy wins."""
+    from datetime import UTC, datetime, timedelta
+
+    from bot.business_hours import WEEKDAYS
+
+    opening = (datetime.now(UTC) + timedelta(days=2)).replace(
+        hour=9, minute=0, second=0, microsecond=0
+    )
+    hours = {
+        "timezone": "UTC",
+        "hours": {WEEKDAYS[opening.weekday()]: "09:00-10:00"},
+    }
+    async with open_desk(tmp_path) as desk:
+        await desk.store.save_sla_policy(
+            parse_policy({"name": "anyone", "first_response_s": 5, "resolution_s": 10})
+        )
+        await desk.store.save_sla_policy(
+            parse_policy(
+                {
+                    "name": "office",
+                    "priority": "normal",
+                    "first_response_s": 60,
+                    "resolution_s": 7200,
+                    "business_hours": hours,
+                }
+            )
+        )
+        key: SessionKey = await desk.customer_says("a person please")
+        await desk.handoff.escalate(key, "customer_request")
+        [timer] = await desk.store.sla_timers([key])
+        assert timer.policy == "office"
+        assert timer.first_response_due == opening + timedelta(minutes=1)
+        assert timer.resolution_due == opening + timedelta(days=7, hours=1)

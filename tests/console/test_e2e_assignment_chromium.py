@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from bot.auth import add_agent
+from bot.business_hours import WEEKDAYS
 from bot.compose import build_hub
 from bot.config import Settings
 from bot.hub import Hub
@@ -182,6 +183,22 @@ async def test_an_agent_sees_teams_read_only_an_admin_edits_them(
             await admin.get_by_test_id("team-members").fill("alice, bob")
             await admin.get_by_test_id("team-submit").click()
             await expect(admin.get_by_test_id("team-row")).to_contain_text("alice, bob")
+            # An SLA policy counted in business hours, in the office's time zone.
+            await admin.get_by_test_id("sla-name").fill("office")
+            await admin.get_by_test_id("sla-first").fill("3600")
+            await admin.get_by_test_id("sla-resolution").fill("28800")
+            await admin.get_by_test_id("sla-hours").fill("mon-fri 09:00-12:00, 13:00-17:00")
+            await admin.get_by_test_id("sla-tz").fill("Europe/Paris")
+            await admin.get_by_test_id("sla-submit").click()
+            office = admin.locator('[data-testid="sla-row"][data-name="office"]')
+            await expect(office.get_by_test_id("sla-hours-cell")).to_have_text(
+                ", ".join(f"{d} 09:00-12:00,13:00-17:00" for d in WEEKDAYS[:5]) + " (Europe/Paris)"
+            )
+            [policy] = [p for p in await hub.store.sla_policies() if p.name == "office"]
+            assert policy.business_hours == {
+                "timezone": "Europe/Paris",
+                "hours": dict.fromkeys(WEEKDAYS[:5], "09:00-12:00,13:00-17:00"),
+            }
             row = admin.locator('[data-testid="presence-row"][data-name="alice"]')
             await row.get_by_test_id("agent-capacity").fill("2")
             await row.get_by_test_id("agent-capacity").dispatch_event("change")

@@ -188,7 +188,7 @@
       teamForm(),
       el("h2", { text: "SLA policies" }),
       el("table", { class: "agents-table" },
-        el("thead", {}, el("tr", {}, ...["Policy", "Team", "Priority", "First reply", "Resolution", "On breach", ""].map((t) => el("th", { text: t })))),
+        el("thead", {}, el("tr", {}, ...["Policy", "Team", "Priority", "First reply", "Resolution", "Business hours", "On breach", ""].map((t) => el("th", { text: t })))),
         el("tbody", { id: "sla-list", "data-testid": "sla-list" })),
       policyForm());
     view.hidden = true;
@@ -234,22 +234,56 @@
       el("input", { id: "sla-first", "data-testid": "sla-first", type: "number", min: "1", placeholder: "first reply (s)", required: true }),
       el("input", { id: "sla-resolution", "data-testid": "sla-resolution", type: "number", min: "1", placeholder: "resolution (s)", required: true }),
       select("sla-escalate", "keep priority"),
+      el("input", { id: "sla-hours", "data-testid": "sla-hours", autocomplete: "off", size: "34",
+                    placeholder: "business hours: mon-fri 09:00-17:00 (empty: 24/7)" }),
+      el("input", { id: "sla-tz", "data-testid": "sla-tz", autocomplete: "off", placeholder: "time zone",
+                    value: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC" }),
       el("button", { type: "submit", class: "primary", "data-testid": "sla-submit", text: "Save" }));
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       try {
+        const hours = parseHours($("sla-hours").value);
         await api("POST", "/sla/policies", {
           name: $("sla-name").value.trim(), team: $("sla-team").value.trim() || null,
           priority: $("sla-priority").value || null, escalate_to: $("sla-escalate").value || null,
           first_response_s: Number($("sla-first").value), resolution_s: Number($("sla-resolution").value),
+          business_hours: hours ? { timezone: $("sla-tz").value.trim() || "UTC", hours } : null,
         });
+        const zone = $("sla-tz").value;
         form.reset();
+        $("sla-tz").value = zone;
         await refreshTeams();
       } catch (err) {
         notify(`Policy not saved: ${err.message}`, "error");
       }
     });
     return form;
+  }
+
+  const WEEK = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+
+  // "mon-fri 09:00-17:00; sat 10:00-14:00" -> {mon: "09:00-17:00", ..., sat: "10:00-14:00"}
+  // (bot.business_hours's JSON form; the server checks the ranges). Empty: null (24/7).
+  function parseHours(text) {
+    if (!text.trim()) return null;
+    const hours = {};
+    for (const group of text.split(";").map((g) => g.trim()).filter(Boolean)) {
+      const [days, ...ranges] = group.split(/\s+/);
+      if (!ranges.length) throw new Error(`"${group}": days, then hours such as 09:00-17:00`);
+      for (const part of days.toLowerCase().split(",")) {
+        const [from, to] = part.split("-");
+        const a = WEEK.indexOf(from), b = to === undefined ? a : WEEK.indexOf(to);
+        if (a < 0 || b < 0 || b < a) throw new Error(`"${part}": days are mon..sun, e.g. mon-fri`);
+        for (let d = a; d <= b; d++) hours[WEEK[d]] = ranges.join("");
+      }
+    }
+    return hours;
+  }
+
+  function describeHours(bh) {
+    if (!bh) return "24/7";
+    const days = WEEK.filter((d) => bh.hours[d]).map((d) => `${d} ${bh.hours[d]}`);
+    return `${days.join(", ")} (${bh.timezone})`;
   }
 
   function removeButton(label, path) {
@@ -296,6 +330,7 @@
     $("sla-list").replaceChildren(...policies.policies.map((p) => el("tr", { "data-testid": "sla-row", "data-name": p.name },
       el("td", { text: p.name }), el("td", { text: p.team || "any" }), el("td", { text: p.priority || "any" }),
       el("td", { text: `${p.first_response_s}s` }), el("td", { text: `${p.resolution_s}s` }),
+      el("td", { "data-testid": "sla-hours-cell", text: describeHours(p.business_hours) }),
       el("td", { text: p.escalate_to ? `raise to ${p.escalate_to}` : "notify" }),
       el("td", {}, manage ? removeButton(`Remove ${p.name}`, `/sla/policies/${encodeURIComponent(p.name)}`) : null))));
     for (const form of document.querySelectorAll("#teams-view .manage-only")) form.hidden = !manage;
