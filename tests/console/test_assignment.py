@@ -263,3 +263,31 @@ async def test_disabled_accounts_and_viewers_are_never_assigned(tmp_path: Path) 
             key = await desk.customer_says("help", chat=chat)
             convs.append(await desk.handoff.escalate(key, "customer_request"))
         assert {c.assigned_agent for c in convs} == {"ann"}
+
+
+async def test_the_least_loaded_agent_gets_it_and_equals_take_turns(tmp_path: Path) -> None:
+    """Three online agents: escalations go round the three (each to the one assigned longest
+    ago among the least loaded), and an agent who resolved one is next in line."""
+    async with open_desk(tmp_path, agent_capacity=5) as desk:
+        for name in ("alice", "bob", "carol"):
+            await desk.store.create_agent(
+                AgentAccount(name=name, display_name=name.title(), password_hash="x")
+            )
+            await desk.store.set_agent_status(name, presence=Presence.ONLINE, seen=True)
+        order: list[str] = []
+        keys: list[SessionKey] = []
+        for i in range(6):
+            key = await desk.customer_says("help", chat=f"rr{i}")
+            conv = await desk.handoff.escalate(key, "customer_request")
+            assert conv.mode is SessionMode.HUMAN
+            order.append(conv.assigned_agent or "")
+            keys.append(key)
+        assert sorted(order[:3]) == ["alice", "bob", "carol"]  # each once before anyone twice
+        assert order[3:] == order[:3]  # then in the same turn order
+        # Bob resolves one: he is the least loaded now, so the next one is his.
+        bob = await desk.store.agent(order[1])
+        assert bob is not None
+        await desk.handoff.resolve(keys[1], bob)
+        key = await desk.customer_says("help", chat="rr-next")
+        conv = await desk.handoff.escalate(key, "customer_request")
+        assert conv.assigned_agent == order[1]
