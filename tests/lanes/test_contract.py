@@ -160,8 +160,12 @@ async def test_global_cap_and_ready_order(lane_factory: LaneFactory) -> None:
         await rec.until_finished(i + 1)
         await rec.until_started(min(i + 4, 10))  # each freed slot goes to the next ready
         assert len(rec.started) == min(i + 4, 10)
-    # Sessions waiting for a slot are served in the order they became ready.
-    assert [t.session_key for t in rec.started] == [key(f"s{i}") for i in range(10)]
+    # Sessions waiting for a slot are served in the order they became ready. The first three
+    # found free slots: their turns start together (in one or more claim batches, whose begins
+    # may answer in any order on a cluster), so only they may start in another order.
+    order = [t.session_key for t in rec.started]
+    assert set(order[:3]) == {key(f"s{i}") for i in range(3)}
+    assert order[3:] == [key(f"s{i}") for i in range(3, 10)]
     assert rec.max_running == 3
 
 
