@@ -28,6 +28,7 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from bot.privacy.injection import marker_spans
 from bot.privacy.vault import StreamRestorer, Vault
 
 if TYPE_CHECKING:
@@ -108,9 +109,16 @@ def _analysis(redactor: Redactor, text: str, entities: tuple[str, ...]) -> list[
     """Presidio's spans for ``text``, cached between turns.
 
     A turn re-sends the session's history, so the same texts are analyzed turn after turn;
-    tokens are still issued per turn. The cache lives in process memory only.
+    tokens are still issued per turn. The cache lives in process memory only. Spans touching a
+    data marker (:func:`bot.privacy.injection.spotlight`) are dropped: the request is redacted
+    after data was marked, and a marker's random id that read as a number (a phone, an Indian
+    PAN) would become a token and break the marker.
     """
-    return redactor.analyze(text, entities)
+    spans = redactor.analyze(text, entities)
+    markers = marker_spans(text)
+    if not markers:
+        return spans
+    return [s for s in spans if all(s.end <= a or s.start >= b for a, b in markers)]
 
 
 class TurnRedaction:

@@ -268,6 +268,11 @@ def strip_markers(text: str) -> str:
     return _MARKER.sub("", text)
 
 
+def marker_spans(text: str) -> list[tuple[int, int]]:
+    """Where the data markers of ``text`` are: ``(start, end)`` character offsets, in order."""
+    return [m.span() for m in _MARKER.finditer(text)]
+
+
 def datamark(text: str) -> str:
     """Join the words of ``text`` with :data:`DATAMARK` (runs of whitespace become one mark).
 
@@ -292,7 +297,9 @@ def spotlight(
         text: untrusted text.
         source: where the text came from.
         mark_words: also datamark the text (stronger, costs a few tokens).
-        nonce: the marker id; random (8 hex digits) when None. Pass one only in tests.
+        nonce: the marker id; random (8 hex digits) when None. Pass one only in tests. (The
+            agent's redaction, which runs over the whole request after marking, leaves markers
+            alone: :func:`marker_spans`.)
 
     Returns:
         ``<<data source="..." id="...">>\n{text}\n<</data id="...">>``.

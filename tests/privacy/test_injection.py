@@ -99,3 +99,21 @@ def test_datamark_joins_words_and_keeps_lines() -> None:
     )
     marked = spotlight("a b", DataSource.PASSAGE, mark_words=True, nonce="n")
     assert f"a{DATAMARK}b" in marked
+
+
+def test_marker_ids_survive_the_redaction_of_the_whole_request() -> None:
+    """The agent redacts the request after data was marked: a marker id that read as a number
+    (8 hex digits, sometimes all decimal: a phone) became ``<PHONE_1>``, breaking the marker.
+    Spans touching a marker are left out; the data inside is still redacted."""
+    from bot.agent.redaction import TurnRedaction
+    from bot.privacy.redact import ENTITY_TYPES, Redactor
+
+    redactor = Redactor(list(ENTITY_TYPES))
+    for nonce in ("41555501", "42345678", "tqmrnpanpr"):  # a US phone, an IN PAN-like word
+        marked = spotlight("call me on +1 415 555 0132", DataSource.TOOL, nonce=nonce)
+        turn = TurnRedaction(redactor, list(ENTITY_TYPES))
+        turn._redact_all([marked])
+        out = turn.redacted(marked)
+        assert out.count(f'id="{nonce}"') == 2, out
+        assert "415 555 0132" not in out
+        assert "<PHONE_1>" in out
