@@ -7,8 +7,12 @@ passed through ``extra=`` (``session_key``, ``event_id``, ``channel``...).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import logging
+import re
+import secrets
 import sys
 import traceback
 from datetime import UTC, datetime
@@ -145,14 +149,45 @@ def format_exception_safely(exc: BaseException | None) -> str:
     return "".join(parts)
 
 
+_EMAIL = re.compile(r"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,}")
+_PSEUDONYM_KEY = secrets.token_bytes(16)
+
+
+def scrub_emails(value: Any) -> Any:
+    """``value`` with every e-mail address replaced by ``<email:…>``, a keyed digest.
+
+    Log fields carry identifiers, not text, but some identifiers hold an address: an e-mail
+    conversation's session key (``email:support@shop.example:dm:ana@example.org:thread:…``), an
+    SMTP error naming a refused recipient. The digest (HMAC-SHA-256 under a key drawn at process
+    start, 10 hex digits, of the lower-cased address) is the same for one address throughout a
+    process, so a conversation's lines still match each other, and cannot be reversed by
+    hashing guessed addresses. Strings, and lists, tuples and dict values of strings, are
+    scrubbed; anything else is returned as it is.
+    """
+    if isinstance(value, str):
+        if "@" not in value:
+            return value
+        return _EMAIL.sub(_pseudonym, value)
+    if isinstance(value, list | tuple):
+        return [scrub_emails(v) for v in value]
+    if isinstance(value, dict):
+        return {k: scrub_emails(v) for k, v in value.items()}
+    return value
+
+
+def _pseudonym(match: re.Match[str]) -> str:
+    digest = hmac.new(_PSEUDONYM_KEY, match.group(0).lower().encode(), hashlib.sha256)
+    return f"<email:{digest.hexdigest()[:10]}>"
+
+
 class PlainFormatter(logging.Formatter):
     """Plain-text lines whose tracebacks leave out exception messages."""
 
     def format(self, record: logging.LogRecord) -> str:
-        """Render ``record``, never reusing a traceback another handler cached on it."""
+        """Render ``record`` (e-mail addresses pseudonymized), never reusing a cached traceback."""
         cached, record.exc_text = record.exc_text, None
         try:
-            return super().format(record)
+            return str(scrub_emails(super().format(record)))
         finally:
             record.exc_text = cached
 
@@ -164,9 +199,9 @@ class PlainFormatter(logging.Formatter):
 class JsonFormatter(logging.Formatter):
     """One JSON object per line.
 
-    Keys: ``ts``, ``level``, ``logger``, ``event``, the record's extra fields, and ``exc`` with
-    the traceback when an exception is attached (exception messages withheld:
-    :func:`format_exception_safely`).
+    Keys: ``ts``, ``level``, ``logger``, ``event``, the record's extra fields (e-mail addresses
+    in them pseudonymized: :func:`scrub_emails`), and ``exc`` with the traceback when an
+    exception is attached (exception messages withheld: :func:`format_exception_safely`).
     """
 
     def format(self, record: logging.LogRecord) -> str:
@@ -179,7 +214,7 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in record.__dict__.items():
             if key not in _STD_ATTRS and not key.startswith("_"):
-                out[key] = value
+                out[key] = scrub_emails(value)
         if record.exc_info:
             out["exc"] = format_exception_safely(record.exc_info[1])
         return json.dumps(out, default=str)

@@ -121,3 +121,30 @@ async def test_no_value_in_logs_spans_or_errors(
     for value in VALUES:
         for line in rendered + exported + errors:
             assert value not in line, (value, line[:300])
+
+
+def test_email_addresses_in_log_fields_are_pseudonymized() -> None:
+    """An e-mail conversation's session key and an SMTP error hold the customer's address: the
+    JSON log line shows a keyed digest instead, the same one for the same address (a
+    conversation's lines still match), a different one for another address."""
+    import json as json_module
+    import logging as logging_module
+
+    from bot.observability import JsonFormatter
+
+    key = "email:support@shop.example:dm:Ana.Lopez@example.org:thread:abc"
+    record = logging_module.LogRecord("x", logging_module.WARNING, __file__, 1, "e", None, None)
+    record.session_key = key
+    record.error = "SMTPRecipientsRefused({'ana.lopez@example.org': (550, b'no such user')})"
+    record.recipients = ["bob@example.com"]
+    line = JsonFormatter().format(record)
+    assert "example.org" not in line
+    assert "example.com" not in line
+    assert "Lopez" not in line
+    out = json_module.loads(line)
+    ana = out["session_key"].split(":dm:")[1].split(":thread:")[0]
+    assert ana.startswith("<email:")
+    assert ana in out["error"]
+    assert out["recipients"][0].startswith("<email:")
+    assert out["recipients"][0] != ana
+    assert out["session_key"].endswith(":thread:abc")
