@@ -260,11 +260,20 @@ class TestLLMAgentAnswers:
         llm.reply(tool_calls=[("get_ticket", {"id": 5}), ("no_such_tool", "{}")])
         llm.reply("Which ticket do you mean?")
         agent = LLMAgent(settings_for(llm), load_tools())
-        reply = await agent.respond(make_turn("my ticket?"))
+        turn = make_turn("my ticket?")
+        audited: list[tuple[str, str]] = []
+
+        async def audit(tool: str, outcome: str) -> None:
+            audited.append((tool, outcome))
+
+        turn.tools.audit = audit
+        reply = await agent.respond(turn)
 
         errors = [json.loads(m)["error"] for m in tool_messages(llm.requests[1])]
         assert errors == ["invalid_arguments", "unknown_tool"]
         assert reply.text == "Which ticket do you mean?"
+        # Every call the model made is in the audit log, the refused ones too.
+        assert audited == [("get_ticket", "invalid_arguments"), ("no_such_tool", "unknown_tool")]
 
     async def test_escalate_to_human_tool(self, llm: FakeOpenAI) -> None:
         escalations = Escalations()

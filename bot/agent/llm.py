@@ -402,15 +402,18 @@ class LLMAgent:
         rest of the next request.
         """
         tool = self._tools.get(call.name)
-        if tool is None:
+        if tool is None:  # audited too: every call the model makes leaves an entry
+            await _audit(ctx, call.name[:100], "unknown_tool")
             return _tool_error("unknown_tool", f"there is no tool {call.name!r}")
         try:
             raw = json.loads(call.arguments or "{}")
         except json.JSONDecodeError:
+            await _audit(ctx, call.name, "invalid_arguments")
             return _tool_error("invalid_arguments", "the arguments are not a JSON object")
         try:
             args = tool.args_model.model_validate(privacy.restore_data(raw))
         except ValidationError as exc:
+            await _audit(ctx, call.name, "invalid_arguments")
             details = exc.errors(include_url=False, include_context=False, include_input=False)
             return _tool_error("invalid_arguments", json.dumps(details, default=str))
         log_extra = {**extra, "tool": call.name}
