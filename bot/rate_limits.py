@@ -89,6 +89,24 @@ async def counted(call: Awaitable[_T]) -> _T:
         ) from exc
 
 
+async def counters_naming(client: Any, names: Callable[[str], bool]) -> list[dict[str, Any]]:
+    """The Redis counters whose key ``names(key)`` someone (data-subject access request).
+
+    Args:
+        client: a redis-py asyncio client of the counters' server or cluster.
+        names: True for a key naming the subject (its identifiers among the key's parts).
+
+    Returns:
+        ``[{"key", "expires_in_s"}]`` (the key holds the identifier; its value is a count of
+        recent messages), sorted by key; ``expires_in_s`` is -1 without an expiry.
+
+    Raises:
+        redis.exceptions.RedisError, OSError: when Redis cannot be reached.
+    """
+    found = sorted({str(k) async for k in client.scan_iter(match=f"{KEY_PREFIX}:*", count=1000)})
+    return [{"key": k, "expires_in_s": int(await client.ttl(k))} for k in found if names(k)]
+
+
 async def forget_counters(client: Any, names: Callable[[str], bool]) -> int:
     """Delete the Redis counters whose key ``names(key)`` someone (data-subject erasure).
 

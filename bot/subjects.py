@@ -48,7 +48,7 @@ from bot.config import Settings
 from bot.envelope import InboundMessage, SessionKey
 from bot.errors import BackendUnavailable
 from bot.lanes.base import LanePurge, LaneSelection, QueuedEntry
-from bot.rate_limits import forget_counters
+from bot.rate_limits import counters_naming, forget_counters
 from bot.store.reflection import Needles
 from bot.store.sql import SqlStore
 from bot.store.subjects import ErasureReport, Subject, SubjectData, export_document
@@ -59,6 +59,8 @@ LANES: Final = "lanes"
 """The ``elsewhere`` key of the lanes' counts."""
 QUEUED: Final = "queued_lane_state"
 """The export document's key of the messages waiting in lanes."""
+RATE_COUNTERS: Final = "rate_limit_counters"
+"""The export's key of the rate-limit counters naming the subject (Redis lanes only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +242,12 @@ class SubjectRequests:
             "reachable": self.lanes is not None,
             "messages": [e.as_json() for e in queued],
         }
+        if self.counters is not None:
+            doc[RATE_COUNTERS] = {
+                "description": "rate-limit counters (Redis) whose key holds one of their "
+                "identifiers; each counts their recent messages and expires by itself",
+                "counters": await counters_naming(self.counters, lambda k: _names(about, k)),
+            }
         doc.update(sections)
         return doc
 

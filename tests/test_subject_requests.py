@@ -152,6 +152,9 @@ def test_the_command_line_exports_and_erases_what_waits_in_redis_lanes(
         assert got == [("u1", "theirs"), ("u2", "theirs"), ("u5", "theirs"), ("u6", "mentions")]
         assert {m["in_turn"] for m in queued["messages"]} == {False}
         assert HER_TEXTS[0] in json.dumps(queued)
+        # The rate-limit counter that names her e-mail address is in the export too.
+        [counter] = doc["rate_limit_counters"]["counters"]
+        assert counter["key"] == f"sb:limits:LIMITER/{EMAIL}/20/1/hour"
 
         assert main(["customer", "erase", f"telegram:{ZOFIA.id}", "--yes", *where]) == 0
         report = json.loads(capsys.readouterr().out)
