@@ -69,6 +69,14 @@ _ADDRESS_CUE = (
     r"|mailing|home|street)[ \t]+)?address[ \t]*:)"
 )
 
+# "I live in Valencia", "we're based in New South Wales": where the customer is. Only these
+# personal phrasings ("located in Settings" is a manual's, not a customer's).
+_HOME_CUE = (
+    r"(?i:\b(?:i|we)\s+(?:live|reside)\s+in|\b(?:i|we)['\u2019](?:m|re)\s+based\s+in"
+    r"|\b(?:i\s+am|we\s+are)\s+based\s+in|\bmy\s+home\s+town\s+is)"
+)
+_PLACE = rf"{_NAME_WORD}(?:[ \t]+(?:(?:de|del|la|le|am|upon|on|sur)[ \t]+)?{_NAME_WORD}){{0,4}}"
+
 _STREET_TYPES = (
     "Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|"
     "Terrace|Ter|Close|Crescent|Cres|Parkway|Pkwy|Highway|Hwy|Square|Sq|Circle|Cir|Trail|Trl|"
@@ -146,6 +154,11 @@ def cue_recognizers() -> list[EntityRecognizer]:
                 rf"(?<={_ADDRESS_CUE}[ \t]*)(?=[^\n.;!?]*\d)[^\s.,;:!?][^\n;!?]{{3,118}}?"
                 r"(?=[ \t]*(?:\.[ \t]|\.?\r?$|[;!?\n]))",
                 0.85,
+            ),
+            Pattern(
+                "where the customer lives",
+                rf"(?<={_HOME_CUE}[ \t]+){_PLACE}",
+                0.7,
             ),
         ],
     )

@@ -40,6 +40,9 @@ def cues() -> Redactor:
         ("I live at 42 5th Avenue Apt 3B", ["42 5th Avenue Apt 3B"]),
         ("Lieferadresse: Hauptstraße 5, 10115 Berlin", ["Hauptstraße 5"]),
         ("Send it to PO Box 1234 please", ["PO Box 1234"]),
+        ("I live in Valencia and my order is late", ["Valencia"]),
+        ("We're based in New South Wales.", ["New South Wales"]),
+        ("I am based in Frankfurt am Main, Germany", ["Frankfurt am Main"]),
         (
             "My shipping address is Flat 3, 12 rue de la Paix, 75002 Paris. Please hurry!",
             ["Flat 3, 12 rue de la Paix, 75002 Paris"],
@@ -76,6 +79,8 @@ def test_names_and_addresses_in_their_usual_wording_are_found(
         "My address is the same as before.",
         "my IP address is 10.0.0.1",
         "Wi-Fi address: 3 steps to find it",
+        "The SIM tray is located in Settings",
+        "I live in a flat",
     ],
 )
 def test_ordinary_support_text_is_left_alone(cues: Redactor, text: str) -> None:
