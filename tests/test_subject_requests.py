@@ -19,7 +19,7 @@ import redis
 from bot.cli import main
 from bot.compose import build_hub
 from bot.config import Settings
-from bot.envelope import InboundMessage, Participant, SessionKey, session_key
+from bot.envelope import SessionKey
 from bot.errors import BackendUnavailable
 from bot.lanes.memory import MemoryLaneQueue
 from bot.server import make_app
@@ -30,29 +30,11 @@ from bot.subjects import SubjectRequests
 from channels.memory.pytest_plugin import ScriptedAgent, make_settings
 from tests.channels.support import serve
 from tests.fakes.redis_server import RedisServer
+from tests.store.test_subjects import GROUP, OSKAR, ZOFIA, dm, said
 
-EMAIL = "zofia.w@example.org"
-ZOFIA = Participant(id="618020145", name="Zofia Wiśniewska", email=EMAIL)
-OSKAR = Participant(id="733100200", name="Oskar Nowak", email="oskar.n@example.net")
+EMAIL = "zofia.w@example.org"  # ZOFIA's (tests.store.test_subjects)
 HER_TEXTS = ["my card ending 4242 was charged twice", "call me on +48 601 234 567"]
 SECRETS = [ZOFIA.id, EMAIL, "Zofia Wiśniewska", *HER_TEXTS, "zofia in the group"]
-GROUP = session_key("telegram", "bot1", chat="-100200300")
-
-
-def dm(who: Participant) -> SessionKey:
-    return session_key("telegram", "bot1", dm_peer=who.id)
-
-
-def said(who: Participant, key: SessionKey, event_id: str, text: str) -> InboundMessage:
-    return InboundMessage(
-        event_id=event_id,
-        channel="telegram",
-        account="bot1",
-        session_key=key,
-        sender=who,
-        text=text,
-        raw={"message": {"from": {"id": int(who.id), "first_name": who.name}, "text": text}},
-    )
 
 
 MESSAGES = [

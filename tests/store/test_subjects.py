@@ -9,7 +9,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from bot.config import Settings
-from bot.envelope import InboundMessage, OutboundMessage, Participant, session_key, utcnow
+from bot.envelope import (
+    InboundMessage,
+    OutboundMessage,
+    Participant,
+    SessionKey,
+    session_key,
+    utcnow,
+)
 from bot.store.base import NewMessage, Role
 from bot.store.engine import JsonType, make_engine
 from bot.store.sql import SqlStore
@@ -36,16 +43,18 @@ crm_contacts = sa.Table(
 )
 
 
-def _dm(who: Participant) -> Any:
+def dm(who: Participant) -> SessionKey:
+    """The Telegram direct conversation of ``who`` with the subject tests' bot."""
     return session_key("telegram", "bot1", dm_peer=who.id)
 
 
 GROUP = session_key("telegram", "bot1", chat="-100200300")
 
 
-async def _say(store: SqlStore, who: Participant, key: Any, n: int, text: str) -> None:
-    msg = InboundMessage(
-        event_id=f"{who.id}-{n}",
+def said(who: Participant, key: SessionKey, event_id: str, text: str) -> InboundMessage:
+    """A Telegram message ``who`` wrote in ``key`` (the subject tests' cast writes there)."""
+    return InboundMessage(
+        event_id=event_id,
         channel="telegram",
         account="bot1",
         session_key=key,
@@ -53,13 +62,16 @@ async def _say(store: SqlStore, who: Participant, key: Any, n: int, text: str) -
         text=text,
         raw={"message": {"from": {"id": int(who.id), "first_name": who.name}, "text": text}},
     )
-    assert await store.append_inbound(msg) is not None
+
+
+async def _say(store: SqlStore, who: Participant, key: SessionKey, n: int, text: str) -> None:
+    assert await store.append_inbound(said(who, key, f"{who.id}-{n}", text)) is not None
 
 
 async def _populate(store: SqlStore) -> None:
     tickets = LocalTicketBackend.for_store(store)
     for who, texts in ((ZOFIA, ZOFIA_TEXTS[:2]), (OSKAR, ["Where is my refund for order 77?"])):
-        key = _dm(who)
+        key = dm(who)
         for n, text in enumerate(texts):
             await _say(store, who, key, n, text)
         await store.append(
@@ -190,6 +202,6 @@ async def test_export_then_erase_leaves_nothing_of_the_customer(
     assert erase_entry.detail["request_id"] == report.request_id
 
     # The hub keeps working for her if she writes again: a new conversation.
-    await _say(store, ZOFIA, _dm(ZOFIA), 99, "hi again")
-    (again,) = await store.messages(_dm(ZOFIA))
+    await _say(store, ZOFIA, dm(ZOFIA), 99, "hi again")
+    (again,) = await store.messages(dm(ZOFIA))
     assert again.seq == 1
