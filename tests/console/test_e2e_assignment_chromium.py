@@ -27,6 +27,7 @@ from tests.console.test_e2e_chromium import (
     Customer,
     ScriptedAgent,
     serving,
+    sign_in,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(90)]
@@ -49,16 +50,10 @@ async def fast_hub(tmp_path: Path) -> AsyncIterator[tuple[Hub, str]]:
 
 
 async def _login(browser: Any, base: str, name: str, errors: list[str]) -> Any:
-    from playwright.async_api import expect
-
     context = await browser.new_context()  # a cookie jar of its own
     page = await context.new_page()
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    await page.goto(f"{base}/console/")
-    await page.get_by_test_id("login-name").fill(name)
-    await page.get_by_test_id("login-password").fill(PASSWORD)
-    await page.get_by_test_id("login-submit").click()
-    await expect(page.get_by_test_id("agent-name")).not_to_be_empty()
+    await sign_in(page, base, name, PASSWORD)
     return page
 
 

@@ -121,6 +121,17 @@ async def serving(hub: Hub) -> AsyncIterator[str]:
             await asyncio.wait_for(server, 20)
 
 
+async def sign_in(page: Any, base: str, name: str, password: str) -> None:
+    """Log ``name`` in on the console's page and wait until the app shows who is signed in."""
+    from playwright.async_api import expect
+
+    await page.goto(f"{base}/console/")
+    await page.get_by_test_id("login-name").fill(name)
+    await page.get_by_test_id("login-password").fill(password)
+    await page.get_by_test_id("login-submit").click()
+    await expect(page.get_by_test_id("agent-name")).not_to_be_empty()
+
+
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[Hub, ScriptedAgent, str]]:
     settings = Settings(data_dir=tmp_path / "data", debounce_ms=20, demo_site=False)

@@ -28,7 +28,7 @@ from knowledge import KnowledgeBase
 from knowledge.answers import AnswerStore, CuratedAnswers, CuratedFirstAgent
 from knowledge.embed import LocalEmbedder
 from tests.console.screens import shot
-from tests.console.test_e2e_chromium import CHROMIUM, CHROMIUM_ARGS, Customer, serving
+from tests.console.test_e2e_chromium import CHROMIUM, CHROMIUM_ARGS, Customer, serving, sign_in
 from tests.csp_watch import csp_violations, watch_csp
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
@@ -69,17 +69,6 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Hub, str]]:
         await kb.close()
 
 
-async def _sign_in(page: object, base: str, name: str) -> None:
-    from playwright.async_api import Page, expect
-
-    assert isinstance(page, Page)
-    await page.goto(f"{base}/console/")
-    await page.get_by_test_id("login-name").fill(name)
-    await page.get_by_test_id("login-password").fill(PASSWORD)
-    await page.get_by_test_id("login-submit").click()
-    await expect(page.get_by_test_id("agent-name")).not_to_be_empty()
-
-
 async def test_admin_ingests_and_saves_a_reply_as_a_curated_answer(
     served: tuple[Hub, str], tmp_path: Path
 ) -> None:
@@ -104,7 +93,7 @@ async def test_admin_ingests_and_saves_a_reply_as_a_curated_answer(
             admin = await browser.new_page(viewport={"width": 1400, "height": 900})
             admin.on("pageerror", lambda exc: errors.append(str(exc)))
             csp = await watch_csp(admin)
-            await _sign_in(admin, base, "root")
+            await sign_in(admin, base, "root", PASSWORD)
 
             # 1. Knowledge: upload a file, the job's progress reaches "done" with its report.
             await admin.get_by_test_id("knowledge-open").click()
@@ -192,7 +181,7 @@ async def test_admin_ingests_and_saves_a_reply_as_a_curated_answer(
             context = await browser.new_context()
             agent = await context.new_page()
             agent.on("pageerror", lambda exc: errors.append(str(exc)))
-            await _sign_in(agent, base, "alice")
+            await sign_in(agent, base, "alice", PASSWORD)
             await expect(agent.get_by_test_id("agent-role")).to_have_text("agent")
             await agent.get_by_test_id("queue-item").first.click()
             await expect(agent.get_by_test_id("transcript")).to_contain_text("real person")

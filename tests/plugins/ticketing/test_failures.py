@@ -164,7 +164,8 @@ async def test_a_lost_jira_answer_does_not_raise_a_second_request(tmp_path: Path
     async with FakeJira() as jira:
         settings = jira_settings(jira, tmp_path)
         engine = _engine(tmp_path)
-        tickets = SyncedTicketBackend(JiraTickets(settings), engine, settings)
+        remote = JiraTickets(settings)
+        tickets = SyncedTicketBackend(remote, engine, settings)
         try:
             jira.lose_next_create = True  # Jira raises it, the answer is lost
             pending = await open_ticket(tickets)
@@ -179,7 +180,7 @@ async def test_a_lost_jira_answer_does_not_raise_a_second_request(tmp_path: Path
             assert ticket.id == "SUP-1"
             assert ticket.description.endswith(f"Switchboard reference: {pending.id}")
             # Another reference is not taken for this one.
-            assert await JiraTickets(settings).find("SB-999") is None
+            assert await remote.find("SB-999") is None
         finally:
             await tickets.close()
             await engine.dispose()
