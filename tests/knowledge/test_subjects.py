@@ -20,7 +20,6 @@ import pytest_asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from bot.envelope import InboundMessage, Participant, session_key
 from bot.hub import Hub
 from bot.server import make_app
 from bot.store.sql import SqlStore
@@ -30,13 +29,13 @@ from knowledge.answers import CuratedAnswers
 from tests.channels.support import serve
 from tests.knowledge.embedders import CountingEmbedder
 from tests.knowledge.hubs import started_kb_hub
+from tests.store.test_subjects import ZOFIA, dm, said
 
 Client = TestClient[web.Request, web.Application]
 ADMIN = {"Authorization": "Bearer admin-key-123"}
-EMAIL = "zofia.w@example.org"
-ZOFIA = Participant(id="618020145", name="Zofia Wiśniewska", email=EMAIL)
+EMAIL = "zofia.w@example.org"  # ZOFIA's (tests.store.test_subjects)
 SECRETS = [ZOFIA.id, EMAIL, "Zofia Wiśniewska", "4242"]
-HER_DM = session_key("telegram", "bot1", dm_peer=ZOFIA.id)
+HER_DM = dm(ZOFIA)
 
 GUIDE = f"""# Refund guide
 
@@ -103,14 +102,7 @@ async def test_export_lists_and_erase_removes_her_knowledge_base_material(
     store = kb_hub.store
     assert isinstance(store, SqlStore)
     data_dir = kb_hub.settings.data_dir
-    msg = InboundMessage(
-        event_id="t1",
-        channel="telegram",
-        account="bot1",
-        session_key=HER_DM,
-        sender=ZOFIA,
-        text=f"My card ending 4242 was charged twice, mail me at {EMAIL}",
-    )
+    msg = said(ZOFIA, HER_DM, "t1", f"My card ending 4242 was charged twice, mail me at {EMAIL}")
     await store.append_inbound(msg)
     async with serve(make_app(kb_hub)) as client:
         await _upload(client, {"refund-guide.md": GUIDE, f"ticket-{ZOFIA.id}.md": TICKET})
