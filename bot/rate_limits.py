@@ -89,6 +89,12 @@ async def counted(call: Awaitable[_T]) -> _T:
         ) from exc
 
 
+async def _keys_naming(client: Any, names: Callable[[str], bool]) -> list[str]:
+    """The counter keys for which ``names(key)``, sorted (one ``SCAN`` over the counters)."""
+    found = {str(k) async for k in client.scan_iter(match=f"{KEY_PREFIX}:*", count=1000)}
+    return sorted(k for k in found if names(k))
+
+
 async def counters_naming(client: Any, names: Callable[[str], bool]) -> list[dict[str, Any]]:
     """The Redis counters whose key ``names(key)`` someone (data-subject access request).
 
@@ -97,14 +103,16 @@ async def counters_naming(client: Any, names: Callable[[str], bool]) -> list[dic
         names: True for a key naming the subject (its identifiers among the key's parts).
 
     Returns:
-        ``[{"key", "expires_in_s"}]`` (the key holds the identifier; its value is a count of
-        recent messages), sorted by key; ``expires_in_s`` is -1 without an expiry.
+        ``[{"key", "expires_in_s"}]`` (the key holds the identifier; its value only hit
+        times), sorted by key; ``expires_in_s`` is -1 without an expiry.
 
     Raises:
         redis.exceptions.RedisError, OSError: when Redis cannot be reached.
     """
-    found = sorted({str(k) async for k in client.scan_iter(match=f"{KEY_PREFIX}:*", count=1000)})
-    return [{"key": k, "expires_in_s": int(await client.ttl(k))} for k in found if names(k)]
+    return [
+        {"key": k, "expires_in_s": int(await client.ttl(k))}
+        for k in await _keys_naming(client, names)
+    ]
 
 
 async def forget_counters(client: Any, names: Callable[[str], bool]) -> int:
@@ -120,11 +128,7 @@ async def forget_counters(client: Any, names: Callable[[str], bool]) -> int:
     Raises:
         redis.exceptions.RedisError, OSError: when Redis cannot be reached.
     """
-    doomed = [
-        str(k)
-        async for k in client.scan_iter(match=f"{KEY_PREFIX}:*", count=1000)
-        if names(str(k))
-    ]
+    doomed = await _keys_naming(client, names)
     for key in doomed:  # one by one: counters of one subject may sit on several nodes
         await client.delete(key)
     return len(doomed)
