@@ -13,7 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from bot.config import QueueMode
 from bot.envelope import InboundMessage, SessionKey
@@ -42,6 +42,10 @@ from bot.lanes.redis.wake import WakeChannel
 logger = logging.getLogger("bot.lanes.redis")
 
 _T = TypeVar("_T")
+
+
+_ENQUEUE_OP: Final = {1: "p", 3: "q"}
+"""``S_ENQUEUE``'s action → the global loop's op (see ``G_STEP``): push, or make sure it is."""
 
 
 class RedisLaneQueue:
@@ -232,8 +236,7 @@ class RedisLaneQueue:
             # loop makes sure the session is scheduled once Redis answers again.
             self._post("q", session)
             raise BackendUnavailable(f"redis lanes unavailable: {exc}") from exc
-        op = {1: "p", 3: "q"}.get(int(action), "")
-        self._post(op, session, queued=1, lanes=int(new_lane))
+        self._post(_ENQUEUE_OP.get(int(action), ""), session, queued=1, lanes=int(new_lane))
         if action == 1 and self._global.free_slots > 0:
             pending = 0  # a slot is free: its turn starts at once and takes everything
         elif action == 2:
