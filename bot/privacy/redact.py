@@ -40,23 +40,6 @@ if TYPE_CHECKING:
 
     from bot.config import Settings
 
-ENTITY_TYPES: dict[str, str] = {
-    "EMAIL_ADDRESS": "EMAIL",
-    "PHONE_NUMBER": "PHONE",
-    "CREDIT_CARD": "CREDIT_CARD",
-    "IBAN_CODE": "IBAN",
-    "IP_ADDRESS": "IP_ADDRESS",
-    "URL": "URL",
-    "CRYPTO": "CRYPTO",
-    "MAC_ADDRESS": "MAC_ADDRESS",
-    "US_SSN": "US_SSN",
-    "US_BANK_NUMBER": "US_BANK_NUMBER",
-    "UK_NINO": "UK_NINO",
-    "UK_POSTCODE": "UK_POSTCODE",
-    "DATE_TIME": "DATE",
-    "PERSON": "PERSON",
-    "LOCATION": "LOCATION",
-}
 
 IDENTITY_RECOGNIZERS: dict[str, str] = {
     "US_DRIVER_LICENSE": "UsLicenseRecognizer",
@@ -90,7 +73,24 @@ IDENTITY_RECOGNIZERS: dict[str, str] = {
 Presidio recognizer class of each; most validate a check digit. Run on English-analyzed text
 whatever the country (a message's language is not known)."""
 
-ENTITY_TYPES.update({entity: entity for entity in IDENTITY_RECOGNIZERS})
+ENTITY_TYPES: dict[str, str] = {
+    "EMAIL_ADDRESS": "EMAIL",
+    "PHONE_NUMBER": "PHONE",
+    "CREDIT_CARD": "CREDIT_CARD",
+    "IBAN_CODE": "IBAN",
+    "IP_ADDRESS": "IP_ADDRESS",
+    "URL": "URL",
+    "CRYPTO": "CRYPTO",
+    "MAC_ADDRESS": "MAC_ADDRESS",
+    "US_SSN": "US_SSN",
+    "US_BANK_NUMBER": "US_BANK_NUMBER",
+    "UK_NINO": "UK_NINO",
+    "UK_POSTCODE": "UK_POSTCODE",
+    "DATE_TIME": "DATE",
+    "PERSON": "PERSON",
+    "LOCATION": "LOCATION",
+    **{entity: entity for entity in IDENTITY_RECOGNIZERS},
+}
 """Every entity type Switchboard knows (Presidio's names) and the label of its tokens."""
 
 NER_ENTITY_TYPES = frozenset({"PERSON", "LOCATION"})
