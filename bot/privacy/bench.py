@@ -20,6 +20,7 @@ Injection: llm-guard's labelled prompts, one JSON object a line
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Iterable
@@ -55,15 +56,19 @@ def entity_of(test_file: str) -> str | None:
     Listed in :data:`TEST_FILE_ENTITY`, else the type of the identity-number recognizer whose
     module the test is named after (``es_nif_recognizer.py``); None when neither.
     """
-    if test_file in TEST_FILE_ENTITY:
-        return TEST_FILE_ENTITY[test_file]
+    return TEST_FILE_ENTITY.get(test_file) or _identity_test_files().get(test_file)
+
+
+@functools.cache
+def _identity_test_files() -> dict[str, str]:
+    """``test_<recognizer module>.py`` → entity type, for :data:`IDENTITY_RECOGNIZERS`."""
     from presidio_analyzer import predefined_recognizers
 
+    out: dict[str, str] = {}
     for entity, class_name in IDENTITY_RECOGNIZERS.items():
         module = getattr(predefined_recognizers, class_name).__module__.rsplit(".", 1)[-1]
-        if test_file == f"test_{module}.py":
-            return entity
-    return None
+        out[f"test_{module}.py"] = entity
+    return out
 
 
 _CONFIG_PARAMS = frozenset({"leniency"})
