@@ -210,9 +210,10 @@ class JiraTickets:
         """
         if self._project is None:
             desk = await self._call(lambda: self._client.service_desk(self._desk))
-            self._project = str(getattr(desk, "projectKey", "") or "")
-            if not self._project:
+            key = str(getattr(desk, "projectKey", "") or "")
+            if not key:
                 raise PayloadInvalid(f"service desk {self._desk} names no project")
+            self._project = key
         return self._project
 
     async def get(self, remote_id: str) -> RemoteTicket | None:
